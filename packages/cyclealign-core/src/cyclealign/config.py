@@ -1,0 +1,214 @@
+"""The run configuration: YAML validated by pydantic, plus dotted ``--set`` overrides.
+
+Every decision the paper leaves open is a field here (see docs/method.md).
+Unknown or ill-typed keys are errors that name the full dotted key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key or file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WhiteboxConfig(_Section):
+    """The trainable model (Hugging Face transformers + peft)."""
+
+    model: str = Field("embedded:smollm2", description="HF model dir/id, or 'embedded:smollm2' for the bundled GGUF")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `model` (loaded by transformers)")
+    finetune: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] | None = Field(None, description="None: q_proj/k_proj/v_proj/o_proj where present")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_prompt_tokens: int = Field(384, ge=8, description="longer prompts are handled by data.overlong")
+
+
+class OracleConfig(_Section):
+    """The black-box ranker, reached through litellm (or any registered oracle plugin)."""
+
+    name: str = Field("local", description="registered oracle: local, chatgpt, gpt-4, or a plugin's")
+    model: str | None = Field(None, description="litellm model string; None: the alias's default")
+    api_base: str | None = None
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    api_key_file: Path | None = Field(None, description="file holding the API key (first line)")
+    serve_gguf: str | None = Field(
+        "embedded:smollm2", description="for name=local without api_base: GGUF the project serves itself"
+    )
+    server_ctx: int = Field(4096, ge=512, description="context size of the managed local server")
+    temperature: float = Field(0.0, ge=0.0)
+    max_tokens: int = Field(256, ge=16)
+    json_schema: bool = Field(True, description="ask for schema-constrained JSON where the provider supports it")
+    timeout_s: float = Field(60.0, gt=0.0)
+    max_retries: int = Field(3, ge=0, description="transport retries (429/5xx/timeout) per call")
+    max_parse_retries: int = Field(2, ge=0, description="re-asks after an invalid answer, feeding the error back")
+    backoff_base_s: float = Field(1.0, ge=0.0)
+    backoff_max_s: float = Field(60.0, ge=0.0)
+    concurrency: int = Field(8, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0.0)
+    cache: bool = True
+    cache_path: Path | None = Field(None, description="None: <run.dir>/oracle_cache.sqlite")
+    budget_usd: float | None = Field(None, ge=0.0, description="stop cleanly before spending more than this")
+    context_tokens: int = Field(4096, ge=512, description="oracle context window; demos are cut to fit")
+
+
+class CycleConfig(_Section):
+    """The interaction loop of the paper's Figure 2."""
+
+    num_samples: int = Field(3, ge=2, description="l: responses sampled per interaction")
+    max_interactions: int = Field(5, ge=1, description="N: interactions per prompt at most")
+    early_stop: bool = Field(True, description="stop a prompt's loop when both rankings are identical")
+    include_oracle_response: bool = Field(True, description="prepend the oracle's own answer as the best candidate")
+    reward_scheme: Literal["linear", "exponential", "reciprocal"] = "linear"
+    shuffle: bool = Field(True, description="show responses to the oracle in a random order, mapped back")
+    icl: bool = Field(True, description="False: no demonstrations at all (the paper's 'w/o ICL')")
+    dynamic_demos: bool = Field(True, description="False: static demonstration only (the paper's 'w/o D2')")
+    max_dynamic_demos: int = Field(3, ge=0)
+    demo_selection: Literal["recent", "similar"] = "recent"
+    demo_token_budget: int = Field(1200, ge=0, description="approximate tokens all dynamic demos may take")
+    agreement: Literal["lcs"] = "lcs"
+    min_agreement: int = Field(2, ge=1, description="shortest agreement worth keeping as a demonstration")
+    prompt_batch: int = Field(1, ge=1, description="prompts whose oracle calls run concurrently")
+    on_oracle_failure: Literal["skip", "self_rank"] = Field(
+        "skip", description="skip: no loss for that interaction (recorded); self_rank: train on own ranking"
+    )
+
+
+class LossConfig(_Section):
+    """The ranking objective (a registered loss plugin) plus SFT."""
+
+    name: str = Field("pro", description="registered loss: pro, rrhf, dpo, or a plugin's")
+    sft_weight: float | Literal["auto"] = Field("auto", description="λ; 'auto' = (l−1)² as in the paper")
+    beta: float = Field(0.1, gt=0.0, description="DPO temperature")
+    length_penalty: float = Field(1.0, ge=0.0, description="RRHF length exponent α")
+    dpo_pairs: Literal["all", "best_worst"] = "all"
+    options: dict[str, Any] = Field(default_factory=dict, description="extra options for third-party losses")
+
+
+class DataConfig(_Section):
+    """Where the training prompts come from."""
+
+    source: str = Field("builtin", description="'builtin', a .jsonl file of prompts, or 'hh-rlhf:<dir>'")
+    max_prompts: int | None = Field(12, ge=1)
+    shuffle: bool = True
+    overlong: Literal["truncate", "reject"] = "truncate"
+
+
+class TrainConfig(_Section):
+    """The optimisation step."""
+
+    backend: Literal["torch", "deepspeed"] = "torch"
+    lr: float = Field(5e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    max_length: int = Field(512, ge=16, description="prompt + response tokens in a training sequence")
+    zero_stage: int = Field(2, ge=0, le=3)
+
+
+class RunConfig(_Section):
+    """Where results go, and reproducibility."""
+
+    dir: Path = Path("runs/default")
+    seed: int = 0
+    overwrite: bool = False
+    checkpoint_every: int = Field(1, ge=1, description="prompts between checkpoints")
+    progress: bool = True
+
+
+class Config(_Section):
+    whitebox: WhiteboxConfig = WhiteboxConfig()
+    oracle: OracleConfig = OracleConfig()
+    cycle: CycleConfig = CycleConfig()
+    loss: LossConfig = LossConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        return self
+
+    def sft_weight(self) -> float:
+        """λ resolved: the paper's (l−1)² unless set explicitly."""
+        w = self.loss.sft_weight
+        return float((self.cycle.num_samples - 1) ** 2) if w == "auto" else float(w)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data; never contains secrets (keys live in env/files only)."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{origin}: unknown key `{key}`")
+        else:
+            got = e.get("input")
+            lines.append(f"{origin}: `{key}`: {e['msg']} (got {got!r})")
+    return "; ".join(lines)
+
+
+def _parse_value(raw: str) -> Any:
+    """``--set`` values are YAML scalars: 3, 0.5, true, null, [a, b], text."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set `{item}`: expected section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set `{key}`: expected section.key (e.g. cycle.num_samples=4)")
+        section, field = parts
+        if section not in Config.model_fields:
+            raise ConfigError(f"--set: unknown key `{key}` (sections: {', '.join(Config.model_fields)})")
+        node = data.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set `{key}`: section `{section}` is not a mapping")
+        node[field] = _parse_value(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read YAML (optional), apply ``section.key=value`` overrides, validate."""
+    data: dict[str, Any] = {}
+    origin = "--set"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    apply_overrides(data, list(overrides or []))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin if not overrides else f"{origin} (with --set)")) from None

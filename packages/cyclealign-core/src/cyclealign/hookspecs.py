@@ -1,0 +1,26 @@
+"""The plugin surface: one entry-point group (``cyclealign``), a few ``register_*`` hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("cyclealign")
+hookimpl = pluggy.HookimplMarker("cyclealign")
+
+Register = Callable[..., None]
+
+
+@hookspec
+def register_oracles(register: Register) -> None:
+    """Call ``register(name, factory, description="")``; ``factory(OracleConfig) -> Oracle``."""
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Call ``register(name, factory, description="")``; ``factory(LossConfig) -> RankLoss``."""
+
+
+__all__ = ["hookimpl", "hookspec", "register_oracles", "register_losses", "Register", "Any"]

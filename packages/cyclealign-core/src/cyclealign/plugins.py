@@ -1,0 +1,155 @@
+"""Plugin loading and the registries of oracles and losses.
+
+First-party oracles and losses live in their own distributions and register
+through the ``cyclealign`` entry-point group exactly as a third party would.
+Set ``CYCLEALIGN_PLUGINS`` to a comma-separated list of entry-point or
+distribution names to load only those (an empty value loads none).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from cyclealign import hookspecs
+
+GROUP = "cyclealign"
+
+
+class PluginError(LookupError):
+    """A plugin name that is unknown or registered twice."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    distribution: str
+    description: str
+
+
+class Registry:
+    """Everything the loaded plugins registered, by kind and name."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], Registered] = {}
+
+    def add(self, item: Registered) -> None:
+        key = (item.kind, item.name)
+        if key in self._items:
+            other = self._items[key]
+            raise PluginError(
+                f"{item.kind} {item.name!r} is registered twice: by {other.distribution} and by {item.distribution}"
+            )
+        self._items[key] = item
+
+    def remove(self, kind: str, name: str) -> None:
+        self._items.pop((kind, name), None)
+
+    def items(self, kind: str | None = None) -> list[Registered]:
+        return sorted(
+            (i for i in self._items.values() if kind is None or i.kind == kind), key=lambda i: (i.kind, i.name)
+        )
+
+    def get(self, kind: str, name: str) -> Registered:
+        try:
+            return self._items[(kind, name)]
+        except KeyError:
+            known = ", ".join(i.name for i in self.items(kind)) or "none"
+            raise PluginError(
+                f"unknown {kind} {name!r}; registered {kind}s: {known}. "
+                f"Run `cyclealign plugins` to see what is installed."
+            ) from None
+
+
+_pm: pluggy.PluginManager | None = None
+_registry: Registry | None = None
+
+
+_dists: dict[int, str] = {}
+
+
+def _dist_name(plugin: object) -> str:
+    return _dists.get(id(plugin)) or getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _wanted(ep: metadata.EntryPoint) -> bool:
+    allow = os.environ.get("CYCLEALIGN_PLUGINS")
+    if allow is None:
+        return True
+    names = {n.strip() for n in allow.split(",") if n.strip()}
+    dist = ep.dist.metadata["Name"] if ep.dist is not None else ""
+    return ep.name in names or dist in names
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, loading entry points on first use."""
+    global _pm
+    if _pm is None:
+        pm = pluggy.PluginManager(GROUP)
+        pm.add_hookspecs(hookspecs)
+        for ep in metadata.entry_points(group=GROUP):
+            if _wanted(ep) and pm.get_plugin(ep.name) is None:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+                if ep.dist is not None:
+                    _dists[id(plugin)] = ep.dist.metadata["Name"]
+        pm.check_pending()
+        _pm = pm
+    return _pm
+
+
+def _collect(pm: pluggy.PluginManager) -> Registry:
+    registry = Registry()
+    for kind, hook in (("oracle", pm.hook.register_oracles), ("loss", pm.hook.register_losses)):
+        for impl in hook.get_hookimpls():
+            dist = _dist_name(impl.plugin)
+
+            def register(name: str, factory: Callable[..., Any], description: str = "", *, _k=kind, _d=dist) -> None:
+                registry.add(Registered(_k, name, factory, _d, description))
+
+            impl.function(register=register)
+    return registry
+
+
+def get_registry() -> Registry:
+    """Oracles and losses from every loaded plugin (cached; call :func:`reset` after registering)."""
+    global _registry
+    if _registry is None:
+        _registry = _collect(get_plugin_manager())
+    return _registry
+
+
+def register_plugin(plugin: object, name: str | None = None) -> None:
+    """Register an in-process plugin object (tests, notebooks) and refresh the registry."""
+    get_plugin_manager().register(plugin, name=name)
+    reset(keep_manager=True)
+
+
+def unregister_plugin(plugin: object) -> None:
+    get_plugin_manager().unregister(plugin)
+    reset(keep_manager=True)
+
+
+def reset(keep_manager: bool = False) -> None:
+    """Forget the cached registry (and, unless told otherwise, the loaded entry points)."""
+    global _pm, _registry
+    _registry = None
+    if not keep_manager:
+        _pm = None
+
+
+def create_oracle(config: Any) -> Any:
+    """Build the oracle named by ``config.name`` through its registered factory."""
+    return get_registry().get("oracle", config.name).factory(config)
+
+
+def create_loss(config: Any) -> Any:
+    """Build the loss named by ``config.name`` through its registered factory."""
+    return get_registry().get("loss", config.name).factory(config)

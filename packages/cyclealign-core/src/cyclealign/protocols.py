@@ -1,0 +1,194 @@
+"""The five seams of the cycle, and the small immutable records that flow between them.
+
+Everything with a side effect (HTTP, disk, accelerator) sits behind one of these
+protocols so the engine can be tested in milliseconds with fakes while the
+integration tests plug in the real parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn; ``role`` is ``"user"`` or ``"assistant"`` (or ``"system"``)."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A training prompt: a dialogue whose last turn is the user's, to be answered."""
+
+    id: str
+    messages: tuple[Message, ...]
+
+    @classmethod
+    def from_text(cls, id: str, text: str) -> Prompt:
+        return cls(id=id, messages=(Message("user", text),))
+
+    @property
+    def text(self) -> str:
+        """The dialogue as plain text, the way the oracle is shown it."""
+        if len(self.messages) == 1:
+            return self.messages[0].content
+        names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+        return "\n".join(f"{names.get(m.role, m.role)}: {m.content}" for m in self.messages)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One response to a prompt, with the white-box model's log-probability of it.
+
+    ``sum_logp`` is the sum of the response tokens' log-probs under the model at
+    sampling time (temperature 1, i.e. the model's own confidence); it is computed
+    once and reused for self-ranking.  Oracle-written candidates have no score.
+    """
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    sum_logp: float | None = None
+    source: str = "whitebox"
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def mean_logp(self) -> float:
+        if self.sum_logp is None or not self.token_ids:
+            return float("-inf")
+        return self.sum_logp / len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A ranking of candidates: ``order`` lists candidate indices, best first."""
+
+    order: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if sorted(self.order) != list(range(len(self.order))):
+            raise ValueError(f"ranking {list(self.order)} is not a permutation of 0..{len(self.order) - 1}")
+
+    def position(self, index: int) -> int:
+        """Where candidate ``index`` sits in this ranking (0 = best)."""
+        return self.order.index(index)
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """An in-context example for the oracle: a prompt, responses, and their order (best first)."""
+
+    prompt: str
+    responses: tuple[str, ...]
+    order: tuple[int, ...]
+    source: str = "dynamic"  # "static" or "dynamic"
+
+
+@dataclass(frozen=True)
+class OracleRequest:
+    """What the oracle is asked: rank ``responses`` (in the order shown) and write a better one."""
+
+    prompt: str
+    responses: tuple[str, ...]
+    demonstrations: tuple[Demonstration, ...] = ()
+
+
+@dataclass(frozen=True)
+class OracleVerdict:
+    """The oracle's answer, already validated.
+
+    ``order`` indexes ``OracleRequest.responses`` as shown, best first; it is
+    ``None`` when no valid answer could be had, and ``error`` then says why.
+    A failed verdict is recorded, never replaced by an invented ranking.
+    """
+
+    order: tuple[int, ...] | None
+    response: str | None
+    raw: str | None = None
+    error: str | None = None
+    attempts: int = 1
+    cached: bool = False
+    cost_usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    waited_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.order is not None
+
+
+@dataclass(frozen=True)
+class LossBatch:
+    """Ranked candidates for one prompt, ready for one padded forward pass.
+
+    ``candidates`` may come in any order; ``rewards[i]`` scores ``candidates[i]``
+    (higher is better).  ``sft_index`` picks the SFT target (the best candidate).
+    """
+
+    prompt: Prompt
+    candidates: tuple[Candidate, ...]
+    rewards: tuple[float, ...]
+    sft_index: int
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """A differentiable total plus named float parts for logging."""
+
+    total: Any  # torch.Tensor (scalar)
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Draws ``n`` responses to a prompt from the white-box model (one batched call)."""
+
+    def sample(self, prompt: Prompt, n: int) -> list[Candidate]: ...
+
+
+@runtime_checkable
+class Oracle(Protocol):
+    """The black-box ranker.  ``rank_many`` may overlap its calls; order is preserved."""
+
+    name: str
+
+    def rank_many(self, requests: Sequence[OracleRequest]) -> list[OracleVerdict]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SelfRanker(Protocol):
+    """Ranks candidates by the white-box model's own judgement."""
+
+    def rank(self, prompt: Prompt, candidates: Sequence[Candidate]) -> Ranking: ...
+
+
+@runtime_checkable
+class AgreementStrategy(Protocol):
+    """Extracts the part two rankings agree on, as a sequence of candidate indices, best first."""
+
+    def agree(self, oracle: Ranking, self_ranking: Ranking) -> tuple[int, ...]: ...
+
+
+@runtime_checkable
+class RankLoss(Protocol):
+    """A ranking objective plus SFT: ``L_rank + λ·L_sft`` over one or more prompts' candidates.
+
+    All tensors are ``[B, n]``: ``logps`` summed response log-probs (differentiable),
+    ``lengths`` true token counts, ``rewards`` higher-is-better in any order,
+    ``ref_logps`` the frozen reference's summed log-probs (only if ``needs_reference``).
+    """
+
+    name: str
+    needs_reference: bool
+
+    def __call__(self, logps: Any, lengths: Any, rewards: Any, ref_logps: Any | None = None) -> LossOutput: ...

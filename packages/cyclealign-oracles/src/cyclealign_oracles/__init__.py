@@ -1,0 +1,1 @@
+"""Black-box oracles for CycleAlign."""
