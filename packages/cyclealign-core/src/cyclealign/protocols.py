@@ -192,3 +192,14 @@ class RankLoss(Protocol):
     needs_reference: bool
 
     def __call__(self, logps: Any, lengths: Any, rewards: Any, ref_logps: Any | None = None) -> LossOutput: ...
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """One optimisation step of ``L_rank + λ·L_sft`` over ranked candidates; returns loss parts."""
+
+    def step(self, batches: Sequence[LossBatch]) -> dict[str, float]: ...
+
+
+class BudgetExceeded(RuntimeError):
+    """Raised by an oracle before a call that would spend more than ``oracle.budget_usd``."""

@@ -1,0 +1,175 @@
+"""The run directory: everything a run produces, written atomically.
+
+Layout::
+
+    run.json            identity and status (running / completed / interrupted / budget)
+    config.yaml         the resolved configuration (never secrets)
+    interactions.jsonl  one record per interaction
+    demos.jsonl         the dynamic demonstrations, in the order they were found
+    summary.json        the final numbers
+    adapter/            the trained weights (peft ``save_pretrained`` format)
+
+Every file is replaced by write-to-temp + fsync + rename, so a crash at any
+moment leaves either the old or the new version, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cyclealign.protocols import Demonstration
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def atomic_replace_dir(target: Path, fill: Any) -> None:
+    """Build a directory beside ``target`` with ``fill(tmp_dir)``, then swap it in."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(tmp)
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RunDirError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+class RunDir:
+    """One run's directory, with its records kept in memory and flushed atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.interactions: list[dict[str, Any]] = []
+        self.demos: list[Demonstration] = []
+
+    # paths
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.path / "oracle_cache.sqlite"
+
+    def prepare(self, config: dict[str, Any], *, overwrite: bool) -> None:
+        """Create the directory, refusing to mix two different runs in one place."""
+        meta = self.path / "run.json"
+        if self.path.exists() and any(self.path.iterdir()):
+            if overwrite:
+                shutil.rmtree(self.path)
+            elif meta.exists():
+                raise RunDirError(
+                    f"run directory {self.path} already holds a run; choose another `run.dir`, "
+                    f"set `run.overwrite=true` to replace it, or resume it with `--resume {self.path}`"
+                )
+            else:
+                raise RunDirError(f"run directory {self.path} exists and is not empty, and holds no run")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.set_status("running")
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        atomic_write_json(self.path / "run.json", {"format": 1, "status": status, **extra})
+
+    def add_interaction(self, record: dict[str, Any]) -> None:
+        self.interactions.append(record)
+
+    def add_demo(self, demo: Demonstration) -> None:
+        self.demos.append(demo)
+
+    def flush(self) -> None:
+        """Write the records so far (called at every checkpoint and at the end)."""
+        atomic_write_jsonl(self.path / "interactions.jsonl", self.interactions)
+        atomic_write_jsonl(self.path / "demos.jsonl", [asdict(d) for d in self.demos])
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "summary.json", summary)
+
+
+def load_demos(path: Path) -> list[Demonstration]:
+    """Demonstrations from a ``demos.jsonl`` file (e.g. to seed another run or an evaluation)."""
+    demos = []
+    for n, row in enumerate(read_jsonl(path), 1):
+        try:
+            demos.append(
+                Demonstration(
+                    prompt=str(row["prompt"]),
+                    responses=tuple(row["responses"]),
+                    order=tuple(int(i) for i in row["order"]),
+                    source=row.get("source", "dynamic"),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{path}:{n}: not a demonstration ({e})") from None
+    return demos
