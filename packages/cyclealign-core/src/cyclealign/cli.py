@@ -1,0 +1,99 @@
+"""The `cyclealign` command line: each command is a thin wrapper over a Python function."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not reach for the network at import
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cyclealign import plugins
+from cyclealign.config import ConfigError, load_config
+
+app = typer.Typer(
+    help=(
+        "CycleAlign: align a white-box language model with a black-box LLM in a cycle.\n\n"
+        "With no arguments, `cyclealign run` aligns the embedded SmolLM2-135M-Instruct against the same "
+        "model served locally by llama.cpp, on the built-in prompt set."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command("run")
+def run_command(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config with sections whitebox, oracle, cycle, loss, data, train, run.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override one key: section.key=value (repeatable), e.g. cycle.num_samples=4."),
+    ] = None,
+) -> None:
+    """Align a white-box model with a black-box oracle.
+
+    Examples:
+
+      cyclealign run                                  # embedded default, runs on a laptop CPU
+
+      cyclealign run my.yaml --set oracle.name=chatgpt --set data.max_prompts=100
+    """
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as e:
+        _fail(str(e))
+    from cyclealign.run import run
+    from cyclealign.store import RunDirError
+
+    try:
+        run(cfg, console=console)
+    except (RunDirError, plugins.PluginError, ConfigError, FileNotFoundError, ImportError) as e:
+        _fail(str(e))
+
+
+@app.command("plugins")
+def plugins_command() -> None:
+    """List every registered oracle and loss, with the distribution it came from."""
+    table = Table(title="CycleAlign plugins")
+    for col in ("kind", "name", "distribution", "description"):
+        table.add_column(col)
+    for item in plugins.get_registry().items():
+        table.add_row(item.kind, item.name, item.distribution, item.description)
+    console.print(table)
+
+
+@app.command("config")
+def config_command(
+    config: Annotated[Path | None, typer.Argument(help="YAML config to resolve (defaults when omitted).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="section.key=value override.")] = None,
+) -> None:
+    """Print the fully resolved configuration (defaults + file + overrides) as YAML."""
+    import yaml
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as e:
+        _fail(str(e))
+    console.print(yaml.safe_dump(cfg.public_dict(), sort_keys=False), highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
