@@ -1,0 +1,45 @@
+"""The command line: thin wrappers, fast failures, plugins listed with their distributions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from cyclealign.cli import app
+
+runner = CliRunner()
+
+
+def test_unknown_key_fails_fast_with_one_line_naming_it() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cyclealign.cli", "run", "--set", "cycle.bogus=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cycle.bogus" in lines[0]
+
+
+def test_plugins_lists_first_party_oracles_and_losses_with_distributions() -> None:
+    result = runner.invoke(app, ["plugins"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "│" in line]
+    found = {tuple(c.strip() for c in row.split("│")[1:4]) for row in rows}
+    for kind, name, dist in [
+        ("loss", "pro", "cyclealign-losses"),
+        ("loss", "rrhf", "cyclealign-losses"),
+        ("loss", "dpo", "cyclealign-losses"),
+        ("oracle", "chatgpt", "cyclealign-oracles"),
+        ("oracle", "gpt-4", "cyclealign-oracles"),
+        ("oracle", "local", "cyclealign-oracles"),
+    ]:
+        assert (kind, name, dist) in found, (kind, name, dist, found)
+
+
+def test_config_command_prints_resolved_yaml() -> None:
+    result = runner.invoke(app, ["config", "--set", "cycle.num_samples=4"])
+    assert result.exit_code == 0 and "num_samples: 4" in result.output
