@@ -30,9 +30,9 @@ def _brute_force(oracle: tuple[int, ...], own: tuple[int, ...]) -> tuple[int, ..
     return ()
 
 
-@pytest.mark.parametrize("l", [1, 2, 3, 4, 5])
-def test_lcs_matches_brute_force_for_all_permutation_pairs(l: int) -> None:
-    perms = list(itertools.permutations(range(l)))
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_lcs_matches_brute_force_for_all_permutation_pairs(n: int) -> None:
+    perms = list(itertools.permutations(range(n)))
     for oracle in perms:
         for own in perms:
             assert lcs_agreement(oracle, own) == _brute_force(oracle, own), (oracle, own)

@@ -21,7 +21,9 @@ def test_defaults_follow_the_paper() -> None:
 def test_overrides_are_yaml_scalars(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("cycle:\n  num_samples: 4\nrun:\n  dir: somewhere\n")
-    cfg = load_config(path, ["cycle.shuffle=false", "oracle.requests_per_minute=30", "whitebox.lora_target_modules=[q_proj, v_proj]"])
+    cfg = load_config(
+        path, ["cycle.shuffle=false", "oracle.requests_per_minute=30", "whitebox.lora_target_modules=[q_proj, v_proj]"]
+    )
     assert cfg.cycle.num_samples == 4 and cfg.cycle.shuffle is False
     assert cfg.oracle.requests_per_minute == 30.0 and cfg.whitebox.lora_target_modules == ["q_proj", "v_proj"]
     assert str(cfg.run.dir) == "somewhere"
@@ -55,7 +57,7 @@ def test_bad_config_names_the_key(tmp_path: Path, overrides: list[str], yaml_tex
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml does not exist"):
         load_config(tmp_path / "nope.yaml")
 
 

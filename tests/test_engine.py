@@ -35,9 +35,7 @@ class ScoredSampler:
     def sample(self, prompt: Prompt, n: int) -> list[Candidate]:
         self.calls += 1
         qs = self.qualities[:n]
-        return [
-            Candidate(text=f"{prompt.id} q={q}", token_ids=(1, 2), sum_logp=2 * self.confidence(q)) for q in qs
-        ]
+        return [Candidate(text=f"{prompt.id} q={q}", token_ids=(1, 2), sum_logp=2 * self.confidence(q)) for q in qs]
 
 
 class QualityOracle:
@@ -164,7 +162,7 @@ def test_shuffled_presentation_is_mapped_back_to_candidates() -> None:
     cycle.run(PROMPTS)
     shown_orders = {tuple(r["shown_order"]) for r in records}
     assert len(shown_orders) > 1, "responses were not shuffled"
-    for rec, req in zip(records, oracle.requests):
+    for rec, req in zip(records, oracle.requests, strict=True):
         # What the oracle saw at position k is candidate shown_order[k].
         assert list(req.responses) == [rec["candidates"][i] for i in rec["shown_order"]]
         # Mapped back, the oracle's order is the true quality order of the candidates.
@@ -222,7 +220,9 @@ def test_budget_stop_ends_the_run_cleanly() -> None:
 def test_prompt_batch_sends_concurrent_oracle_requests() -> None:
     oracle = QualityOracle()
     cycle, records, _ = make_cycle(
-        ScoredSampler([3, 1, 2], confidence=lambda q: -q), oracle, settings=CycleSettings(prompt_batch=3, max_interactions=2)
+        ScoredSampler([3, 1, 2], confidence=lambda q: -q),
+        oracle,
+        settings=CycleSettings(prompt_batch=3, max_interactions=2),
     )
     cycle.run(PROMPTS)
     assert oracle.batches == [3, 3]

@@ -9,7 +9,7 @@ stronger ranker put first.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from cyclealign.protocols import Ranking
 
@@ -29,7 +29,7 @@ def lcs_agreement(oracle: tuple[int, ...], own: tuple[int, ...]) -> tuple[int, .
     # best[i][j]: length of the longest increasing subsequence of seq[i:] using values > j-1
     n = len(seq)
 
-    @lru_cache(maxsize=None)
+    @cache
     def longest(i: int, floor: int) -> int:
         """Longest increasing subsequence of seq[i:] whose values are all >= floor."""
         if i == n:

@@ -43,6 +43,10 @@ def run_command(
         list[str] | None,
         typer.Option("--set", "-s", help="Override one key: section.key=value (repeatable), e.g. cycle.num_samples=4."),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the run in this directory from its last checkpoint."),
+    ] = None,
 ) -> None:
     """Align a white-box model with a black-box oracle.
 
@@ -51,17 +55,22 @@ def run_command(
       cyclealign run                                  # embedded default, runs on a laptop CPU
 
       cyclealign run my.yaml --set oracle.name=chatgpt --set data.max_prompts=100
+
+      cyclealign run --resume runs/default            # continue after a crash or Ctrl+C
     """
-    try:
-        cfg = load_config(config, set_ or [])
-    except ConfigError as e:
-        _fail(str(e))
+    from cyclealign.run import resume as resume_run
     from cyclealign.run import run
     from cyclealign.store import RunDirError
 
+    if resume is not None and (config is not None or set_):
+        _fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
     try:
+        if resume is not None:
+            resume_run(resume, console=console)
+            return
+        cfg = load_config(config, set_ or [])
         run(cfg, console=console)
-    except (RunDirError, plugins.PluginError, ConfigError, FileNotFoundError, ImportError) as e:
+    except (RunDirError, plugins.PluginError, ConfigError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(str(e))
 
 

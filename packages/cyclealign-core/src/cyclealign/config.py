@@ -211,4 +211,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, f"{origin} (with --set)" if path is not None and overrides else origin)) from None
+        raise ConfigError(
+            _format_errors(e, f"{origin} (with --set)" if path is not None and overrides else origin)
+        ) from None

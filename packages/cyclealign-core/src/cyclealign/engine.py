@@ -121,17 +121,29 @@ class Cycle:
         self.totals = CycleTotals()
 
     # ------------------------------------------------------------------ the loop
-    def run(self, prompts: Sequence[Prompt], on_prompt_done: Callable[[Prompt], None] = lambda p: None) -> CycleTotals:
-        """Process prompts in waves of ``prompt_batch`` (1 = the paper's batch size)."""
+    def run(
+        self,
+        prompts: Sequence[Prompt],
+        on_prompt_done: Callable[[Prompt], None] = lambda p: None,
+        on_wave_done: Callable[[], None] = lambda: None,
+    ) -> CycleTotals:
+        """Process prompts in waves of ``prompt_batch`` (1 = the paper's batch size).
+
+        ``on_wave_done`` runs when every prompt of a wave has finished: the only
+        moments at which the whole state (weights, demos, records) is consistent
+        with a prompt boundary, hence the checkpoints.
+        """
         for start in range(0, len(prompts), self.s.prompt_batch):
             if self.totals.stopped:
                 break
             wave = [PromptState(p) for p in prompts[start : start + self.s.prompt_batch]]
             self.run_wave(wave)
+            if not all(state.done for state in wave):
+                break  # stopped inside the wave: the partial prompts are redone on resume
             for state in wave:
-                if state.done:
-                    self.totals.prompts += 1
-                    on_prompt_done(state.prompt)
+                self.totals.prompts += 1
+                on_prompt_done(state.prompt)
+            on_wave_done()
         return self.totals
 
     def run_wave(self, wave: list[PromptState]) -> None:
@@ -169,7 +181,7 @@ class Cycle:
                 responses=tuple(cands[i].text for i in order),
                 demonstrations=self.demos.select(st.prompt.text),
             )
-            for st, cands, order in zip(states, sampled, shown)
+            for st, cands, order in zip(states, sampled, shown, strict=True)
         ]
         t0 = time.perf_counter()
         try:
@@ -179,7 +191,10 @@ class Cycle:
             return
         oracle_s = time.perf_counter() - t0
 
-        for st, cands, order, req, verdict, s_s in zip(states, sampled, shown, requests, verdicts, sample_s):
+        if len(verdicts) != len(requests):
+            raise RuntimeError(f"oracle {self.oracle.name!r} answered {len(verdicts)} of {len(requests)} requests")
+        rows = zip(states, sampled, shown, requests, verdicts, sample_s, strict=True)
+        for st, cands, order, req, verdict, s_s in rows:
             self._finish(st, cands, order, verdict, s_s, oracle_s, demos_shown=len(req.demonstrations))
 
     def _finish(

@@ -23,4 +23,4 @@ def register_losses(register: Register) -> None:
     """Call ``register(name, factory, description="")``; ``factory(LossConfig) -> RankLoss``."""
 
 
-__all__ = ["hookimpl", "hookspec", "register_oracles", "register_losses", "Register", "Any"]
+__all__ = ["Any", "Register", "hookimpl", "hookspec", "register_losses", "register_oracles"]

@@ -8,7 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,51 +140,109 @@ def print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> N
     console.print(table)
 
 
-def run(config: Config, *, console: Console | None = None) -> RunResult:
-    """Run CycleAlign as configured; always saves what it has, and always stops the oracle."""
+def run(config: Config, *, console: Console | None = None, resume: bool = False) -> RunResult:
+    """Run CycleAlign as configured; always saves what it has, and always stops the oracle.
+
+    With ``resume=True`` the run directory must hold this run; it continues from
+    its last checkpoint (prompt boundary) and ends exactly as an uninterrupted run.
+    """
+    from cyclealign.checkpoint import (
+        CheckpointState,
+        config_fingerprint,
+        has_checkpoint,
+        load_checkpoint,
+        save_checkpoint,
+    )
     from cyclealign.whitebox import MeanLogProbRanker, build_trainer, load_whitebox, save_trainable
     from cyclealign.whitebox.sampler import HFSampler
+    from cyclealign_losses import ranks_to_rewards
 
     console = console or Console()
     started = time.monotonic()
     store = RunDir(config.run.dir)
+    public = config.public_dict()
+    fingerprint = config_fingerprint(public)
     prompts = load_training_prompts(config)
     loss = build_loss(config)
-    store.prepare(config.public_dict(), overwrite=config.run.overwrite)
+    if resume:
+        store.require_existing()
+        store.set_status("running")
+    else:
+        store.prepare(public, overwrite=config.run.overwrite)
     reseed_all(f"{config.run.seed}:init")
 
     with console.status("loading the white-box model…"):
         whitebox = load_whitebox(config.whitebox, seed=config.run.seed)
     trainer = build_trainer(whitebox, loss, config.train)
-    with console.status(f"starting the oracle {config.oracle.name!r}…"):
-        oracle = build_oracle(config, store)
 
+    totals = CycleTotals()
+    if resume and has_checkpoint(store):
+        state = load_checkpoint(store, trainer, fingerprint)
+        totals = CycleTotals(**{**state.totals, "stopped": None})
+        console.print(f"resuming {store.path} after {state.prompts_done} of {len(prompts)} prompts")
+    else:
+        store.interactions, store.demos = [], []
+    todo = prompts[totals.prompts :]
+
+    c = config.cycle
     pool = DemoPool(
         _static_demo(),
-        use_static=config.cycle.icl,
-        use_dynamic=config.cycle.icl and config.cycle.dynamic_demos,
-        max_dynamic=config.cycle.max_dynamic_demos,
-        selection=config.cycle.demo_selection,
-        token_budget=config.cycle.demo_token_budget,
+        use_static=c.icl,
+        use_dynamic=c.icl and c.dynamic_demos,
+        max_dynamic=c.max_dynamic_demos,
+        selection=c.demo_selection,
+        token_budget=c.demo_token_budget,
+    )
+    pool.extend(store.demos)
+    settings = CycleSettings(
+        num_samples=c.num_samples,
+        max_interactions=c.max_interactions,
+        early_stop=c.early_stop,
+        include_oracle_response=c.include_oracle_response,
+        shuffle=c.shuffle,
+        min_agreement=c.min_agreement,
+        prompt_batch=c.prompt_batch,
+        on_oracle_failure=c.on_oracle_failure,
+        seed=config.run.seed,
     )
     stop = StopFlag(console)
-    totals = CycleTotals()
     status = "failed"
+    with console.status(f"starting the oracle {config.oracle.name!r}…"):
+        oracle = build_oracle(config, store)
     try:
-        from cyclealign_losses import ranks_to_rewards
-
-        c = config.cycle
-        settings = CycleSettings(
-            num_samples=c.num_samples,
-            max_interactions=c.max_interactions,
-            early_stop=c.early_stop,
-            include_oracle_response=c.include_oracle_response,
-            shuffle=c.shuffle,
-            min_agreement=c.min_agreement,
-            prompt_batch=c.prompt_batch,
-            on_oracle_failure=c.on_oracle_failure,
-            seed=config.run.seed,
+        cycle = Cycle(
+            sampler=HFSampler(whitebox, config.whitebox),
+            oracle=oracle,
+            self_ranker=MeanLogProbRanker(),
+            agreement=make_agreement(c.agreement),
+            trainer=trainer,
+            demos=pool,
+            rewards=lambda order: ranks_to_rewards(order, c.reward_scheme),
+            settings=settings,
+            on_record=store.add_interaction,
+            on_demo=store.add_demo,
+            reseed=reseed_all,
+            should_stop=stop,
         )
+        cycle.totals = totals
+        last_checkpoint = {"prompts": totals.prompts}
+
+        def checkpoint() -> None:
+            t = cycle.totals
+            if t.prompts - last_checkpoint["prompts"] >= config.run.checkpoint_every or t.prompts == len(prompts):
+                save_checkpoint(
+                    store,
+                    trainer,
+                    CheckpointState(
+                        prompts_done=t.prompts,
+                        n_interactions=len(store.interactions),
+                        n_demos=len(store.demos),
+                        totals=asdict(t),
+                        config_fingerprint=fingerprint,
+                    ),
+                )
+                last_checkpoint["prompts"] = t.prompts
+
         with (
             Progress(
                 TextColumn("[bold]aligning"),
@@ -194,35 +252,22 @@ def run(config: Config, *, console: Console | None = None) -> RunResult:
                 TimeElapsedColumn(),
                 console=console,
                 disable=not config.run.progress,
-                transient=False,
             ) as progress,
             stop.installed(),
         ):
-            task = progress.add_task("run", total=len(prompts), interactions=0, agree="–")
-            cycle = Cycle(
-                sampler=HFSampler(whitebox, config.whitebox),
-                oracle=oracle,
-                self_ranker=MeanLogProbRanker(),
-                agreement=make_agreement(c.agreement),
-                trainer=trainer,
-                demos=pool,
-                rewards=lambda order: ranks_to_rewards(order, c.reward_scheme),
-                settings=settings,
-                on_record=store.add_interaction,
-                on_demo=store.add_demo,
-                reseed=reseed_all,
-                should_stop=stop,
+            task = progress.add_task(
+                "run", total=len(prompts), completed=totals.prompts, interactions=totals.interactions, agree="–"
             )
-            totals = cycle.totals
 
             def prompt_done(prompt: Prompt) -> None:
                 t = cycle.totals
                 progress.update(task, advance=1, interactions=t.interactions, agree=f"{t.agreement_rate:.0%}")
-                if t.prompts % config.run.checkpoint_every == 0:
-                    store.flush()
 
-            totals = cycle.run(prompts, on_prompt_done=prompt_done)
-        status = "completed" if not totals.stopped else ("budget" if "budget" in totals.stopped else "interrupted")
+            totals = cycle.run(todo, on_prompt_done=prompt_done, on_wave_done=checkpoint)
+        if not totals.stopped:
+            status = "completed"
+        else:
+            status = "budget" if totals.stopped.startswith("budget") else "interrupted"
     finally:
         oracle.close()
         store.flush()
@@ -231,7 +276,24 @@ def run(config: Config, *, console: Console | None = None) -> RunResult:
         store.write_summary(summary)
         store.set_status(status)
     print_summary(console, summary, store.path)
+    if status != "completed":
+        console.print(
+            f"[yellow]stopped ({totals.stopped}); continue with:[/yellow] cyclealign run --resume {store.path}"
+        )
     return RunResult(store.path, totals, summary)
+
+
+def resume(run_dir: Path, *, console: Console | None = None) -> RunResult:
+    """Continue the run in ``run_dir`` with its own resolved config."""
+    from cyclealign.config import load_config
+
+    config_file = Path(run_dir) / "config.yaml"
+    if not config_file.is_file():
+        from cyclealign.store import RunDirError
+
+        raise RunDirError(f"{run_dir} holds no run to resume (no config.yaml)")
+    config = load_config(config_file, [f"run.dir={run_dir}"])
+    return run(config, console=console, resume=True)
 
 
 def _static_demo() -> Any:

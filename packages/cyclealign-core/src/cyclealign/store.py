@@ -139,6 +139,10 @@ class RunDir:
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.set_status("running")
 
+    def require_existing(self) -> None:
+        if not (self.path / "run.json").is_file() or not (self.path / "config.yaml").is_file():
+            raise RunDirError(f"{self.path} holds no run to resume (run.json or config.yaml is missing)")
+
     def set_status(self, status: str, **extra: Any) -> None:
         atomic_write_json(self.path / "run.json", {"format": 1, "status": status, **extra})
 

@@ -1,0 +1,91 @@
+"""End to end: a tiny llama built here, a real OpenAI-speaking HTTP server on 127.0.0.1, litellm between them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tests.support.openai_server import OpenAIServer
+from tests.support.tiny_models import tiny_llama_dir
+
+from cyclealign.config import load_config
+from cyclealign.run import run
+
+
+@pytest.fixture
+def tiny_run_config(tmp_path: Path):
+    model_dir = tiny_llama_dir(tmp_path / "model")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "\n".join(json.dumps({"prompt": p}) for p in ["How do I bake bread?", "How do I hurt someone?"]) + "\n"
+    )
+
+    def make(server: OpenAIServer, run_dir: Path, *extra: str):
+        return load_config(
+            overrides=[
+                f"whitebox.model={model_dir}",
+                "whitebox.max_new_tokens=12",
+                f"oracle.api_base={server.api_base}",
+                "oracle.model=openai/tiny-oracle",
+                "oracle.serve_gguf=null",
+                "oracle.backoff_base_s=0.01",
+                f"data.source={prompts}",
+                "data.max_prompts=2",
+                "cycle.max_interactions=2",
+                "cycle.early_stop=false",
+                "train.lr=0.01",
+                f"run.dir={run_dir}",
+                "run.progress=false",
+                *extra,
+            ]
+        )
+
+    return make
+
+
+def test_two_prompts_two_interactions_train_the_adapter(tiny_run_config, tmp_path: Path) -> None:
+    with OpenAIServer() as server:
+        cfg = tiny_run_config(server, tmp_path / "run")
+        result = run(cfg)
+        http_calls = len(server.requests)
+
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    records = [json.loads(line) for line in (run_dir / "interactions.jsonl").read_text().splitlines()]
+    assert [(r["prompt_id"], r["interaction"]) for r in records] == [
+        (records[0]["prompt_id"], 0),
+        (records[0]["prompt_id"], 1),
+        (records[2]["prompt_id"], 0),
+        (records[2]["prompt_id"], 1),
+    ]
+    assert http_calls == 4
+    for r in records:
+        assert len(r["candidates"]) == 3
+        assert sorted(r["oracle"]["order"]) == [0, 1, 2] and sorted(r["self_order"]) == [0, 1, 2]
+        assert r["oracle"]["raw"] and r["loss"] is not None and r["loss"]["total"] == r["loss"]["total"]
+        assert set(r["timings"]) == {"sample_s", "oracle_s", "train_s"}
+    demos = (run_dir / "demos.jsonl").read_text().splitlines()
+    assert len(demos) == sum(len(r["agreement"]) >= 2 for r in records)
+    config_text = (run_dir / "config.yaml").read_text()
+    assert "cycle:" in config_text and "api_key:" not in config_text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["prompts_done"] == 2 and summary["interactions"] == 4 and summary["oracle_failures"] == 0
+    assert result.summary == summary
+
+    # The LoRA weights moved away from their initialisation (B starts at zero in LoRA).
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and any(torch.count_nonzero(t) > 0 for t in lora_b)
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tiny_run_config, tmp_path: Path) -> None:
+    from cyclealign.store import RunDirError
+
+    with OpenAIServer() as server:
+        run(tiny_run_config(server, tmp_path / "run", "data.max_prompts=1", "cycle.max_interactions=1"))
+        with pytest.raises(RunDirError, match="already holds a run"):
+            run(tiny_run_config(server, tmp_path / "run", "data.max_prompts=1"))
