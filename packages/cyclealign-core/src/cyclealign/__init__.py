@@ -30,8 +30,8 @@ __all__ = [
     "OracleRequest",
     "OracleVerdict",
     "Prompt",
-    "Ranking",
     "RankLoss",
+    "Ranking",
     "Sampler",
     "SelfRanker",
 ]
