@@ -1,0 +1,35 @@
+"""From an ordinal ranking to reward values.
+
+The oracle gives ranks, but PRO weights candidates by reward *differences* and
+every loss here treats equal rewards as a tie that teaches nothing, so each
+scheme gives strictly decreasing values down the ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SCHEMES = ("linear", "exponential", "reciprocal")
+
+
+def ranks_to_rewards(order: Sequence[int], scheme: str = "linear") -> list[float]:
+    """Reward per candidate index, given ``order`` (candidate indices, best first).
+
+    - ``linear``: r = n − 1 − position (the default; PRO's reference used such scores)
+    - ``exponential``: r = 2^(n − 1 − position), stressing the top of the list
+    - ``reciprocal``: r = 1 / (position + 1)
+    """
+    n = len(order)
+    if sorted(order) != list(range(n)):
+        raise ValueError(f"order {list(order)} is not a permutation of 0..{n - 1}")
+    rewards = [0.0] * n
+    for position, index in enumerate(order):
+        if scheme == "linear":
+            rewards[index] = float(n - 1 - position)
+        elif scheme == "exponential":
+            rewards[index] = float(2 ** (n - 1 - position))
+        elif scheme == "reciprocal":
+            rewards[index] = 1.0 / (position + 1)
+        else:
+            raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    return rewards
