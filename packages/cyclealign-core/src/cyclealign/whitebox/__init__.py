@@ -1,0 +1,33 @@
+"""The white-box side on Hugging Face transformers + peft."""
+
+from cyclealign.whitebox.batching import EncodedBatch, encode_candidates, sequence_logps
+from cyclealign.whitebox.loading import (
+    WhiteBox,
+    WhiteboxError,
+    embedded_gguf_path,
+    encode_prompt,
+    load_whitebox,
+    render_prompt,
+)
+from cyclealign.whitebox.sampler import HFSampler
+from cyclealign.whitebox.selfrank import MeanLogProbRanker
+from cyclealign.whitebox.trainer import PolicyTrainer, TorchBackend, TrainingBackend, build_trainer, save_trainable
+
+__all__ = [
+    "EncodedBatch",
+    "HFSampler",
+    "MeanLogProbRanker",
+    "PolicyTrainer",
+    "TorchBackend",
+    "TrainingBackend",
+    "WhiteBox",
+    "WhiteboxError",
+    "build_trainer",
+    "embedded_gguf_path",
+    "encode_candidates",
+    "encode_prompt",
+    "load_whitebox",
+    "render_prompt",
+    "save_trainable",
+    "sequence_logps",
+]

@@ -1,0 +1,93 @@
+"""One padded forward pass over every candidate of every prompt, prompt tokens masked out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cyclealign.protocols import Candidate, Prompt
+from cyclealign.whitebox.loading import encode_prompt
+
+
+@dataclass
+class EncodedBatch:
+    """``B·n`` sequences (prompt + response), padded; ``response_mask`` marks response tokens."""
+
+    input_ids: torch.Tensor  # [B*n, L]
+    attention_mask: torch.Tensor  # [B*n, L]
+    response_mask: torch.Tensor  # [B*n, L] bool
+    batch: int
+    n: int
+
+    def to(self, device: torch.device) -> EncodedBatch:
+        return EncodedBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.response_mask.to(device),
+            self.batch,
+            self.n,
+        )
+
+
+def response_ids(tokenizer: Any, candidate: Candidate) -> list[int]:
+    """Sampled candidates keep their own ids; text-only ones (the oracle's) are tokenized + EOS."""
+    if candidate.token_ids:
+        return list(candidate.token_ids)
+    ids = tokenizer(candidate.text, add_special_tokens=False)["input_ids"]
+    return [*ids, tokenizer.eos_token_id]
+
+
+def encode_candidates(
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Sequence[Candidate]],
+    max_length: int,
+    max_prompt_tokens: int | None = None,
+) -> EncodedBatch:
+    """Tokenize every (prompt, candidate) pair, cutting the prompt's oldest tokens first when too long."""
+    if len(prompts) != len(candidates):
+        raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
+    n = len(candidates[0])
+    if any(len(c) != n for c in candidates):
+        raise ValueError("every prompt in one batch needs the same number of candidates")
+    rows: list[tuple[list[int], int]] = []  # (ids, index where the response starts)
+    for prompt, cands in zip(prompts, candidates, strict=True):
+        p_ids, _ = encode_prompt(tokenizer, prompt, max_prompt_tokens or max_length)
+        for cand in cands:
+            r_ids = response_ids(tokenizer, cand)[: max_length - 1]
+            keep = max(1, max_length - len(r_ids))
+            ids = p_ids[-keep:] + r_ids
+            rows.append((ids, len(ids) - len(r_ids)))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    response = torch.zeros((len(rows), width), dtype=torch.bool)
+    for r, (ids, start) in enumerate(rows):
+        offset = width - len(ids) if left else 0
+        input_ids[r, offset : offset + len(ids)] = torch.tensor(ids)
+        attention[r, offset : offset + len(ids)] = 1
+        response[r, offset + start : offset + len(ids)] = True
+    return EncodedBatch(input_ids, attention, response, len(prompts), n)
+
+
+def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] without materialising the whole log-softmax."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def sequence_logps(model: Any, enc: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response-token log-probs ``[B, n]`` (differentiable) and true lengths ``[B, n]``."""
+    position_ids = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=position_ids).logits
+    lp = token_logps(logits[:, :-1], enc.input_ids[:, 1:])
+    mask = enc.response_mask[:, 1:]
+    summed = (lp * mask).sum(-1)
+    lengths = mask.sum(-1)
+    return summed.view(enc.batch, enc.n), lengths.view(enc.batch, enc.n)

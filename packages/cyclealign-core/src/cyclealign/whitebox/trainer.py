@@ -1,0 +1,147 @@
+"""The optimisation step: one padded forward over all candidates, the loss, one backend step.
+
+The backend is the only part that knows *how* parameters are updated (plain
+PyTorch here; DeepSpeed ZeRO-2 slots in behind the same three methods), so the
+engine and the trainer never change when the backend does.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from cyclealign.protocols import LossBatch, RankLoss
+from cyclealign.whitebox.batching import encode_candidates, sequence_logps
+from cyclealign.whitebox.loading import WhiteBox
+
+
+class TrainingBackend(Protocol):
+    """Applies a loss to the trainable parameters and owns the optimizer state."""
+
+    def step(self, loss: torch.Tensor) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TorchBackend:
+    """AdamW over the trainable parameters, with optional gradient clipping."""
+
+    def __init__(self, model: Any, lr: float, weight_decay: float = 0.0, max_grad_norm: float | None = 1.0) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+        self.max_grad_norm = max_grad_norm
+
+    def step(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class PolicyTrainer:
+    """``L_rank + λ·L_sft`` over ranked candidates, as the engine's ``Trainer``."""
+
+    def __init__(self, whitebox: WhiteBox, loss: RankLoss, backend: TrainingBackend, max_length: int = 512) -> None:
+        self.wb = whitebox
+        self.loss = loss
+        self.backend = backend
+        self.max_length = max_length
+        self.forward_passes = 0
+        self._frozen_reference: Any = None
+        if loss.needs_reference and not whitebox.uses_lora:
+            # Full fine-tuning has no adapter to switch off: keep one frozen copy, made before any update.
+            self._frozen_reference = copy.deepcopy(whitebox.model).eval().requires_grad_(False)
+
+    def reference_logps(self, enc: Any) -> torch.Tensor:
+        """The frozen reference: with LoRA, the same model with its adapter disabled (no second copy)."""
+        self.forward_passes += 1
+        with torch.no_grad():
+            if self._frozen_reference is not None:
+                return sequence_logps(self._frozen_reference, enc)[0]
+            with self.wb.model.disable_adapter():
+                return sequence_logps(self.wb.model, enc)[0]
+
+    def step(self, batches: Sequence[LossBatch]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        enc = encode_candidates(
+            self.wb.tokenizer,
+            [b.prompt for b in batches],
+            [b.candidates for b in batches],
+            self.max_length,
+            self.wb.config.max_prompt_tokens,
+        ).to(self.wb.device)
+        self.wb.model.train()
+        logps, lengths = sequence_logps(self.wb.model, enc)
+        self.forward_passes += 1
+        ref = self.reference_logps(enc) if self.loss.needs_reference else None
+        rewards = torch.tensor([list(b.rewards) for b in batches], dtype=logps.dtype, device=logps.device)
+        out = self.loss(logps, lengths, rewards, ref)
+        if not torch.isfinite(out.total):
+            raise FloatingPointError(f"non-finite loss {float(out.total)} (parts {out.parts})")
+        self.backend.step(out.total)
+        return {**out.parts, "train_tokens": float(lengths.sum()), "step_s": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------ checkpoints (no pickles)
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().clone() for n, p in self.wb.model.named_parameters() if p.requires_grad}
+
+    def save_state(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state(), str(directory / "trainable.safetensors"))
+        torch.save(self.backend.state_dict(), directory / "optimizer.pt")
+
+    def load_state(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        saved = load_file(str(directory / "trainable.safetensors"))
+        params = dict(self.wb.model.named_parameters())
+        missing = [n for n, p in params.items() if p.requires_grad and n not in saved]
+        if missing:
+            raise ValueError(f"{directory}: checkpoint lacks trainable tensors, e.g. {missing[:3]}")
+        with torch.no_grad():
+            for name, tensor in saved.items():
+                params[name].copy_(tensor.to(params[name].device))
+        self.backend.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+
+
+def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any) -> PolicyTrainer:
+    """The trainer with the backend ``train.backend`` names."""
+    if train.backend == "torch":
+        backend: TrainingBackend = TorchBackend(whitebox.model, train.lr, train.weight_decay, train.max_grad_norm)
+    elif train.backend == "deepspeed":
+        from cyclealign.whitebox.deepspeed_backend import DeepSpeedBackend
+
+        backend = DeepSpeedBackend(whitebox.model, train)
+    else:
+        raise ValueError(f"train.backend: unknown backend {train.backend!r} (torch, deepspeed)")
+    return PolicyTrainer(whitebox, loss, backend, train.max_length)
+
+
+def save_trainable(whitebox: WhiteBox, directory: Path) -> None:
+    """The trained weights, atomically: the LoRA adapter (``save_pretrained``) or the full model."""
+    from cyclealign.store import atomic_replace_dir
+
+    def fill(tmp: Path) -> None:
+        whitebox.model.save_pretrained(tmp)
+        if not whitebox.uses_lora:
+            whitebox.tokenizer.save_pretrained(tmp)
+
+    atomic_replace_dir(Path(directory), fill)

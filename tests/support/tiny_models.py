@@ -1,0 +1,70 @@
+"""Tiny real Hugging Face models built inside the tests (no hub access needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CORPUS = [
+    "How do I bake bread at home? Mix flour, water, salt and yeast, knead, let it rise, then bake.",
+    "I cannot help with hurting someone. If you are in danger, please contact local emergency services.",
+    "The sky is blue because air scatters short wavelengths of sunlight more than long ones.",
+    "Here are three ideas: a picnic in the park, a museum visit, and a bike ride along the river.",
+    "Sure! Start slowly, run for one minute and walk for two, and repeat this a few times each week.",
+    "You can keep basil alive with plenty of sunlight, regular watering and by pinching off the flowers.",
+    "Human: Assistant: user assistant system response rank best worst helpful harmless answer question",
+]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIALS = ["<pad>", "</s>", "<s>", "<|user|>", "<|assistant|>", "<|system|>"]
+
+
+def tiny_tokenizer(padding_side: str = "left") -> PreTrainedTokenizerFast:
+    """A byte-level BPE of ~300 tokens trained in milliseconds on a few sentences."""
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>", padding_side=padding_side
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def tiny_llama_dir(path: Path, padding_side: str = "left", seed: int = 0) -> Path:
+    """Save a tiny llama and its tokenizer (with a chat template) where `from_pretrained` finds them."""
+    path = Path(path)
+    tokenizer = tiny_tokenizer(padding_side)
+    model = tiny_llama(len(tokenizer), seed=seed)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
