@@ -96,7 +96,8 @@ def build_oracle(config: Config, run_dir: RunDir) -> Any:
 
 
 def summarize(config: Config, totals: CycleTotals, oracle: Any, started: float) -> dict[str, Any]:
-    stats = dict(getattr(oracle, "stats", {}) or {})
+    stats = getattr(oracle, "stats", None)
+    stats = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats or {})
     return {
         "prompts_done": totals.prompts,
         "interactions": totals.interactions,

@@ -1,0 +1,35 @@
+"""Training prompts: the built-in set, a JSONL file, or HH-RLHF."""
+
+from __future__ import annotations
+
+import random
+
+from cyclealign.config import DataConfig
+from cyclealign.data.jsonl import DataError, load_jsonl_prompts
+from cyclealign.protocols import Prompt
+
+
+def load_prompts(cfg: DataConfig, seed: int = 0) -> list[Prompt]:
+    """The prompts ``data.source`` names, shuffled (seeded) and cut to ``data.max_prompts``."""
+    source = cfg.source
+    if source == "builtin":
+        from cyclealign.data.builtin import builtin_prompts
+
+        prompts = builtin_prompts()
+    elif source.startswith("hh-rlhf:"):
+        from cyclealign.data.hh_rlhf import hh_rlhf_prompts
+
+        prompts = hh_rlhf_prompts(source.split(":", 1)[1], k=cfg.max_prompts, seed=seed)
+    else:
+        prompts = load_jsonl_prompts(source)
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"data.source: prompt id {dup!r} appears more than once")
+    if cfg.shuffle:
+        prompts = list(prompts)
+        random.Random(seed).shuffle(prompts)
+    return prompts[: cfg.max_prompts] if cfg.max_prompts else list(prompts)
+
+
+__all__ = ["DataError", "load_prompts"]

@@ -1,0 +1,190 @@
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions API, scriptable per call.
+
+Used by the integration tests so that the oracle goes through litellm and real
+HTTP exactly as against an API, while each test decides what the "model" does:
+answer, fail with 429/500, hang, or reply with broken JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """What the server does for one call."""
+
+    content: str | None = None  # assistant message text (a 200 answer)
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None  # raw body instead of a chat completion
+    delay_s: float = 0.0
+
+
+@dataclass
+class Call:
+    at: float
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def last_user(self) -> str:
+        users = [m["content"] for m in self.body.get("messages", []) if m.get("role") == "user"]
+        return users[-1] if users else ""
+
+    @property
+    def first_user(self) -> str:
+        users = [m["content"] for m in self.body.get("messages", []) if m.get("role") == "user"]
+        return users[0] if users else ""
+
+
+_TASK = re.compile(r"## Your task|Order the \d+ answers")
+
+
+def shown_responses(call: Call) -> list[str]:
+    """The candidate texts of the task part of a ranking prompt, in the order shown."""
+    text = call.first_user
+    m = _TASK.search(text)
+    task = text[m.start() :] if m else text
+    return re.findall(r"<<<Response-(\d+)>>>\n(.*?)\n<<<END Response-\1>>>", task, flags=re.DOTALL)
+
+
+def default_behaviour(call: Call, index: int) -> Reply:
+    """A well-behaved oracle: ranks the shown answers longest first and writes its own answer."""
+    shown = shown_responses(call)
+    order = sorted(range(len(shown)), key=lambda k: (-len(shown[k][1]), k))
+    return Reply(content=json.dumps({"desired rank": order, "response": "A careful and helpful answer."}))
+
+
+Behaviour = Callable[[Call, int], Reply]
+
+
+class OpenAIServer:
+    """``with OpenAIServer(behaviour) as s: ... s.api_base ... s.requests``."""
+
+    def __init__(self, behaviour: Behaviour | list[Reply] | None = None, latency_s: float = 0.0) -> None:
+        self.behaviour = behaviour or default_behaviour
+        self.latency_s = latency_s
+        self.requests: list[Call] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> OpenAIServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+                data = body.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith(("/models", "/health")):
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}))
+                else:
+                    self._send(404, json.dumps({"error": {"message": "not found"}}))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    body = {}
+                call = Call(time.monotonic(), self.path, body, dict(self.headers.items()))
+                with outer._lock:
+                    index = len(outer.requests)
+                    outer.requests.append(call)
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    reply = outer._reply(call, index)
+                    time.sleep(outer.latency_s + reply.delay_s)
+                    if reply.body is not None or reply.status != 200:
+                        body_text = reply.body
+                        if body_text is None:
+                            body_text = json.dumps({"error": {"message": f"status {reply.status}", "type": "test"}})
+                        self._send(reply.status, body_text, reply.headers)
+                        return
+                    self._send(200, json.dumps(_completion(body, reply.content or "")), reply.headers)
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _reply(self, call: Call, index: int) -> Reply:
+        if isinstance(self.behaviour, list):
+            return self.behaviour[index] if index < len(self.behaviour) else default_behaviour(call, index)
+        return self.behaviour(call, index)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def chat_calls(self) -> list[Call]:
+        return [c for c in self.requests if c.path.endswith("/chat/completions")]
+
+
+def _completion(request: dict[str, Any], content: str) -> dict[str, Any]:
+    prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in request.get("messages", []))
+    completion_tokens = max(1, len(content) // 4)
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "test-model"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
