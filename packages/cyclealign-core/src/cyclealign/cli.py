@@ -15,6 +15,9 @@ from rich.table import Table
 from cyclealign import plugins
 from cyclealign.config import ConfigError, load_config
 
+# Errors that describe a setup problem the user can fix: shown as one message, not a traceback.
+SETUP_ERRORS = {"OracleSetupError", "LocalServerError", "WhiteboxError", "TransportError"}
+
 app = typer.Typer(
     help=(
         "CycleAlign: align a white-box language model with a black-box LLM in a cycle.\n\n"
@@ -72,6 +75,10 @@ def run_command(
         run(cfg, console=console)
     except (RunDirError, plugins.PluginError, ConfigError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(str(e))
+    except RuntimeError as e:
+        if type(e).__name__ in SETUP_ERRORS:
+            _fail(str(e))
+        raise
 
 
 @app.command("plugins")

@@ -208,8 +208,12 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
     )
     stop = StopFlag(console)
     status = "failed"
-    with console.status(f"starting the oracle {config.oracle.name!r}…"):
-        oracle = build_oracle(config, store)
+    try:
+        with console.status(f"starting the oracle {config.oracle.name!r}…"):
+            oracle = build_oracle(config, store)
+    except BaseException as e:
+        store.set_status("failed", error=f"oracle: {type(e).__name__}")
+        raise
     try:
         cycle = Cycle(
             sampler=HFSampler(whitebox, config.whitebox),
