@@ -186,7 +186,7 @@ def test_missing_model_paths_are_named(tmp_path: Path) -> None:
     with pytest.raises(WhiteboxError, match="is not a model directory"):
         resolve_model(str(tmp_path / "nope"), None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(WhiteboxError, match="holds no config.json"):
+    with pytest.raises(WhiteboxError, match=r"holds no config\.json"):
         resolve_model(str(tmp_path / "empty"), None)
 
 

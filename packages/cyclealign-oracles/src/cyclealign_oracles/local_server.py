@@ -60,7 +60,7 @@ class ManagedLlamaServer:
         self.startup_timeout_s = startup_timeout_s
         self.n_threads = n_threads
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, read on failure
 
     @property
     def api_base(self) -> str:
