@@ -63,7 +63,7 @@ class Registry:
         except KeyError:
             known = ", ".join(i.name for i in self.items(kind)) or "none"
             raise PluginError(
-                f"unknown {kind} {name!r}; registered {kind}s: {known}. "
+                f"unknown {kind} {name!r}; registered {kind} plugins: {known}. "
                 f"Run `cyclealign plugins` to see what is installed."
             ) from None
 
