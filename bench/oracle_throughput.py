@@ -18,11 +18,10 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.openai_server import OpenAIServer
-
 from cyclealign.config import OracleConfig
 from cyclealign.plugins import create_oracle
 from cyclealign.protocols import OracleRequest
+from tests.support.openai_server import OpenAIServer
 
 
 def main() -> None:

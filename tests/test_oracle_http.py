@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.openai_server import Call, OpenAIServer, Reply, default_behaviour
 
 from cyclealign.config import OracleConfig
 from cyclealign.plugins import create_oracle
 from cyclealign.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import BudgetExceeded, OracleRequest
+from tests.support.openai_server import Call, OpenAIServer, Reply, default_behaviour
 
 REQUEST = OracleRequest(
     prompt="How do I bake bread?",

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.support.openai_server import OpenAIServer
-from tests.support.tiny_models import tiny_llama_dir
 
 from cyclealign.config import load_config
 from cyclealign.run import run
+from tests.support.openai_server import OpenAIServer
+from tests.support.tiny_models import tiny_llama_dir
 
 
 @pytest.fixture

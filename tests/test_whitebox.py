@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.support.tiny_models import tiny_llama_dir
 
 from cyclealign.config import TrainConfig, WhiteboxConfig
 from cyclealign.protocols import Candidate, LossBatch, LossOutput, Prompt
@@ -21,6 +20,7 @@ from cyclealign.whitebox import (
     sequence_logps,
 )
 from cyclealign.whitebox.loading import WhiteboxError, resolve_model
+from tests.support.tiny_models import tiny_llama_dir
 
 PROMPTS = [Prompt.from_text("a", "How do I bake bread?"), Prompt.from_text("b", "Why is the sky blue?")]
 
