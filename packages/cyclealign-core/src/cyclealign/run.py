@@ -83,8 +83,26 @@ def load_training_prompts(config: Config) -> list[Prompt]:
     return load_prompts(config.data, seed=config.run.seed)
 
 
+def fit_prompts(prompts: list[Prompt], tokenizer: Any, config: Config, console: Console) -> list[Prompt]:
+    """Prompts longer than ``whitebox.max_prompt_tokens``: keep their tail (counted) or reject the run."""
+    from cyclealign.data import DataError
+    from cyclealign.whitebox import encode_prompt
+
+    limit = config.whitebox.max_prompt_tokens
+    too_long = [p for p in prompts if encode_prompt(tokenizer, p, limit)[1]]
+    if too_long and config.data.overlong == "reject":
+        ids = ", ".join(p.id for p in too_long[:5])
+        raise DataError(
+            f"{len(too_long)} prompt(s) exceed whitebox.max_prompt_tokens={limit} (e.g. {ids}); "
+            "shorten them, raise the limit, or set data.overlong=truncate"
+        )
+    if too_long:
+        console.print(f"[yellow]{len(too_long)} prompt(s) longer than {limit} tokens keep their last {limit}[/yellow]")
+    return prompts
+
+
 def build_loss(config: Config) -> Any:
-    entry = plugins.get_registry().get("loss", config.loss.name)
+    entry = plugins.get_registry().get("loss", config.loss.name, field="loss.name")
     return entry.factory(config.loss, num_samples=config.cycle.num_samples)
 
 
@@ -155,6 +173,7 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
         save_checkpoint,
     )
     from cyclealign.whitebox import MeanLogProbRanker, build_trainer, load_whitebox, save_trainable
+    from cyclealign.whitebox.loading import resolve_model
     from cyclealign.whitebox.sampler import HFSampler
     from cyclealign_losses import ranks_to_rewards
 
@@ -163,18 +182,37 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
     store = RunDir(config.run.dir)
     public = config.public_dict()
     fingerprint = config_fingerprint(public)
+
+    # Everything that can be checked cheaply is checked before the run directory is touched.
     prompts = load_training_prompts(config)
     loss = build_loss(config)
+    resolve_model(config.whitebox.model, config.whitebox.gguf_file)
+    plugins.get_registry().get("oracle", config.oracle.name, field="oracle.name")
     if resume:
         store.require_existing()
-        store.set_status("running")
     else:
-        store.prepare(public, overwrite=config.run.overwrite)
-    reseed_all(f"{config.run.seed}:init")
-
-    with console.status("loading the white-box model…"):
-        whitebox = load_whitebox(config.whitebox, seed=config.run.seed)
-    trainer = build_trainer(whitebox, loss, config.train)
+        store.check_free(overwrite=config.run.overwrite)
+    with console.status(f"starting the oracle {config.oracle.name!r}…"):
+        oracle = build_oracle(config, store)
+    status = "failed"
+    try:
+        preflight = getattr(oracle, "preflight", None)
+        if preflight is not None:
+            preflight()
+        if resume:
+            store.set_status("running")
+        else:
+            store.prepare(public, overwrite=config.run.overwrite)
+        reseed_all(f"{config.run.seed}:init")
+        with console.status("loading the white-box model…"):
+            whitebox = load_whitebox(config.whitebox, seed=config.run.seed)
+        prompts = fit_prompts(prompts, whitebox.tokenizer, config, console)
+        trainer = build_trainer(whitebox, loss, config.train)
+    except BaseException:
+        oracle.close()
+        if store.path.joinpath("run.json").exists():
+            store.set_status("failed")
+        raise
 
     totals = CycleTotals()
     if resume and has_checkpoint(store):
@@ -207,13 +245,6 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
         seed=config.run.seed,
     )
     stop = StopFlag(console)
-    status = "failed"
-    try:
-        with console.status(f"starting the oracle {config.oracle.name!r}…"):
-            oracle = build_oracle(config, store)
-    except BaseException as e:
-        store.set_status("failed", error=f"oracle: {type(e).__name__}")
-        raise
     try:
         cycle = Cycle(
             sampler=HFSampler(whitebox, config.whitebox),

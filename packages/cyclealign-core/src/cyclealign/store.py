@@ -122,19 +122,41 @@ class RunDir:
     def cache_path(self) -> Path:
         return self.path / "oracle_cache.sqlite"
 
+    def _reusable(self) -> bool:
+        """A run that failed before its first interaction holds nothing worth keeping."""
+        try:
+            status = json.loads((self.path / "run.json").read_text()).get("status")
+        except (OSError, json.JSONDecodeError):
+            return False
+        return status == "failed" and not (self.path / "interactions.jsonl").exists()
+
+    def check_free(self, *, overwrite: bool) -> None:
+        """Refuse, before any work, to mix two different runs in one place."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise RunDirError(f"run.dir: {self.path} is a file, not a directory")
+        others = [c for c in self.path.iterdir() if not c.name.startswith(self.cache_path.name)]
+        if overwrite or not others or self._reusable():
+            return
+        if (self.path / "run.json").exists():
+            raise RunDirError(
+                f"run.dir: {self.path} already holds a run; choose another `run.dir`, "
+                f"set `run.overwrite=true` to replace it, or resume it with `--resume {self.path}`"
+            )
+        raise RunDirError(f"run.dir: {self.path} exists, is not empty and holds no run; choose another `run.dir`")
+
     def prepare(self, config: dict[str, Any], *, overwrite: bool) -> None:
-        """Create the directory, refusing to mix two different runs in one place."""
-        meta = self.path / "run.json"
-        if self.path.exists() and any(self.path.iterdir()):
-            if overwrite:
-                shutil.rmtree(self.path)
-            elif meta.exists():
-                raise RunDirError(
-                    f"run directory {self.path} already holds a run; choose another `run.dir`, "
-                    f"set `run.overwrite=true` to replace it, or resume it with `--resume {self.path}`"
-                )
-            else:
-                raise RunDirError(f"run directory {self.path} exists and is not empty, and holds no run")
+        """Create the directory (after :meth:`check_free`), keeping an open oracle cache if there is one."""
+        self.check_free(overwrite=overwrite)
+        if self.path.exists():
+            for child in self.path.iterdir():
+                if child.name.startswith(self.cache_path.name):
+                    continue  # the oracle cache may already be open; its answers stay valid
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.set_status("running")

@@ -23,7 +23,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from cyclealign.config import OracleConfig
-from cyclealign.prompts import AnswerError, feedback_message, parse_answer, render_messages
+from cyclealign.prompts import AnswerError, feedback_message, parse_answer, ranking_schema, render_messages
 from cyclealign.protocols import BudgetExceeded, OracleRequest, OracleVerdict
 from cyclealign_oracles.cache import CachedAnswer, OracleCache, cache_key
 
@@ -160,6 +160,11 @@ class LiteLLMOracle:
         limiter = _RateLimiter(self.config.requests_per_minute)
         return list(await asyncio.gather(*(self._rank_one(r, sem, limiter) for r in requests)))
 
+    def preflight(self) -> None:
+        """Fail fast on an unreachable endpoint (only where we know the address: local servers)."""
+        if self.api_base is not None:
+            check_reachable(self.api_base)
+
     def rank(self, request: OracleRequest) -> OracleVerdict:
         return self.rank_many([request])[0]
 
@@ -184,7 +189,7 @@ class LiteLLMOracle:
             if parse_try:
                 self.stats.parse_retries += 1
             try:
-                answer = await self._call(messages, sem, limiter)
+                answer = await self._call(messages, sem, limiter, n)
             except TransportError as e:
                 error = f"transport: {e}"
                 break
@@ -230,10 +235,13 @@ class LiteLLMOracle:
         )
 
     # ------------------------------------------------------------------ one call, with transport retries
-    def _params(self) -> dict[str, Any]:
+    def _params(self, n: int) -> dict[str, Any]:
         params: dict[str, Any] = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
         if self.response_format is not None:
-            params["response_format"] = self.response_format
+            fmt = dict(self.response_format)
+            if "schema" in fmt:
+                fmt["schema"] = ranking_schema(n)  # exact for this request's number of answers
+            params["response_format"] = fmt
         return params
 
     def _check_budget(self, messages: list[dict[str, str]]) -> None:
@@ -265,8 +273,10 @@ class LiteLLMOracle:
         except Exception:
             return 0.0
 
-    async def _call(self, messages: list[dict[str, str]], sem: asyncio.Semaphore, limiter: _RateLimiter) -> _Answer:
-        params = self._params()
+    async def _call(
+        self, messages: list[dict[str, str]], sem: asyncio.Semaphore, limiter: _RateLimiter, n: int
+    ) -> _Answer:
+        params = self._params(n)
         key = cache_key(self.model, messages, params)
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -375,3 +385,19 @@ def read_api_key(config: OracleConfig, default_env: str | None) -> str | None:
         return key
     env = config.api_key_env or default_env
     return os.environ.get(env) if env else None
+
+
+def check_reachable(api_base: str, timeout_s: float = 5.0) -> None:
+    """One cheap GET before any expensive work, so a wrong ``oracle.api_base`` fails in seconds, clearly."""
+    import urllib.error
+    import urllib.request
+
+    url = api_base.rstrip("/") + "/models"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: reachable (some servers protect /models)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise OracleSetupError(f"oracle.api_base: {api_base} is unreachable ({reason})") from None

@@ -20,7 +20,7 @@ from cyclealign.prompts import RANKING_SCHEMA
 hookimpl = pluggy.HookimplMarker("cyclealign")
 
 OPENAI_JSON = {"type": "json_object"}  # gpt-3.5-turbo and gpt-4 accept JSON mode, not schemas
-LLAMA_CPP_JSON = {"type": "json_object", "schema": RANKING_SCHEMA}  # grammar-constrained on llama.cpp
+LLAMA_CPP_JSON = {"type": "json_object", "schema": RANKING_SCHEMA}  # grammar-constrained; exact per request
 
 
 def _openai_factory(default_model: str, alias: str):
