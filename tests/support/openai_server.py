@@ -76,6 +76,7 @@ class OpenAIServer:
         self.requests: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.last_done = 0.0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -142,6 +143,7 @@ class OpenAIServer:
                 finally:
                     with outer._lock:
                         outer.in_flight -= 1
+                        outer.last_done = time.monotonic()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -167,6 +169,11 @@ class OpenAIServer:
     @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def quiet_for(self, seconds: float) -> bool:
+        """No call in flight and none answered within ``seconds``: the client holds no unanswered request."""
+        with self._lock:
+            return self.in_flight == 0 and time.monotonic() - self.last_done >= seconds
 
     @property
     def chat_calls(self) -> list[Call]:

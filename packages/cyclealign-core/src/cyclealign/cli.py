@@ -68,17 +68,23 @@ def run_command(
     if resume is not None and (config is not None or set_):
         _fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
     try:
-        if resume is not None:
-            resume_run(resume, console=console)
-            return
-        cfg = load_config(config, set_ or [])
-        run(cfg, console=console)
+        cfg = None if resume is not None else load_config(config, set_ or [])
+    except ConfigError as e:
+        _fail(str(e))
+    target = resume if resume is not None else cfg.run.dir
+    try:
+        result = resume_run(resume, console=console) if resume is not None else run(cfg, console=console)
+    except KeyboardInterrupt:
+        err_console.print(f"aborted; the last checkpoint is intact: cyclealign run --resume {target}")
+        raise typer.Exit(130) from None
     except (RunDirError, plugins.PluginError, ConfigError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(str(e))
     except RuntimeError as e:
         if type(e).__name__ in SETUP_ERRORS:
             _fail(str(e))
         raise
+    if result.totals.stopped and not result.totals.stopped.startswith("budget"):
+        raise typer.Exit(130)  # interrupted: the message printed by run() says how to resume
 
 
 @app.command("plugins")

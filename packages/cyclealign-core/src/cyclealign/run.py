@@ -59,7 +59,8 @@ class StopFlag:
         self.requested = True
         self.console.print(
             f"[yellow]{signal.Signals(signum).name}: finishing the current step, then saving "
-            "(press Ctrl+C again to abort at once)[/yellow]"
+            "(press Ctrl+C again to abort at once)[/yellow]",
+            soft_wrap=True,
         )
 
     @contextmanager
@@ -263,9 +264,10 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
         cycle.totals = totals
         last_checkpoint = {"prompts": totals.prompts}
 
-        def checkpoint() -> None:
+        def checkpoint(force: bool = False) -> None:
             t = cycle.totals
-            if t.prompts - last_checkpoint["prompts"] >= config.run.checkpoint_every or t.prompts == len(prompts):
+            due = t.prompts - last_checkpoint["prompts"] >= config.run.checkpoint_every or t.prompts == len(prompts)
+            if due or force:
                 save_checkpoint(
                     store,
                     trainer,
@@ -278,6 +280,9 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
                     ),
                 )
                 last_checkpoint["prompts"] = t.prompts
+
+        if not has_checkpoint(store):
+            checkpoint(force=True)  # a run stopped before its first prompt ends still resumes from here
 
         with (
             Progress(
@@ -313,9 +318,8 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
         store.set_status(status)
     print_summary(console, summary, store.path)
     if status != "completed":
-        console.print(
-            f"[yellow]stopped ({totals.stopped}); continue with:[/yellow] cyclealign run --resume {store.path}"
-        )
+        console.print(f"[yellow]stopped ({totals.stopped}); continue with:[/yellow]")
+        print(f"  cyclealign run --resume {store.path}", file=console.file, flush=True)  # never wrapped
     return RunResult(store.path, totals, summary)
 
 

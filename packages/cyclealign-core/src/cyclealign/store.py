@@ -164,6 +164,15 @@ class RunDir:
     def require_existing(self) -> None:
         if not (self.path / "run.json").is_file() or not (self.path / "config.yaml").is_file():
             raise RunDirError(f"{self.path} holds no run to resume (run.json or config.yaml is missing)")
+        self.clean_temp()
+
+    def clean_temp(self) -> None:
+        """Remove what writes killed half-way left behind (their targets are intact by construction)."""
+        for leftover in self.path.glob(".*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif leftover.name.endswith((".tmp", ".old")):
+                leftover.unlink(missing_ok=True)
 
     def set_status(self, status: str, **extra: Any) -> None:
         atomic_write_json(self.path / "run.json", {"format": 1, "status": status, **extra})

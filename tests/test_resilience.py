@@ -1,0 +1,212 @@
+"""Never lose a run: SIGKILL chaos with exact resume, graceful Ctrl+C, bad input, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from tests.support.openai_server import OpenAIServer
+from tests.support.tiny_models import tiny_llama_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {
+    **os.environ,
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONPATH": str(ROOT),
+}
+VOLATILE = {"timings", "latency_s", "cached", "step_s"}
+
+
+def write_config(tmp: Path, model_dir: Path, server: OpenAIServer, run_dir: Path, **extra: dict) -> Path:
+    prompts = tmp / "prompts.jsonl"
+    if not prompts.exists():
+        questions = ["How do I bake bread?", "Why is the sky blue?", "How can I hurt someone?", "Tips for running?"]
+        questions.append("How do I keep basil alive?")
+        prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
+    config = {
+        "whitebox": {"model": str(model_dir), "max_new_tokens": 10},
+        "oracle": {"name": "local", "api_base": server.api_base, "model": "openai/tiny", "serve_gguf": None},
+        "cycle": {"max_interactions": 2, "early_stop": False},
+        "data": {"source": str(prompts), "max_prompts": 5},
+        "train": {"lr": 0.01},
+        "run": {"dir": str(run_dir), "progress": False, "seed": 3},
+    }
+    for section, values in extra.items():
+        config[section].update(values)
+    path = tmp / f"{run_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cli(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests/support/chaos_run.py"), *args],
+        env={**ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def strip(record: dict) -> dict:
+    out = {}
+    for k, v in record.items():
+        if k in VOLATILE:
+            continue
+        out[k] = strip(v) if isinstance(v, dict) else v
+    return out
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [strip(json.loads(line)) for line in (run_dir / "interactions.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_llama_dir(tmp_path_factory.mktemp("chaos-model"))
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(model_dir: Path, tmp_path: Path) -> None:
+    ref_dir, chaos_dir = tmp_path / "reference", tmp_path / "chaos"
+    with OpenAIServer(latency_s=0.2) as server:
+        proc = cli(["run", str(write_config(tmp_path, model_dir, server, ref_dir))])
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        reference_calls = len(server.chat_calls)
+    assert reference_calls == 10
+
+    rng = random.Random(20261122)
+    # Self-inflicted kills inside writes, and external kills at random moments after the k-th oracle call.
+    plan = [
+        {"CHAOS_KILL": "checkpoint:2"},  # while writing the checkpoint after the first prompt
+        {"external_after_calls": 3},
+        {"CHAOS_KILL": "flush:3"},  # half-way through writing demos.jsonl
+        {"CHAOS_KILL": "checkpoint:1"},
+        {"external_after_calls": 6},  # possibly already reached: then it dies while starting up
+        {"CHAOS_KILL": "checkpoint:1"},
+    ]
+    kills = 0
+    with OpenAIServer(latency_s=0.2) as server:  # latency keeps each prompt long enough to be hit
+        config = write_config(tmp_path, model_dir, server, chaos_dir)
+        for i, step in enumerate(plan):
+            args = ["run", str(config)] if i == 0 else ["run", "--resume", str(chaos_dir)]
+            env = {k: v for k, v in step.items() if k == "CHAOS_KILL"}
+            proc = cli(args, env=env)
+            if "external_after_calls" in step:
+                target = step["external_after_calls"]
+
+                def killer(p=proc, target=target) -> None:
+                    while p.poll() is None and len(server.chat_calls) < target:
+                        time.sleep(0.01)
+                    time.sleep(rng.uniform(0.0, 0.4))
+                    # Never while an oracle request is unanswered: a call killed in flight is one the API
+                    # may bill and no client can ever have the answer of, so it is outside what a resume can save.
+                    while p.poll() is None and not server.quiet_for(0.05):
+                        time.sleep(0.002)
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGKILL)
+
+                threading.Thread(target=killer, daemon=True).start()
+            proc.communicate(timeout=300)
+            assert proc.returncode == -signal.SIGKILL, f"step {i} ({step}) was not killed: rc={proc.returncode}"
+            kills += 1
+            state = json.loads((chaos_dir / "checkpoint" / "state.json").read_text())
+            assert state["prompts_done"] <= 5  # the previous checkpoint is intact and readable
+        proc = cli(["run", "--resume", str(chaos_dir)])
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        chaos_calls = len(server.chat_calls)
+
+    assert kills >= 5
+    assert chaos_calls == reference_calls, "a resumed run paid for an oracle call twice"
+    assert records(chaos_dir) == records(ref_dir)
+    assert (chaos_dir / "demos.jsonl").read_text() == (ref_dir / "demos.jsonl").read_text()
+    ref_w = load_file(str(ref_dir / "adapter" / "adapter_model.safetensors"))
+    chaos_w = load_file(str(chaos_dir / "adapter" / "adapter_model.safetensors"))
+    assert ref_w.keys() == chaos_w.keys()
+    for name in ref_w:
+        assert (ref_w[name] == chaos_w[name]).all(), name
+    assert json.loads((chaos_dir / "run.json").read_text())["status"] == "completed"
+    leftovers = [p.name for p in chaos_dir.iterdir() if p.name.startswith(".")]
+    assert leftovers == [], f"temporary files of killed writes were not cleaned up: {leftovers}"
+
+
+@pytest.mark.slow
+def test_sigint_stops_cleanly_saves_and_resume_completes(model_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with OpenAIServer(latency_s=0.3) as server:
+        config = write_config(tmp_path, model_dir, server, run_dir)
+        proc = cli(["run", str(config)])
+        while len(server.chat_calls) < 3 and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, (out, err)
+        assert "finishing the current step" in out + err
+        assert f"cyclealign run --resume {run_dir}" in out + err
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+        state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+        assert 0 <= state["prompts_done"] < 5
+        proc = cli(["run", "--resume", str(run_dir)])
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["prompts_done"] == 5 and summary["interactions"] == 10
+
+
+def _llama_server_children(pid: int) -> list[int]:
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmd = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            stat = (proc_dir / "stat").read_text().split()
+        except OSError:
+            continue
+        if "llama_cpp.server" in cmd and int(stat[3]) == pid:
+            found.append(int(proc_dir.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.llamacpp
+def test_sigint_leaves_no_managed_llama_server_behind(model_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with OpenAIServer() as unused:
+        config = write_config(
+            tmp_path,
+            model_dir,
+            unused,
+            run_dir,
+            oracle={"api_base": None, "serve_gguf": "embedded:smollm2", "model": None},
+        )
+    proc = cli(["run", str(config)])
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while time.monotonic() < deadline and not children and proc.poll() is None:
+        children = _llama_server_children(proc.pid)
+        time.sleep(0.2)
+    assert children, "the managed llama.cpp server never started"
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode in (0, 130), err
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
