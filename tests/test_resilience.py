@@ -86,7 +86,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(mode
     ref_dir, chaos_dir = tmp_path / "reference", tmp_path / "chaos"
     with OpenAIServer(latency_s=0.2) as server:
         proc = cli(["run", str(write_config(tmp_path, model_dir, server, ref_dir))])
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         reference_calls = len(server.chat_calls)
     assert reference_calls == 10
@@ -129,7 +129,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(mode
             state = json.loads((chaos_dir / "checkpoint" / "state.json").read_text())
             assert state["prompts_done"] <= 5  # the previous checkpoint is intact and readable
         proc = cli(["run", "--resume", str(chaos_dir)])
-        out, err = proc.communicate(timeout=300)
+        _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         chaos_calls = len(server.chat_calls)
 
@@ -206,7 +206,7 @@ def test_sigint_leaves_no_managed_llama_server_behind(model_dir: Path, tmp_path:
     assert children, "the managed llama.cpp server never started"
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
+    _out, err = proc.communicate(timeout=180)
     assert proc.returncode in (0, 130), err
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
