@@ -165,7 +165,7 @@ def test_resume_of_a_directory_without_a_run_is_named(tmp_path: Path) -> None:
 
 def test_a_failed_start_can_be_rerun_in_the_same_directory(world: dict, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    with pytest.raises(Exception, match="whitebox.max_prompt_tokens"):
+    with pytest.raises(Exception, match=r"whitebox\.max_prompt_tokens"):
         run(base_config(world["model"], world["root"] / "x", world["server"], run_dir, *_long_prompt(world, tmp_path)))
     result = run(base_config(world["model"], world["prompts"], world["server"], run_dir))
     assert result.summary["prompts_done"] == 1
