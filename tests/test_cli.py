@@ -100,3 +100,18 @@ def test_unknown_plugin_name_lists_the_registered_ones() -> None:
 
     with pytest.raises(plugins.PluginError, match="registered loss plugins: dpo, pro, rrhf"):
         plugins.get_registry().get("loss", "nope")
+
+
+def test_a_missing_extra_names_the_pip_install(monkeypatch) -> None:
+    import pytest
+
+    from cyclealign import plugins
+
+    monkeypatch.setenv("CYCLEALIGN_PLUGINS", "cyclealign-losses")  # as if cyclealign-oracles were not installed
+    plugins.reset()
+    try:
+        with pytest.raises(plugins.PluginError, match=r'oracle\.name: .*pip install "cyclealign-core\[openai\]"'):
+            plugins.get_registry().get("oracle", "chatgpt", field="oracle.name")
+    finally:
+        monkeypatch.delenv("CYCLEALIGN_PLUGINS")
+        plugins.reset()

@@ -89,3 +89,33 @@ def test_a_second_run_into_the_same_directory_is_refused(tiny_run_config, tmp_pa
         run(tiny_run_config(server, tmp_path / "run", "data.max_prompts=1", "cycle.max_interactions=1"))
         with pytest.raises(RunDirError, match="already holds a run"):
             run(tiny_run_config(server, tmp_path / "run", "data.max_prompts=1"))
+
+
+def test_the_same_cycle_twice_with_one_cache_makes_no_http_calls_the_second_time(tiny_run_config, tmp_path: Path):
+    cache = tmp_path / "shared-cache.sqlite"
+    with OpenAIServer() as server:
+        run(tiny_run_config(server, tmp_path / "first", f"oracle.cache_path={cache}"))
+        first = len(server.chat_calls)
+        second_result = run(tiny_run_config(server, tmp_path / "second", f"oracle.cache_path={cache}"))
+        second = len(server.chat_calls) - first
+    assert first == 4 and second == 0
+    assert second_result.summary["oracle"]["cache_hits"] == 4
+    a = [json.loads(x) for x in (tmp_path / "first" / "interactions.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "second" / "interactions.jsonl").read_text().splitlines()]
+    assert [r["oracle"]["order"] for r in a] == [r["oracle"]["order"] for r in b]
+
+
+def test_budget_stops_the_run_cleanly_with_everything_saved(tiny_run_config, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    run_dir = tmp_path / "run"
+    with OpenAIServer() as server:
+        cfg = tiny_run_config(
+            server, run_dir, "oracle.name=chatgpt", "oracle.model=gpt-3.5-turbo", "oracle.budget_usd=0.0015"
+        )
+        result = run(cfg)
+        paid = len(server.chat_calls)
+    assert result.totals.stopped.startswith("budget") and 0 < paid < 4
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "budget"
+    assert result.summary["oracle"]["cost_usd"] <= 0.0015
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert len((run_dir / "interactions.jsonl").read_text().splitlines()) == paid

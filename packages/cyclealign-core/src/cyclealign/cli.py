@@ -77,7 +77,15 @@ def run_command(
     except KeyboardInterrupt:
         err_console.print(f"aborted; the last checkpoint is intact: cyclealign run --resume {target}")
         raise typer.Exit(130) from None
-    except (RunDirError, plugins.PluginError, ConfigError, FileNotFoundError, ImportError, ValueError) as e:
+    except (
+        RunDirError,
+        plugins.PluginError,
+        ConfigError,
+        FileNotFoundError,
+        ImportError,
+        ValueError,
+        NotImplementedError,
+    ) as e:
         _fail(str(e))
     except RuntimeError as e:
         if type(e).__name__ in SETUP_ERRORS:

@@ -25,6 +25,18 @@ class PluginError(LookupError):
     """A plugin name that is unknown or registered twice."""
 
 
+# First-party names whose absence means an extra is missing, and the install that fixes it.
+INSTALL_HINTS = {
+    ("oracle", "chatgpt"): 'pip install "cyclealign-core[openai]"',
+    ("oracle", "gpt-4"): 'pip install "cyclealign-core[openai]"',
+    ("oracle", "litellm"): 'pip install "cyclealign-core[openai]"',
+    ("oracle", "local"): 'pip install "cyclealign-core[local]"',
+    ("loss", "pro"): "pip install cyclealign-losses",
+    ("loss", "rrhf"): "pip install cyclealign-losses",
+    ("loss", "dpo"): "pip install cyclealign-losses",
+}
+
+
 @dataclass(frozen=True)
 class Registered:
     kind: str
@@ -63,6 +75,9 @@ class Registry:
         except KeyError:
             known = ", ".join(i.name for i in self.items(kind)) or "none"
             where = f"{field}: " if field else ""
+            hint = INSTALL_HINTS.get((kind, name))
+            if hint:
+                raise PluginError(f"{where}the {kind} {name!r} is not installed; {hint}") from None
             raise PluginError(
                 f"{where}unknown {kind} {name!r}; registered {kind} plugins: {known}. "
                 f"Run `cyclealign plugins` to see what is installed."

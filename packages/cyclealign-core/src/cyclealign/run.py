@@ -219,6 +219,7 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
     if resume and has_checkpoint(store):
         state = load_checkpoint(store, trainer, fingerprint)
         totals = CycleTotals(**{**state.totals, "stopped": None})
+        _restore_spend(oracle, state.extra.get("oracle_spend", {}))
         console.print(f"resuming {store.path} after {state.prompts_done} of {len(prompts)} prompts")
     else:
         store.interactions, store.demos = [], []
@@ -277,6 +278,7 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
                         n_demos=len(store.demos),
                         totals=asdict(t),
                         config_fingerprint=fingerprint,
+                        extra={"oracle_spend": _spend(oracle)},
                     ),
                 )
                 last_checkpoint["prompts"] = t.prompts
@@ -334,6 +336,22 @@ def resume(run_dir: Path, *, console: Console | None = None) -> RunResult:
         raise RunDirError(f"{run_dir} holds no run to resume (no config.yaml)")
     config = load_config(config_file, [f"run.dir={run_dir}"])
     return run(config, console=console, resume=True)
+
+
+SPEND_FIELDS = ("cost_usd", "prompt_tokens", "completion_tokens")
+
+
+def _spend(oracle: Any) -> dict[str, float]:
+    """What the oracle has cost so far: carried across resumes so ``oracle.budget_usd`` spans the whole run."""
+    stats = getattr(oracle, "stats", None)
+    return {f: getattr(stats, f) for f in SPEND_FIELDS if hasattr(stats, f)}
+
+
+def _restore_spend(oracle: Any, spend: dict[str, float]) -> None:
+    stats = getattr(oracle, "stats", None)
+    for f, value in spend.items():
+        if stats is not None and hasattr(stats, f):
+            setattr(stats, f, type(getattr(stats, f))(value))
 
 
 def _static_demo() -> Any:
