@@ -33,6 +33,9 @@ RANKING_SCHEMA: dict[str, Any] = {
 }
 
 
+MAX_RESPONSE_CHARS = 400  # keeps a grammar-constrained answer well inside oracle.max_tokens
+
+
 def ranking_schema(n: int) -> dict[str, Any]:
     """A schema for exactly n answers: for n ≤ 5 it lists every permutation, so a grammar-constrained
     server (llama.cpp) can only produce a valid ranking; above that, n distinct-in-spirit indices."""
@@ -45,7 +48,10 @@ def ranking_schema(n: int) -> dict[str, Any]:
         rank = {"type": "array", "items": {"enum": list(range(n))}, "minItems": n, "maxItems": n}
     return {
         "type": "object",
-        "properties": {RANK_FIELD: rank, RESPONSE_FIELD: {"type": "string", "minLength": 16}},
+        "properties": {
+            RANK_FIELD: rank,
+            RESPONSE_FIELD: {"type": "string", "minLength": 16, "maxLength": MAX_RESPONSE_CHARS},
+        },
         "required": [RANK_FIELD, RESPONSE_FIELD],
         "additionalProperties": False,
     }
@@ -113,9 +119,9 @@ def render_messages(request: OracleRequest) -> list[dict[str, str]]:
     )
     lines.append(_block(request.prompt, request.responses))
     lines.append(
-        f'Reply with one JSON object and nothing else: {{"{RANK_FIELD}": [...], "{RESPONSE_FIELD}": "<your answer>"}}, '
-        f'where "{RANK_FIELD}" lists each answer number from 0 to {n - 1} exactly once, best first, and '
-        f'"{RESPONSE_FIELD}" is your own answer.'
+        f'Reply with one JSON object and nothing else, with exactly two fields: "{RANK_FIELD}", a list of the '
+        f'answer numbers 0 to {n - 1}, each exactly once, best first; and "{RESPONSE_FIELD}", your own answer '
+        "to the request, written out in full."
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
@@ -139,7 +145,7 @@ def _first_object(text: str) -> Any:
     """The first complete JSON object in ``text`` (inside a ```json fence or bare)."""
     fenced = _FENCED_JSON.search(text)
     candidates = [fenced.group(1)] if fenced else []
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # tolerate raw newlines inside strings (small local models emit them)
     start = text.find("{")
     while start != -1:
         try:
@@ -151,7 +157,7 @@ def _first_object(text: str) -> Any:
     for c in candidates:
         if isinstance(c, str):
             try:
-                return json.loads(c)
+                return json.loads(c, strict=False)
             except json.JSONDecodeError:
                 continue
         return c

@@ -58,7 +58,7 @@ class ManagedLlamaServer:
         self.host = host
         self.port = port or free_port()
         self.startup_timeout_s = startup_timeout_s
-        self.n_threads = n_threads
+        self.n_threads = n_threads or os.cpu_count() or 1  # llama.cpp's default is half the cores
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server, read on failure
 
@@ -80,8 +80,7 @@ class ManagedLlamaServer:
             "--n_ctx",
             str(self.n_ctx),
         ]
-        if self.n_threads:
-            cmd += ["--n_threads", str(self.n_threads)]
+        cmd += ["--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads)]
         self.process = subprocess.Popen(
             cmd,
             stdout=self._log,
