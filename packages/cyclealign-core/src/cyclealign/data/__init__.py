@@ -19,7 +19,10 @@ def load_prompts(cfg: DataConfig, seed: int = 0) -> list[Prompt]:
     elif source.startswith("hh-rlhf:"):
         from cyclealign.data.hh_rlhf import hh_rlhf_prompts
 
-        prompts = hh_rlhf_prompts(source.split(":", 1)[1], k=cfg.max_prompts, seed=seed)
+        # hh-rlhf:<dir> (train split) or hh-rlhf:<dir>:<split>
+        spec = source.split(":", 1)[1]
+        root, _, split = spec.rpartition(":") if spec.endswith((":train", ":test")) else (spec, "", "train")
+        prompts = hh_rlhf_prompts(root, k=cfg.max_prompts, seed=seed, split=split)
     else:
         prompts = load_jsonl_prompts(source)
     ids = [p.id for p in prompts]
