@@ -121,6 +121,13 @@ def config_command(
     console.print(yaml.safe_dump(cfg.public_dict(), sort_keys=False), highlight=False)
 
 
+from cyclealign.evaluate.cli import eval_app  # noqa: E402
+from cyclealign.report import report_command  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+app.command("report")(report_command)
+
+
 def main() -> None:
     app()
 

@@ -135,30 +135,39 @@ class LiteLLMOracle:
         """Rank every request, overlapping the calls; order preserved; failures recorded in the verdicts."""
         if not requests:
             return []
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.arank_many(requests))
-        # Called from inside an event loop (a notebook): run ours in a worker thread.
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["out"] = asyncio.run(self.arank_many(requests))
-            except BaseException as e:  # re-raised in the caller's thread
-                box["err"] = e
-
-        t = threading.Thread(target=work)
-        t.start()
-        t.join()
-        if "err" in box:
-            raise box["err"]
-        return box["out"]
+        return _run_sync(lambda: self.arank_many(requests))
 
     async def arank_many(self, requests: Sequence[OracleRequest]) -> list[OracleVerdict]:
         sem = asyncio.Semaphore(self.config.concurrency)
         limiter = _RateLimiter(self.config.requests_per_minute)
         return list(await asyncio.gather(*(self._rank_one(r, sem, limiter) for r in requests)))
+
+    def complete_many(
+        self, conversations: Sequence[list[dict[str, str]]], response_format: dict[str, Any] | None = None
+    ) -> list[tuple[str | None, str | None]]:
+        """Free-form chat calls with the same retries, cache, limits and accounting: ``(text, error)`` each.
+
+        Used by the evaluation commands (the LLM judge) so they inherit everything the oracle survives.
+        """
+        params: dict[str, Any] = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+        if response_format is not None and self.config.json_schema:
+            params["response_format"] = response_format
+
+        async def one(messages, sem, limiter) -> tuple[str | None, str | None]:
+            self.stats.calls += 1
+            try:
+                answer = await self._call(messages, sem, limiter, params)
+            except TransportError as e:
+                self.stats.failures += 1
+                return None, redact(f"transport: {e}", self._api_key)
+            return answer.text, None
+
+        async def all_of() -> list[tuple[str | None, str | None]]:
+            sem = asyncio.Semaphore(self.config.concurrency)
+            limiter = _RateLimiter(self.config.requests_per_minute)
+            return list(await asyncio.gather(*(one(m, sem, limiter) for m in conversations)))
+
+        return _run_sync(all_of)
 
     def preflight(self) -> None:
         """Fail fast on an unreachable endpoint (only where we know the address: local servers)."""
@@ -189,7 +198,7 @@ class LiteLLMOracle:
             if parse_try:
                 self.stats.parse_retries += 1
             try:
-                answer = await self._call(messages, sem, limiter, n)
+                answer = await self._call(messages, sem, limiter, self._params(n))
             except TransportError as e:
                 error = f"transport: {e}"
                 break
@@ -274,9 +283,8 @@ class LiteLLMOracle:
             return 0.0
 
     async def _call(
-        self, messages: list[dict[str, str]], sem: asyncio.Semaphore, limiter: _RateLimiter, n: int
+        self, messages: list[dict[str, str]], sem: asyncio.Semaphore, limiter: _RateLimiter, params: dict[str, Any]
     ) -> _Answer:
-        params = self._params(n)
         key = cache_key(self.model, messages, params)
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -346,6 +354,28 @@ class LiteLLMOracle:
             self.stats.waited_s += delay
             waited += delay
             await asyncio.sleep(delay)
+
+
+def _run_sync(make_coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, also when called inside a running loop (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["out"] = asyncio.run(make_coro())
+        except BaseException as e:  # re-raised in the caller's thread
+            box["err"] = e
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
 
 
 def _retry_after(error: Exception) -> float | None:
