@@ -63,3 +63,13 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 
 def test_every_section_exists() -> None:
     assert set(Config.model_fields) == {"whitebox", "oracle", "cycle", "loss", "data", "train", "run"}
+
+
+def test_the_paper_configs_validate() -> None:
+    paper = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
+    assert len(paper) >= 5
+    for path in paper:
+        cfg = load_config(path)
+        assert cfg.train.lr == 5e-5 and cfg.train.max_length == 512 and cfg.cycle.max_interactions == 5
+        assert cfg.sft_weight() == 4.0 and cfg.data.max_prompts == 1000 and cfg.oracle.name == "chatgpt"
+    assert load_config(paper[0]).cycle.dynamic_demos is False  # ablation-no-dynamic-demos.yaml
