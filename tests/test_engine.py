@@ -255,3 +255,25 @@ def test_demo_selection_respects_count_and_token_budget(selection: str) -> None:
         assert chosen[1].prompt == "cooking pasta 4"
     else:
         assert chosen[1].prompt == "cooking pasta 3"
+
+
+def test_settings_mirror_the_cycle_config() -> None:
+    from cyclealign.config import CycleConfig
+
+    cfg = CycleConfig(num_samples=4, max_interactions=2, shuffle=False, prompt_batch=3, on_oracle_failure="self_rank")
+    s = CycleSettings.from_config(cfg, seed=9)
+    assert (s.num_samples, s.max_interactions, s.shuffle, s.prompt_batch, s.seed) == (4, 2, False, 3, 9)
+    assert s.on_oracle_failure == "self_rank" and s.early_stop and s.include_oracle_response and s.min_agreement == 2
+
+
+def test_self_rank_fallback_trains_on_the_models_own_order_when_the_oracle_fails() -> None:
+    cycle, records, trainer = make_cycle(
+        ScoredSampler([3, 1, 2], confidence=lambda q: -q),
+        QualityOracle(fail_on={0}),
+        settings=CycleSettings(max_interactions=1, on_oracle_failure="self_rank"),
+    )
+    cycle.run(PROMPTS[:1])
+    (batch,) = trainer.batches
+    assert all(c.source == "whitebox" for c in batch.candidates)
+    assert [c.text.split("q=")[1] for c in batch.candidates] == ["1", "2", "3"]  # most confident first
+    assert records[0]["oracle"]["order"] is None and records[0]["loss"] is not None

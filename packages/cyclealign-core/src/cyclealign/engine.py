@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cyclealign.demos import DemoPool
@@ -46,6 +46,12 @@ class CycleSettings:
     prompt_batch: int = 1
     on_oracle_failure: str = "skip"
     seed: int = 0
+
+    @classmethod
+    def from_config(cls, cycle: Any, seed: int) -> CycleSettings:
+        """The engine's view of a ``CycleConfig`` (fields of the same name), plus the run's seed."""
+        names = {f.name for f in fields(cls)} - {"seed"}
+        return cls(**{n: getattr(cycle, n) for n in names}, seed=seed)
 
 
 @dataclass

@@ -235,17 +235,7 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
         token_budget=c.demo_token_budget,
     )
     pool.extend(store.demos)
-    settings = CycleSettings(
-        num_samples=c.num_samples,
-        max_interactions=c.max_interactions,
-        early_stop=c.early_stop,
-        include_oracle_response=c.include_oracle_response,
-        shuffle=c.shuffle,
-        min_agreement=c.min_agreement,
-        prompt_batch=c.prompt_batch,
-        on_oracle_failure=c.on_oracle_failure,
-        seed=config.run.seed,
-    )
+    settings = CycleSettings.from_config(c, seed=config.run.seed)
     stop = StopFlag(console)
     try:
         cycle = Cycle(
