@@ -14,6 +14,7 @@ import pytest
 from cyclealign.config import load_config
 from cyclealign.run import resume, run
 from tests.support.openai_server import OpenAIServer, Reply, default_behaviour
+from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
 
 
@@ -31,22 +32,12 @@ def world(tmp_path_factory):
     server.__exit__(None, None, None)
 
 
-def base_overrides(model: Path, prompts: Path, server: OpenAIServer, run_dir: Path) -> list[str]:
-    return [
-        f"whitebox.model={model}",
-        "whitebox.max_new_tokens=8",
-        f"oracle.api_base={server.api_base}",
-        "oracle.model=openai/tiny",
-        "oracle.serve_gguf=null",
-        f"data.source={prompts}",
-        "cycle.max_interactions=1",
-        f"run.dir={run_dir}",
-        "run.progress=false",
-    ]
-
-
 def base_config(model, prompts, server, run_dir, *extra: str):
-    return load_config(overrides=[*base_overrides(model, prompts, server, run_dir), *extra])
+    return load_config(
+        overrides=tiny_overrides(
+            model, prompts, server.api_base, run_dir, "whitebox.max_new_tokens=8", "cycle.max_interactions=1", *extra
+        )
+    )
 
 
 def snapshot(directory: Path) -> dict[str, str]:

@@ -209,8 +209,6 @@ def test_oracle_accuracy_runs_with_the_embedded_local_oracle(tmp_path: Path, cap
 
 
 def test_report_writes_images_and_a_page_that_references_them(tmp_path: Path) -> None:
-    from tests.test_run_integration import tiny_run_config  # noqa: F401  (fixture defined there)
-
     run_dir = tmp_path / "run"
     _make_run(tmp_path, run_dir)
     (run_dir / "eval").mkdir()
@@ -241,25 +239,12 @@ def test_report_on_a_non_run_is_a_clear_error(tmp_path: Path) -> None:
 def _make_run(tmp_path: Path, run_dir: Path) -> None:
     from cyclealign.config import load_config
     from cyclealign.run import run
+    from tests.support.runs import tiny_overrides
     from tests.support.tiny_models import tiny_llama_dir
 
     model = tiny_llama_dir(tmp_path / "model")
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "How do I bake bread?"}) + "\n" + json.dumps({"prompt": "Why?"}) + "\n")
     with OpenAIServer() as server:
-        run(
-            load_config(
-                overrides=[
-                    f"whitebox.model={model}",
-                    "whitebox.max_new_tokens=8",
-                    f"oracle.api_base={server.api_base}",
-                    "oracle.model=openai/t",
-                    "oracle.serve_gguf=null",
-                    f"data.source={prompts}",
-                    "cycle.max_interactions=2",
-                    "cycle.early_stop=false",
-                    f"run.dir={run_dir}",
-                    "run.progress=false",
-                ]
-            )
-        )
+        extra = ("whitebox.max_new_tokens=8", "cycle.max_interactions=2", "cycle.early_stop=false")
+        run(load_config(overrides=tiny_overrides(model, prompts, server.api_base, run_dir, *extra)))

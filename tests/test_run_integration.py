@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from cyclealign.config import load_config
 from cyclealign.run import run
 from tests.support.openai_server import OpenAIServer
+from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
 
 
@@ -25,22 +26,17 @@ def tiny_run_config(tmp_path: Path):
 
     def make(server: OpenAIServer, run_dir: Path, *extra: str):
         return load_config(
-            overrides=[
-                f"whitebox.model={model_dir}",
-                "whitebox.max_new_tokens=12",
-                f"oracle.api_base={server.api_base}",
-                "oracle.model=openai/tiny-oracle",
-                "oracle.serve_gguf=null",
-                "oracle.backoff_base_s=0.01",
-                f"data.source={prompts}",
+            overrides=tiny_overrides(
+                model_dir,
+                prompts,
+                server.api_base,
+                run_dir,
                 "data.max_prompts=2",
                 "cycle.max_interactions=2",
                 "cycle.early_stop=false",
                 "train.lr=0.01",
-                f"run.dir={run_dir}",
-                "run.progress=false",
                 *extra,
-            ]
+            )
         )
 
     return make
