@@ -28,7 +28,7 @@ WORKSPACE = [
     "-e",
     "packages/cyclealign-oracles",
     "-e",
-    "packages/cyclealign-core[openai,local,eval,deepspeed]",
+    "packages/cyclealign-core[openai,local,eval]",
 ]
 
 
