@@ -248,3 +248,68 @@ def _make_run(tmp_path: Path, run_dir: Path) -> None:
     with OpenAIServer() as server:
         extra = ("whitebox.max_new_tokens=8", "cycle.max_interactions=2", "cycle.early_stop=false")
         run(load_config(overrides=tiny_overrides(model, prompts, server.api_base, run_dir, *extra)))
+
+
+def test_eval_reward_generates_with_a_trained_runs_adapter(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _make_run(tmp_path, run_dir)
+    rm = _classifier_dir(tmp_path / "rm")
+    out = eval_reward(data=SHARED, reward_model=rm, run_dir=run_dir, subsets=["harmless-base"], k=2, max_new_tokens=6)
+    rows = [json.loads(x) for x in (run_dir / "eval" / "answers.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and out["rows"][0][0] == "run"
+    from cyclealign.evaluate.generate import load_system
+
+    wb = load_system(run_dir=run_dir)
+    assert type(wb.model).__name__.startswith("PeftModel")  # the trained adapter is applied
+
+
+def test_eval_cli_is_a_thin_wrapper(tmp_path: Path) -> None:
+    reply = Reply(json.dumps({"desired rank": [1, 0], "response": "A fine answer, surely."}))
+    with OpenAIServer(lambda call, i: reply) as server:
+        result = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "oracle-accuracy",
+                "--data",
+                str(SHARED),
+                "--subset",
+                "harmless-base",
+                "--k",
+                "6",
+                "--mode",
+                "static",
+                "--set",
+                f"oracle.api_base={server.api_base}",
+                "--set",
+                "oracle.model=openai/x",
+                "--set",
+                "oracle.serve_gguf=null",
+                "--out",
+                str(tmp_path),
+            ],
+            terminal_width=200,
+        )
+        assert result.exit_code == 0, result.output
+        assert len(server.chat_calls) == 6
+    saved = json.loads((tmp_path / "oracle_accuracy.json").read_text())
+    assert saved[0]["mode"] == "static" and saved[0]["pairs"] == 6 and saved[0]["valid"] == 6
+
+
+def test_hub_loading_maps_rows_like_the_local_folder(monkeypatch) -> None:
+    import datasets
+
+    rows = [
+        {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"},
+        {"chosen": "\n\nHuman: x\n\nAssistant: same", "rejected": "\n\nHuman: x\n\nAssistant: same"},
+    ]
+    seen = []
+
+    def fake_load_dataset(name, data_dir, split):
+        seen.append((name, data_dir, split))
+        return rows
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    examples, report = load_hh_rlhf("hub", subsets=["helpful-base"], split="train")
+    assert seen == [("Anthropic/hh-rlhf", "helpful-base", "train")]
+    assert len(examples) == 1 and examples[0].chosen == "hello" and report.dropped["identical_replies"] == 1
