@@ -61,16 +61,18 @@ def plot_run(records: list[dict[str, Any]], out_dir: Path) -> list[tuple[str, Pa
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     failures = [r.get("oracle", {}).get("order") is None for r in records]
-    ax.plot(x, [sum(failures[:i]) for i in x], color="tab:red", label="oracle failures (cumulative)")
+    (fail_line,) = ax.plot(x, [sum(failures[:i]) for i in x], color="tab:red", label="oracle failures (cumulative)")
     ax.set(xlabel="interaction", ylabel="failures", title="Oracle failures and cost")
+    ax.set_ylim(bottom=0, top=max(1, sum(failures)) * 1.1)
     ax2 = ax.twinx()
     costs, total = [], 0.0
     for r in records:
         total += float(r.get("oracle", {}).get("cost_usd") or 0.0)
         costs.append(total)
-    ax2.plot(x, costs, color="tab:green", label="cost USD (cumulative)")
+    (cost_line,) = ax2.plot(x, costs, color="tab:green", linestyle="--", label="cost USD (cumulative)")
     ax2.set_ylabel("USD")
-    fig.legend(loc="upper left")
+    ax2.set_ylim(bottom=0, top=max(total, 0.01) * 1.1)
+    ax.legend(handles=[fail_line, cost_line], loc="upper left", fontsize="small")
     plots.append(("Oracle failures and cumulative cost", _save(fig, out_dir / "oracle.png")))
 
     trained = [(i, r["loss"]) for i, r in enumerate(records, 1) if r.get("loss")]
