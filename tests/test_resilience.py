@@ -210,3 +210,32 @@ def test_sigint_leaves_no_managed_llama_server_behind(model_dir: Path, tmp_path:
     assert proc.returncode in (0, 130), err
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_aborts_at_once_and_the_checkpoint_stays_valid(model_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with OpenAIServer(latency_s=1.0) as server:
+        proc = cli(["run", str(write_config(tmp_path, model_dir, server, run_dir))])
+        while len(server.chat_calls) < 2 and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # while the oracle call of the current step is still in flight
+        t0 = time.monotonic()
+        _out, err = proc.communicate(timeout=120)
+        elapsed = time.monotonic() - t0
+    assert proc.returncode == 130, err
+    assert "aborted; the last checkpoint is intact" in err and f"--resume {run_dir}" in err
+    assert elapsed < 10
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    assert state["prompts_done"] >= 0 and (run_dir / "checkpoint" / "trainer" / "trainable.safetensors").exists()
+
+
+def test_the_managed_server_refuses_to_bind_beyond_loopback(tmp_path: Path) -> None:
+    from cyclealign_oracles.local_server import LocalServerError, ManagedLlamaServer
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(LocalServerError, match="loopback only"):
+        ManagedLlamaServer(gguf, host="0.0.0.0")

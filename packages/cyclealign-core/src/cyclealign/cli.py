@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -75,7 +76,7 @@ def run_command(
     try:
         result = resume_run(resume, console=console) if resume is not None else run(cfg, console=console)
     except KeyboardInterrupt:
-        err_console.print(f"aborted; the last checkpoint is intact: cyclealign run --resume {target}")
+        print(f"aborted; the last checkpoint is intact: cyclealign run --resume {target}", file=sys.stderr)
         raise typer.Exit(130) from None
     except (
         RunDirError,

@@ -104,7 +104,7 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
     source, gguf = resolve_model(cfg.model, cfg.gguf_file)
     kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     if gguf and importlib.util.find_spec("gguf") is None:
-        raise WhiteboxError("loading a GGUF model needs the gguf package: pip install gguf")
+        raise WhiteboxError('loading a GGUF model needs the gguf package: pip install "cyclealign-core[local]"')
     dtype = getattr(torch, cfg.dtype)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
