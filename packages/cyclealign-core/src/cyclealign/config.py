@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class ConfigError(ValueError):
@@ -140,10 +140,6 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     run: RunConfig = RunConfig()
-
-    @model_validator(mode="after")
-    def _check(self) -> Config:
-        return self
 
     def sft_weight(self) -> float:
         """λ resolved: the paper's (l−1)² unless set explicitly."""

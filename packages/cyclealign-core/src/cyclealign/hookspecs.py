@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pluggy
 
@@ -20,7 +19,7 @@ def register_oracles(register: Register) -> None:
 
 @hookspec
 def register_losses(register: Register) -> None:
-    """Call ``register(name, factory, description="")``; ``factory(LossConfig) -> RankLoss``."""
+    """Call ``register(name, factory, description="")``; ``factory(LossConfig, num_samples=l) -> RankLoss``."""
 
 
-__all__ = ["Any", "Register", "hookimpl", "hookspec", "register_losses", "register_oracles"]
+__all__ = ["Register", "hookimpl", "hookspec", "register_losses", "register_oracles"]
