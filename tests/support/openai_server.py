@@ -57,11 +57,16 @@ def shown_responses(call: Call) -> list[str]:
     return re.findall(r"<<<Response-(\d+)>>>\n(.*?)\n<<<END Response-\1>>>", task, flags=re.DOTALL)
 
 
+def ranking_reply(order: list[int], response: str = "A careful and helpful answer.", **kwargs: Any) -> Reply:
+    """A 200 answer holding a ranking in the format the oracle asks for."""
+    return Reply(content=json.dumps({"desired rank": order, "response": response}), **kwargs)
+
+
 def default_behaviour(call: Call, index: int) -> Reply:
     """A well-behaved oracle: ranks the shown answers longest first and writes its own answer."""
     shown = shown_responses(call)
     order = sorted(range(len(shown)), key=lambda k: (-len(shown[k][1]), k))
-    return Reply(content=json.dumps({"desired rank": order, "response": "A careful and helpful answer."}))
+    return ranking_reply(order)
 
 
 Behaviour = Callable[[Call, int], Reply]
@@ -147,7 +152,8 @@ class OpenAIServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, and every test stops a server.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

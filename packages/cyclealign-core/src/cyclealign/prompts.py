@@ -1,9 +1,16 @@
 """The ranking prompt shown to the oracle, its JSON schema, and the strict parser of its answer.
 
 Candidate responses are untrusted text written by the model being trained.  They
-are fenced between unique markers and the answer is parsed only from the
-oracle's own JSON object, so a response that contains JSON or "ignore the
-instructions" cannot change how the answer is read.
+are fenced between markers they cannot forge, the system message tells the oracle
+they are data, and the answer is parsed only from the oracle's own JSON: an object
+copied verbatim from a candidate is never taken as the answer.  So a response that
+contains JSON or "ignore the instructions" cannot change how the answer is read.
+
+Layout of the user message: the demonstrations exactly as given in
+``request.demonstrations`` (the engine puts the static one first when in-context
+learning is on, then the selected dynamic ones; it passes none for the "w/o ICL"
+ablation), then the request with its responses labelled ``Response-0 …``, then
+the required answer format.
 """
 
 from __future__ import annotations
@@ -86,6 +93,16 @@ STATIC_DEMONSTRATION = Demonstration(
 _FENCE = "<<<{tag}>>>"
 
 
+def approx_tokens(text: str) -> int:
+    """A provider-independent token estimate (about four characters per token), for prompt budgets."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def messages_tokens(messages: list[dict[str, str]]) -> int:
+    """Estimated prompt tokens of a chat (content plus a few tokens of framing per message)."""
+    return sum(approx_tokens(m.get("content") or "") + 4 for m in messages)
+
+
 def _fence(tag: str, text: str) -> str:
     # The markers cannot be closed early by the candidate: any marker-like text inside is neutralised.
     clean = text.replace("<<<", "‹‹‹").replace(">>>", "›››")
@@ -98,17 +115,20 @@ def _block(prompt: str, responses: tuple[str, ...]) -> str:
     return "\n".join(parts)
 
 
-def render_messages(request: OracleRequest) -> list[dict[str, str]]:
+def render_messages(request: OracleRequest, *, include_static: bool = True) -> list[dict[str, str]]:
     """System and user messages for one ranking request.
 
-    ``request.demonstrations`` are rendered in order (the engine puts the static one
-    first when in-context learning is on, and passes none for the "w/o ICL" ablation).
+    ``request.demonstrations`` are rendered in the order given; the caller (the
+    engine's demonstration pool) decides which to show.  ``include_static=False``
+    drops demonstrations whose ``source`` is ``"static"``, for callers that hold a
+    selection with the static one but want it left out.
     """
     n = len(request.responses)
+    demos = [d for d in request.demonstrations if include_static or d.source != "static"]
     lines: list[str] = []
-    if request.demonstrations:
+    if demos:
         lines.append("Here are examples of requests with answers and their correct order, best first.")
-        for k, demo in enumerate(request.demonstrations, 1):
+        for k, demo in enumerate(demos, 1):
             lines.append(f"\n## Example {k}")
             lines.append(_block(demo.prompt, demo.responses))
             lines.append(f'Correct order: {{"{RANK_FIELD}": {json.dumps(list(demo.order))}}}')
@@ -138,42 +158,46 @@ def feedback_message(error: str, n: int) -> dict[str, str]:
     }
 
 
-_FENCED_JSON = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+def json_objects(text: str) -> list[tuple[dict[str, Any], str]]:
+    """Every outermost JSON object in ``text`` (bare, or inside ```json fences), with its source text.
 
-
-def _first_object(text: str) -> Any:
-    """The first complete JSON object in ``text`` (inside a ```json fence or bare)."""
-    fenced = _FENCED_JSON.search(text)
-    candidates = [fenced.group(1)] if fenced else []
-    decoder = json.JSONDecoder(strict=False)  # tolerate raw newlines inside strings (small local models emit them)
+    Objects nested inside another object are part of it, not listed on their own.
+    Raw newlines inside strings are tolerated: small local models emit them.
+    """
+    decoder = json.JSONDecoder(strict=False)
+    found: list[tuple[dict[str, Any], str]] = []
     start = text.find("{")
     while start != -1:
         try:
-            obj, _ = decoder.raw_decode(text, start)
-            candidates.append(obj)
-            break
+            obj, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError:
             start = text.find("{", start + 1)
-    for c in candidates:
-        if isinstance(c, str):
-            try:
-                return json.loads(c, strict=False)
-            except json.JSONDecodeError:
-                continue
-        return c
-    raise AnswerError("the reply contains no JSON object")
+            continue
+        found.append((obj, text[start:end]))
+        start = text.find("{", end)
+    return found
 
 
-def parse_answer(text: str | None, n: int) -> tuple[tuple[int, ...], str]:
-    """Validate an oracle reply: ``"desired rank"`` a permutation of 0..n−1, ``"response"`` non-empty."""
-    if not text or not text.strip():
-        raise AnswerError("the reply is empty")
-    obj = _first_object(text)
-    if not isinstance(obj, dict):
-        raise AnswerError(f"the JSON value is a {type(obj).__name__}, not an object")
-    if RANK_FIELD not in obj:
-        raise AnswerError(f'the field "{RANK_FIELD}" is missing')
-    raw_rank = obj[RANK_FIELD]
+def first_json_object(text: str) -> dict[str, Any]:
+    """The first outermost JSON object in ``text``; ``AnswerError`` if there is none."""
+    found = json_objects(text)
+    if not found:
+        raise AnswerError("the reply contains no JSON object")
+    return found[0][0]
+
+
+_first_object = first_json_object  # the name the evaluation judge imports
+
+
+def _copied(obj: Any, source: str, untrusted: tuple[str, ...]) -> bool:
+    """True when the object appears inside a candidate response: quoted untrusted text, not an answer."""
+    return any(source in u or any(obj == o for o, _ in json_objects(u)) for u in untrusted)
+
+
+_NUMBER = re.compile(r"\s*(?:Response-)?(\d+)\s*")
+
+
+def _rank_items(raw_rank: Any, n: int) -> tuple[int, ...]:
     if not isinstance(raw_rank, list):
         raise AnswerError(f'"{RANK_FIELD}" must be a list, got {type(raw_rank).__name__}')
     rank: list[int] = []
@@ -182,15 +206,40 @@ def parse_answer(text: str | None, n: int) -> tuple[tuple[int, ...], str]:
             raise AnswerError(f'"{RANK_FIELD}" holds a boolean')
         if isinstance(item, int):
             rank.append(item)
-        elif isinstance(item, str) and re.fullmatch(r"\s*(?:Response-)?(\d+)\s*", item):
-            rank.append(int(re.fullmatch(r"\s*(?:Response-)?(\d+)\s*", item).group(1)))
         elif isinstance(item, float) and item.is_integer():
             rank.append(int(item))
+        elif isinstance(item, str) and (m := _NUMBER.fullmatch(item)):
+            rank.append(int(m.group(1)))
         else:
             raise AnswerError(f'"{RANK_FIELD}" holds {item!r}, not an answer number')
     if sorted(rank) != list(range(n)):
         raise AnswerError(f'"{RANK_FIELD}" is {rank}, not a permutation of 0..{n - 1}')
+    return tuple(rank)
+
+
+def parse_answer(text: str | None, n: int, *, untrusted: tuple[str, ...] = ()) -> tuple[tuple[int, ...], str]:
+    """Validate an oracle reply: ``"desired rank"`` a permutation of 0..n−1, ``"response"`` non-empty.
+
+    ``untrusted`` are the texts the oracle was shown as candidates: a JSON object
+    that appears inside one of them is quoted material and is never taken as the
+    answer.  A reply holding two different answers is rejected rather than guessed.
+    """
+    if not text or not text.strip():
+        raise AnswerError("the reply is empty")
+    found = json_objects(text)
+    if not found:
+        raise AnswerError("the reply contains no JSON object")
+    own = [o for o, src in found if not _copied(o, src, untrusted)]
+    if not own:
+        raise AnswerError("the only JSON in the reply is copied from a response being judged")
+    answers = [o for o in own if RANK_FIELD in o]
+    if not answers:
+        raise AnswerError(f'the field "{RANK_FIELD}" is missing')
+    if any(a != answers[0] for a in answers[1:]):
+        raise AnswerError(f"the reply holds {len(answers)} different answers; give exactly one")
+    obj = answers[0]
+    rank = _rank_items(obj[RANK_FIELD], n)
     response = obj.get(RESPONSE_FIELD)
     if not isinstance(response, str) or not response.strip():
         raise AnswerError(f'the field "{RESPONSE_FIELD}" must be a non-empty string')
-    return tuple(rank), response.strip()
+    return rank, response.strip()
