@@ -1,15 +1,11 @@
 """HH-RLHF: the four subsets, parsed into (context, chosen reply, rejected reply), filtered, sampled.
 
-Each upstream row is ``{"chosen": str, "rejected": str}``, two dialogues of
-``"\\n\\nHuman: …"`` / ``"\\n\\nAssistant: …"`` turns that share everything but
-the last Assistant turn.  The filter follows the OpenAssistant reward-model data
-code the paper cites, stated here as explicit rules, each counted in a report:
-
-- ``unparsable``: the dialogue does not start with a Human turn, does not
-  alternate Human/Assistant, or does not end with an Assistant turn;
-- ``context_mismatch``: chosen and rejected differ before their last turn;
-- ``empty_reply``: the chosen or the rejected final reply is empty;
-- ``identical_replies``: the two final replies are the same (no preference).
+Each upstream row is ``{"chosen": str, "rejected": str}``: two dialogues of
+``"\\n\\nHuman: …"`` / ``"\\n\\nAssistant: …"`` turns that should share everything
+but the last Assistant turn.  The paper filters the data "referring to
+OpenAssistant's code"; that code's rules are applied here as named, counted rules
+(``FILTER_RULES``), followed by a few checks of our own that keep a pair usable as
+an evaluation item.  docs/data.md lists them with the counts on the real data.
 """
 
 from __future__ import annotations
@@ -22,13 +18,26 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cyclealign.data.jsonl import DataError
 from cyclealign.protocols import Message, Prompt
 
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 HUB_ID = "Anthropic/hh-rlhf"
-_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+INSTALL_HINT = 'pip install "cyclealign-core[eval]" (or "cyclealign-core[data]" for loading only)'
+_MARKER = re.compile(r"\n\n(Human|Assistant):")
+
+# Drop reasons, in the order they are checked: the first that applies is counted.
+FILTER_RULES: dict[str, str] = {
+    "no_assistant_turn": "OpenAssistant: a dialogue without any Assistant turn",
+    "not_human_first": "OpenAssistant: a dialogue that does not open with a Human turn",
+    "turn_count_mismatch": "OpenAssistant: chosen and rejected have different numbers of turns",
+    "ends_with_human": "ours: the last turn is not the Assistant's, so there are no replies to compare",
+    "context_mismatch": "ours: chosen and rejected differ before their last turn",
+    "empty_reply": "ours: the chosen or the rejected reply is empty",
+    "identical_replies": "ours: both replies are the same text, so there is no preference",
+}
 
 
 @dataclass(frozen=True)
@@ -37,10 +46,16 @@ class HHExample:
 
     id: str
     subset: str
-    prompt: Prompt
+    prompt: Prompt  # user/assistant messages, ending with the user's (Human's) turn
     chosen: str
     rejected: str
-    source: str  # file:line
+    source: str  # file:line (or hub id/subset:row)
+
+    def render(self, tokenizer: Any) -> str:
+        """The context through the white-box model's chat template, assistant turn opened."""
+        from cyclealign.whitebox import render_prompt
+
+        return render_prompt(tokenizer, self.prompt)
 
 
 @dataclass
@@ -50,6 +65,7 @@ class FilterReport:
     read: int = 0
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
+    merged_turns: int = 0  # kept or not: rows where consecutive same-speaker turns were joined
     malformed_skipped: int = 0
     per_subset: dict[str, Counter] = field(default_factory=dict)
 
@@ -58,36 +74,56 @@ class FilterReport:
 
     def summary(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.dropped.items())) or "none"
-        return f"read {self.read}, kept {self.kept}, dropped {sum(self.dropped.values())} ({reasons})"
+        text = f"read {self.read}, kept {self.kept}, dropped {sum(self.dropped.values())} ({reasons})"
+        if self.malformed_skipped:
+            text += f", malformed rows skipped {self.malformed_skipped}"
+        return text
 
 
-def split_dialogue(text: str) -> list[tuple[str, str]] | None:
-    """``[("Human", …), ("Assistant", …), …]`` or None when the text is not such a dialogue."""
-    if not text.startswith("\n\nHuman:"):
-        return None
-    parts = _TURN.split(text)
-    # parts: ["", role, content, role, content, ...]
+def split_dialogue(text: str) -> tuple[list[tuple[str, str]], bool] | None:
+    """``([("Human", …), ("Assistant", …), …], merged)``, or None when text precedes the first turn.
+
+    A turn starts at a blank line followed by ``Human:`` or ``Assistant:``.  Paragraphs
+    without such a tag stay inside the current turn (OpenAssistant's code drops them;
+    we keep the words).  Consecutive turns of one speaker are joined, as
+    OpenAssistant does, and ``merged`` says whether that happened.
+    """
+    parts = _MARKER.split(text)
     if parts[0].strip():
         return None
-    turns = [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
-    expected = ("Human", "Assistant")
-    if any(role != expected[i % 2] for i, (role, _) in enumerate(turns)):
-        return None
-    return turns
+    turns: list[tuple[str, str]] = []
+    merged = False
+    for role, content in zip(parts[1::2], parts[2::2], strict=True):
+        content = content.strip()
+        if turns and turns[-1][0] == role:
+            turns[-1] = (role, f"{turns[-1][1]}\n{content}".strip())
+            merged = True
+        else:
+            turns.append((role, content))
+    return turns, merged
 
 
-def parse_pair(chosen: str, rejected: str) -> tuple[list[tuple[str, str]], str, str] | str:
-    """(context turns, chosen reply, rejected reply), or the name of the filter rule that drops the pair."""
-    c, r = split_dialogue(chosen), split_dialogue(rejected)
-    if c is None or r is None or len(c) < 2 or len(r) < 2 or c[-1][0] != "Assistant" or r[-1][0] != "Assistant":
-        return "unparsable"
+def parse_pair(chosen: str, rejected: str) -> tuple[list[tuple[str, str]], str, str, bool] | str:
+    """(context turns, chosen reply, rejected reply, merged), or the ``FILTER_RULES`` name that drops the pair."""
+    c_split, r_split = split_dialogue(chosen), split_dialogue(rejected)
+    if c_split is None or r_split is None:
+        return "not_human_first"
+    (c, c_merged), (r, r_merged) = c_split, r_split
+    if not any(role == "Assistant" for role, _ in c) or not any(role == "Assistant" for role, _ in r):
+        return "no_assistant_turn"
+    if c[0][0] != "Human" or r[0][0] != "Human":
+        return "not_human_first"
+    if len(c) != len(r):
+        return "turn_count_mismatch"
+    if c[-1][0] != "Assistant":
+        return "ends_with_human"
     if c[:-1] != r[:-1]:
         return "context_mismatch"
     if not c[-1][1] or not r[-1][1]:
         return "empty_reply"
     if c[-1][1] == r[-1][1]:
         return "identical_replies"
-    return c[:-1], c[-1][1], r[-1][1]
+    return c[:-1], c[-1][1], r[-1][1], c_merged or r_merged
 
 
 def _prompt(pid: str, context: Sequence[tuple[str, str]]) -> Prompt:
@@ -96,6 +132,7 @@ def _prompt(pid: str, context: Sequence[tuple[str, str]]) -> Prompt:
 
 
 def _read_rows(path: Path, lenient: bool, report: FilterReport) -> Iterable[tuple[int, dict]]:
+    """Rows with their 1-based line numbers; a malformed row raises naming file:line, or is counted."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
@@ -104,18 +141,18 @@ def _read_rows(path: Path, lenient: bool, report: FilterReport) -> Iterable[tupl
                     continue
                 try:
                     row = json.loads(line)
-                    if not isinstance(row, dict) or not isinstance(row.get("chosen"), str):
-                        raise ValueError('expected an object with string fields "chosen" and "rejected"')
-                    if not isinstance(row.get("rejected"), str):
+                    if not isinstance(row, dict) or not all(
+                        isinstance(row.get(k), str) for k in ("chosen", "rejected")
+                    ):
                         raise ValueError('expected an object with string fields "chosen" and "rejected"')
                 except ValueError as e:
                     if lenient:
                         report.malformed_skipped += 1
                         continue
                     msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
-                    raise DataError(f"{path}:{n}: {msg} (use lenient loading to skip such rows)") from None
+                    raise DataError(f"{path}:{n}: {msg} (lenient loading skips and counts such rows)") from None
                 yield n, row
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot be read ({e})") from None
 
 
@@ -126,75 +163,106 @@ def load_hh_rlhf(
     split: str = "test",
     lenient: bool = False,
 ) -> tuple[list[HHExample], FilterReport]:
-    """Examples from a folder laid out like the upstream repository: ``<subset>/<split>.jsonl.gz``.
+    """Filtered examples from a folder laid out like the upstream repository: ``<subset>/<split>.jsonl.gz``.
 
-    Subsets missing from the folder are skipped (the report lists what was read);
-    none present is an error.  ``root="hub"`` loads from the Hugging Face hub instead.
+    Subsets missing from the folder are skipped (``report.per_subset`` shows what was
+    read); none present is an error.  ``root="hub"`` loads ``Anthropic/hh-rlhf`` with
+    ``datasets`` instead (online, or from its local cache).
     """
-    report = FilterReport()
-    examples: list[HHExample] = []
-    if str(root) == "hub":
-        return _load_from_hub(subsets, split, report)
-    root = Path(root)
-    found = False
     for subset in subsets:
         if subset not in SUBSETS:
             raise DataError(f"unknown HH-RLHF subset {subset!r}; known: {', '.join(SUBSETS)}")
+    if split not in ("train", "test"):
+        raise DataError(f"HH-RLHF split must be train or test, got {split!r}")
+    report = FilterReport()
+    examples: list[HHExample] = []
+    if str(root) == "hub":
+        for subset in subsets:
+            for n, row in enumerate(_hub_rows(subset, split), 1):
+                _add(examples, report, subset, f"{HUB_ID}/{subset}/{split}:{n}", f"{subset}-{split}-{n}", row)
+        return examples, report
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such HH-RLHF folder (expected <subset>/{split}.jsonl.gz inside, or 'hub')")
+    found = False
+    for subset in subsets:
         path = root / subset / f"{split}.jsonl.gz"
         if not path.exists():
             continue
         found = True
         for n, row in _read_rows(path, lenient, report):
-            _add(examples, report, subset, f"{path}:{n}", f"{subset}-{split}-{n}", row["chosen"], row["rejected"])
+            _add(examples, report, subset, f"{path}:{n}", f"{subset}-{split}-{n}", row)
     if not found:
         raise DataError(f"{root}: no HH-RLHF subset found (expected e.g. {root}/harmless-base/{split}.jsonl.gz)")
     return examples, report
 
 
-def _add(examples: list, report: FilterReport, subset: str, source: str, pid: str, chosen: str, rejected: str):
+def _add(examples: list[HHExample], report: FilterReport, subset: str, source: str, pid: str, row: dict) -> None:
     report.read += 1
-    parsed = parse_pair(chosen, rejected)
+    parsed = parse_pair(row["chosen"], row["rejected"])
     if isinstance(parsed, str):
         report.dropped[parsed] += 1
         report.add(subset, parsed)
         return
-    context, good, bad = parsed
+    context, good, bad, merged = parsed
+    report.merged_turns += merged
     examples.append(HHExample(pid, subset, _prompt(pid, context), good, bad, source))
     report.kept += 1
     report.add(subset, "kept")
 
 
-def _load_from_hub(subsets: Sequence[str], split: str, report: FilterReport) -> tuple[list[HHExample], FilterReport]:
+def _datasets() -> Any:
     try:
-        from datasets import load_dataset
+        import datasets
     except ImportError:
-        raise DataError('loading HH-RLHF from the hub needs datasets: pip install "cyclealign-core[data]"') from None
-    examples: list[HHExample] = []
-    for subset in subsets:
-        ds = load_dataset(HUB_ID, data_dir=subset, split=split)
-        for n, row in enumerate(ds, 1):
-            _add(
-                examples,
-                report,
-                subset,
-                f"{HUB_ID}/{subset}:{n}",
-                f"{subset}-{split}-{n}",
-                row["chosen"],
-                row["rejected"],
-            )
-    return examples, report
+        raise DataError(f"this needs the datasets library: {INSTALL_HINT}") from None
+    return datasets
+
+
+def _hub_rows(subset: str, split: str) -> Iterable[dict]:
+    """One subset of ``Anthropic/hh-rlhf`` through ``datasets`` (its cache works offline)."""
+    try:
+        return _datasets().load_dataset(HUB_ID, data_dir=subset, split=split)
+    except DataError:
+        raise
+    except Exception as e:  # no network, no cache: say what to do instead
+        raise DataError(
+            f"{HUB_ID} ({subset}/{split}) could not be loaded from the hub ({type(e).__name__}: {e}); "
+            "download the repository and pass its folder instead"
+        ) from None
+
+
+def to_dataset(examples: Sequence[HHExample]) -> Any:
+    """The examples as a ``datasets.Dataset`` (columns id, subset, messages, chosen, rejected, source)."""
+    return _datasets().Dataset.from_list(
+        [
+            {
+                "id": ex.id,
+                "subset": ex.subset,
+                "messages": [{"role": m.role, "content": m.content} for m in ex.prompt.messages],
+                "chosen": ex.chosen,
+                "rejected": ex.rejected,
+                "source": ex.source,
+            }
+            for ex in examples
+        ]
+    )
 
 
 def stratified_sample(examples: Sequence[HHExample], k: int | None, seed: int) -> list[HHExample]:
-    """k examples spread evenly over the subsets present (seeded); the remainder goes to the largest."""
+    """k examples spread evenly over the subsets present (seeded); leftovers go to the larger subsets.
+
+    The paper samples 1000 contexts "across the four subsets": 250 from each when all
+    four have enough rows.  The result is shuffled (seeded), so any prefix is mixed too.
+    """
+    rng = random.Random(seed)
     if k is None or k >= len(examples):
         out = list(examples)
-        random.Random(seed).shuffle(out)
+        rng.shuffle(out)
         return out
     by_subset: dict[str, list[HHExample]] = {}
     for ex in examples:
         by_subset.setdefault(ex.subset, []).append(ex)
-    rng = random.Random(seed)
     names = sorted(by_subset)
     quota = {s: min(len(by_subset[s]), k // len(names)) for s in names}
     left = k - sum(quota.values())
