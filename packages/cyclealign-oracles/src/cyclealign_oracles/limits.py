@@ -1,0 +1,117 @@
+"""What keeps a long run polite and solvent: backoff, ``Retry-After``, a requests-per-minute pacer, a budget.
+
+The pacer and the budget live on the oracle (not on one ``rank_many`` call), so
+their limits hold across the whole run however the engine batches its prompts.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from cyclealign.protocols import BudgetExceeded
+
+
+def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: ``base·2^retry`` capped at ``max_s``, times a factor in [0.5, 1.5).
+
+    The jitter keeps many concurrent callers that failed together from retrying in lockstep.
+    """
+    delay = min(max_s, base_s * 2**retry)
+    return min(max_s, delay * (0.5 + (rng or random).random()))
+
+
+def retry_after_s(error: BaseException) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After`` or ``retry-after-ms``), if the error carries it."""
+    for carrier in (getattr(error, "response", None), getattr(error, "litellm_response_headers", None)):
+        headers = getattr(carrier, "headers", carrier)
+        if headers is None or not hasattr(headers, "get"):
+            continue
+        try:
+            ms = headers.get("retry-after-ms")
+            value = headers.get("retry-after") or headers.get("Retry-After")
+        except Exception:
+            continue
+        if ms is not None:
+            try:
+                return max(0.0, float(ms) / 1000.0)
+            except ValueError:
+                pass
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class RequestPacer:
+    """Spaces call starts at least ``60 / per_minute`` seconds apart, across threads and event loops.
+
+    Each call reserves the next free slot under a lock and sleeps until it; there is
+    no burst allowance, which is what providers' per-minute limits reward.
+    """
+
+    def __init__(self, per_minute: float | None) -> None:
+        self.interval_s = 60.0 / per_minute if per_minute else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Seconds to wait before the caller may start its request."""
+        if not self.interval_s:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval_s
+        return start - now
+
+
+class SpendGuard:
+    """Refuses a call whose estimated cost, with the calls already in flight, would exceed the budget.
+
+    Every paid call reserves its estimated cost (an upper bound: prompt estimate
+    with a margin plus ``max_tokens`` of completion) before it is sent and settles
+    the real cost after, so concurrent calls cannot overshoot together.
+    """
+
+    def __init__(self, limit_usd: float | None, spent: Any) -> None:
+        self.limit_usd = limit_usd
+        self._spent = spent  # a callable returning the dollars already spent (the oracle's stats)
+        self._reserved = 0.0
+        self._lock = threading.Lock()
+        self.exceeded = False
+
+    def reserve(self, estimate_usd: float) -> float:
+        if self.limit_usd is None:
+            return 0.0
+        with self._lock:
+            spent = float(self._spent())
+            if spent + self._reserved + estimate_usd > self.limit_usd:
+                self.exceeded = True
+                raise BudgetExceeded(
+                    f"spent ${spent:.4f} (and ${self._reserved:.4f} in flight) of "
+                    f"oracle.budget_usd=${self.limit_usd:.4f}; "
+                    f"the next call (up to ${estimate_usd:.4f}) would exceed it"
+                )
+            self._reserved += estimate_usd
+        return estimate_usd
+
+    def release(self, reserved_usd: float) -> None:
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - reserved_usd)
+
+    @property
+    def remaining_usd(self) -> float | None:
+        if self.limit_usd is None:
+            return None
+        with self._lock:
+            return max(0.0, self.limit_usd - float(self._spent()) - self._reserved)
