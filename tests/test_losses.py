@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -19,11 +21,13 @@ from cyclealign_losses import (
     sft_loss,
 )
 
-# ---------------------------------------------------------------- naive references (plain Python)
+Rows = list[list[float]]
+
+# ---------------------------------------------------------------- naive references (plain Python, ragged rows)
 
 
-def ref_pro(lp, ln, rw):
-    """Per row: sort best first; for each k, log(Σ exp) over y_k and its strictly worse suffix."""
+def ref_pro(lp: Rows, ln: Rows, rw: Rows) -> float:
+    """ANCHORS.md: sort best first; ℓ_k over y_k and its (strictly worse) suffix; batch mean per k, summed over k."""
     per_k: dict[int, list[float]] = {}
     for lpr, lnr, rwr in zip(lp, ln, rw, strict=True):
         idx = sorted(range(len(rwr)), key=lambda i: -rwr[i])
@@ -39,10 +43,11 @@ def ref_pro(lp, ln, rw):
             m = max(terms)
             lse = m + math.log(sum(math.exp(t - m) for t in terms))
             per_k.setdefault(k, []).append(lse - s[k] * wkk)
-    return sum(sum(v) / len(v) for v in per_k.values())
+    # A row too short to have position k adds 0 to that position's batch mean.
+    return sum(sum(v) / len(lp) for v in per_k.values())
 
 
-def ref_rrhf(lp, ln, rw, alpha=1.0):
+def ref_rrhf(lp: Rows, ln: Rows, rw: Rows, alpha: float = 1.0) -> float:
     rows = []
     for lpr, lnr, rwr in zip(lp, ln, rw, strict=True):
         p = [lpr[i] / lnr[i] ** alpha for i in range(len(lpr))]
@@ -55,7 +60,7 @@ def ref_rrhf(lp, ln, rw, alpha=1.0):
     return sum(rows) / len(rows)
 
 
-def ref_dpo(lp, ln, rw, ref, beta=0.1, best_worst=False):
+def ref_dpo(lp: Rows, ln: Rows, rw: Rows, ref: Rows, beta: float = 0.1, best_worst: bool = False) -> float:
     rows = []
     for lpr, rwr, rfr in zip(lp, rw, ref, strict=True):
         pairs = []
@@ -70,24 +75,26 @@ def ref_dpo(lp, ln, rw, ref, beta=0.1, best_worst=False):
     return sum(rows) / len(rows)
 
 
-def ref_sft(lp, ln, rw):
+def ref_sft(lp: Rows, ln: Rows, rw: Rows) -> float:
     rows = []
     for lpr, lnr, rwr in zip(lp, ln, rw, strict=True):
-        best = max(range(len(rwr)), key=lambda i: (rwr[i], -i))
+        best = max(range(len(rwr)), key=lambda i: (rwr[i], -i))  # first of the tied best
         rows.append(-lpr[best] / lnr[best])
     return sum(rows) / len(rows)
 
 
-def random_case(rng: random.Random, batch: int, n: int, ties: bool):
-    lengths = [[rng.randint(1, 40) for _ in range(n)] for _ in range(batch)]
-    logps = [[-rng.uniform(0.1, 3.0) * lengths[b][i] for i in range(n)] for b in range(batch)]
+def random_case(rng: random.Random, batch: int, n: int, ties: bool, ns: list[int] | None = None):
+    """Ragged rows (``ns[b]`` candidates in row b, else n), candidates in random order."""
+    ns = ns or [n] * batch
+    lengths = [[rng.randint(1, 40) for _ in range(k)] for k in ns]
+    logps = [[-rng.uniform(0.05, 3.0) * length for length in row] for row in lengths]
     if ties:
-        rewards = [[float(rng.randint(0, max(1, n // 2))) for _ in range(n)] for _ in range(batch)]
+        rewards = [[float(rng.randint(0, max(1, k // 2))) for _ in range(k)] for k in ns]
         for row in rewards:  # keep at least one strict pair per row
             if len(set(row)) == 1:
                 row[0] += 1.0
     else:
-        rewards = [rng.sample([float(x) for x in range(10)], n) for _ in range(batch)]  # shuffled, distinct
+        rewards = [rng.sample([float(x) for x in range(10)], k) for k in ns]  # shuffled, distinct
     ref = [[x + rng.uniform(-2, 2) for x in row] for row in logps]
     return logps, lengths, rewards, ref
 
@@ -99,6 +106,21 @@ def as_tensors(logps, lengths, rewards, ref):
         torch.tensor(rewards, dtype=torch.float64),
         torch.tensor(ref, dtype=torch.float64),
     )
+
+
+def padded(rng: random.Random, rows: tuple[Rows, ...], n: int):
+    """Scatter each ragged row into n slots at random positions; padding slots hold NaN / 0 / garbage."""
+    b = len(rows[0])
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    out = [torch.full((b, n), float("nan"), dtype=torch.float64) for _ in rows]
+    out[1] = torch.zeros(b, n, dtype=torch.long)  # lengths of padding slots: 0, which would divide by zero
+    out[2] = torch.full((b, n), 1e9, dtype=torch.float64)  # rewards of padding slots: would win every pair
+    for i in range(b):
+        slots = sorted(rng.sample(range(n), len(rows[0][i])))  # keeps the candidates' relative order
+        for tensor, row in zip(out, rows, strict=True):
+            tensor[i, slots] = torch.tensor(row[i], dtype=tensor.dtype)
+        mask[i, slots] = True
+    return (*out, mask)
 
 
 CASES = [(n, ties, seed) for n in range(2, 7) for ties in (False, True) for seed in range(4)]
@@ -116,32 +138,93 @@ def test_losses_match_naive_references(n: int, ties: bool, seed: int) -> None:
     assert float(dpo_loss(lp, ln, rw, ref, pairs="best_worst")) == pytest.approx(
         ref_dpo(*raw, best_worst=True), abs=1e-6
     )
-    if not ties:
-        assert float(sft_loss(lp, ln, rw)) == pytest.approx(ref_sft(*raw[:3]), abs=1e-6)
+    assert float(sft_loss(lp, ln, rw)) == pytest.approx(ref_sft(*raw[:3]), abs=1e-6)
 
 
-@pytest.mark.parametrize("loss", [pro_loss, rrhf_loss, sft_loss])
-def test_candidate_order_does_not_matter(loss) -> None:
-    lp, ln, rw, _ = as_tensors(*random_case(random.Random(3), batch=2, n=5, ties=False))
-    perm = torch.randperm(5, generator=torch.Generator().manual_seed(0))
-    assert float(loss(lp, ln, rw)) == pytest.approx(float(loss(lp[:, perm], ln[:, perm], rw[:, perm])), abs=1e-12)
+@pytest.mark.parametrize("seed", range(4))
+def test_masked_padding_slots_match_the_ragged_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    ns = [rng.randint(2, 6) for _ in range(4)]
+    logps, lengths, rewards, refs = random_case(rng, batch=4, n=6, ties=seed % 2 == 1, ns=ns)
+    rewards = [[r - 20.0 for r in row] for row in rewards]  # all negative: a padding slot's 0 must not win
+    raw = (logps, lengths, rewards, refs)
+    lp, ln, rw, ref, mask = padded(rng, raw, n=6)
+    lp.requires_grad_(True)
+    losses = {
+        "pro": (pro_loss(lp, ln, rw, mask=mask), ref_pro(*raw[:3])),
+        "rrhf": (rrhf_loss(lp, ln, rw, mask=mask), ref_rrhf(*raw[:3])),
+        "dpo": (dpo_loss(lp, ln, rw, ref, mask=mask), ref_dpo(*raw)),
+        "dpo_bw": (dpo_loss(lp, ln, rw, ref, mask=mask, pairs="best_worst"), ref_dpo(*raw, best_worst=True)),
+        "sft": (sft_loss(lp, ln, rw, mask=mask), ref_sft(*raw[:3])),
+    }
+    for name, (value, expected) in losses.items():
+        assert float(value.detach()) == pytest.approx(expected, abs=1e-6), name
+        (grad,) = torch.autograd.grad(value, lp)
+        assert torch.isfinite(grad).all(), name  # NaN in padding slots never reaches the gradient
+        assert bool((grad[~mask] == 0).all()), name
 
 
-def test_tied_pairs_contribute_nothing() -> None:
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_candidate_order_does_not_matter(ties: bool, seed: int) -> None:
+    lp, ln, rw, ref = as_tensors(*random_case(random.Random(seed), batch=3, n=5, ties=ties))
+    perm = torch.randperm(5, generator=torch.Generator().manual_seed(seed))
+    fns: list[Callable[..., torch.Tensor]] = [
+        pro_loss,
+        rrhf_loss,
+        lambda a, b, c, r: dpo_loss(a, b, c, r),
+        lambda a, b, c, r: dpo_loss(a, b, c, r, pairs="best_worst"),
+    ]
+    if not ties:  # with a tie for the best, SFT's target is the first of them, which a shuffle may change
+        fns.append(sft_loss)
+    for fn in fns:
+        base = float(fn(lp, ln, rw, ref))
+        assert base == pytest.approx(float(fn(lp[:, perm], ln[:, perm], rw[:, perm], ref[:, perm])), abs=1e-12)
+
+
+def _sub(t: torch.Tensor, idx: list[int]) -> torch.Tensor:
+    return t[:, idx]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_tied_pair_contributes_nothing(seed: int) -> None:
+    """With candidates 0 and 1 tied above 2 and 3, each loss is exactly its value over the untied pairs."""
+    rng = random.Random(seed)
+    lp = torch.tensor([[-rng.uniform(1, 9) for _ in range(4)]], dtype=torch.float64)
+    ln = torch.tensor([[rng.randint(1, 9) for _ in range(4)]])
+    ref = torch.tensor([[-rng.uniform(1, 9) for _ in range(4)]], dtype=torch.float64)
+    rw = torch.tensor([[2.0, 2.0, 1.0, 0.0]], dtype=torch.float64)
+    a, b = [0, 2, 3], [1, 2, 3]  # the two tied candidates, each with the rest of the ranking
+    lower = [2, 3]
+    # PRO: each tied candidate gets its own term against the strictly worse ones; the lower part counts once.
+    pro = float(pro_loss(lp, ln, rw))
+    expected_pro = (
+        float(pro_loss(_sub(lp, a), _sub(ln, a), _sub(rw, a)))
+        + float(pro_loss(_sub(lp, b), _sub(ln, b), _sub(rw, b)))
+        - float(pro_loss(_sub(lp, lower), _sub(ln, lower), _sub(rw, lower)))
+    )
+    assert pro == pytest.approx(expected_pro, abs=1e-12)
+    # RRHF: a sum over pairs, so the pairs without the tie, lower pair counted once.
+    rrhf = float(rrhf_loss(lp, ln, rw))
+    expected_rrhf = sum(
+        float(rrhf_loss(_sub(lp, s), _sub(ln, s), _sub(rw, s))) for s in ([0, 2], [0, 3], [1, 2], [1, 3], [2, 3])
+    )
+    assert rrhf == pytest.approx(expected_rrhf, abs=1e-12)
+    # DPO: the mean over the 5 strictly ordered pairs; the tied pair is not one of them.
+    pairs = ([0, 2], [0, 3], [1, 2], [1, 3], [2, 3])
+    dpo = float(dpo_loss(lp, ln, rw, ref, beta=0.5))
+    expected_dpo = sum(float(dpo_loss(_sub(lp, s), _sub(ln, s), _sub(rw, s), _sub(ref, s), beta=0.5)) for s in pairs)
+    assert dpo == pytest.approx(expected_dpo / len(pairs), abs=1e-12)
+
+
+def test_all_tied_gives_zero_and_no_gradient() -> None:
     lp = torch.tensor([[-5.0, -1.0, -9.0]], dtype=torch.float64, requires_grad=True)
     ln = torch.tensor([[5, 2, 3]])
-    rw = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)  # candidates 0 and 1 tie
-    ref = torch.zeros_like(lp)
-    # Moving the tied pair's relative scores changes nothing that compares them with each other.
-    for fn in (rrhf_loss, lambda *a: dpo_loss(*a, ref)):
-        base = float(fn(lp, ln, rw))
-        only_tie = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
-        all_tie = torch.tensor([[2.0, 2.0, 2.0]], dtype=torch.float64)
-        assert float(fn(lp, ln, all_tie)) == 0.0
-        assert base == pytest.approx(float(fn(lp, ln, only_tie)))
-    assert float(pro_loss(lp, ln, torch.tensor([[2.0, 2.0, 2.0]], dtype=torch.float64))) == 0.0
-    # RRHF: candidate 1 scores above its tied partner 0: no penalty from that pair.
-    assert float(rrhf_loss(lp, ln, rw)) == 0.0
+    rw = torch.full((1, 3), 2.0, dtype=torch.float64)
+    for fn in (pro_loss, rrhf_loss, lambda a, b, c: dpo_loss(a, b, c, torch.zeros_like(a))):
+        out = fn(lp, ln, rw)
+        (grad,) = torch.autograd.grad(out, lp)
+        assert float(out.detach()) == 0.0 and bool((grad == 0).all())
 
 
 def test_rrhf_uses_each_responses_true_length() -> None:
@@ -151,8 +234,10 @@ def test_rrhf_uses_each_responses_true_length() -> None:
     ln = torch.tensor([[10, 2]])
     rw = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     assert float(rrhf_loss(lp, ln, rw)) == 0.0
-    padded = torch.tensor([[10, 10]])
-    assert float(rrhf_loss(lp, padded, rw)) > 0.0
+    padded_lengths = torch.tensor([[10, 10]])
+    assert float(rrhf_loss(lp, padded_lengths, rw)) == pytest.approx(0.8)
+    # And the hinge fires exactly when the better-ranked one is worse per token.
+    assert float(rrhf_loss(torch.tensor([[-12.0, -2.0]]), ln, rw)) == pytest.approx(0.2)
 
 
 def test_pro_has_a_gradient_when_rewards_are_distinct() -> None:
@@ -163,37 +248,78 @@ def test_pro_has_a_gradient_when_rewards_are_distinct() -> None:
     assert float(lp.grad[0, 0]) < 0 < float(lp.grad[0, 2])  # push the best up, the worst down
 
 
-@pytest.mark.parametrize("name", ["pro", "rrhf", "dpo", "sft"])
-def test_finite_at_extreme_log_probs(name: str) -> None:
-    lp = torch.tensor([[-1e4, -1.0, -5e3, -1e4]], requires_grad=True)
-    ln = torch.tensor([[1, 1, 1, 1]])
-    rw = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
-    ref = torch.tensor([[-1.0, -1e4, -1.0, -1e4]])
-    fn = {"pro": pro_loss, "rrhf": rrhf_loss, "sft": sft_loss, "dpo": lambda a, b, c: dpo_loss(a, b, c, ref)}[name]
+@pytest.mark.parametrize("scheme", ["linear", "exponential", "reciprocal"])
+def test_pro_has_a_gradient_under_every_reward_scheme(scheme: str) -> None:
+    lp = torch.tensor([[-4.0, -4.0, -4.0, -4.0]], requires_grad=True)
+    rw = torch.tensor([ranks_to_rewards([2, 0, 3, 1], scheme)])
+    pro_loss(lp, torch.full((1, 4), 4), rw).backward()
+    assert lp.grad is not None and float(lp.grad[0, 2]) < 0 < float(lp.grad[0, 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["pro", "rrhf", "dpo", "dpo_bw", "sft"])
+def test_finite_at_extreme_log_probs(name: str, dtype: torch.dtype) -> None:
+    lp = torch.tensor([[-1e4, -1.0, -5e3, -1e4, -1e4]], dtype=dtype, requires_grad=True)
+    ln = torch.tensor([[1, 1, 1, 2, 1]])
+    rw = torch.tensor([ranks_to_rewards([0, 1, 2, 3, 4], "exponential")], dtype=dtype)  # large reward gaps
+    ref = torch.tensor([[-1.0, -1e4, -1.0, -1e4, -1.0]], dtype=dtype)
+    fn = {
+        "pro": pro_loss,
+        "rrhf": rrhf_loss,
+        "sft": sft_loss,
+        "dpo": lambda a, b, c: dpo_loss(a, b, c, ref),
+        "dpo_bw": lambda a, b, c: dpo_loss(a, b, c, ref, beta=1.0, pairs="best_worst"),
+    }[name]
     out = fn(lp, ln, rw)
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(lp.grad).all()
+    assert float(lp.grad.abs().sum()) > 0  # still learning, not saturated into a zero gradient
 
 
 def test_rank_losses_combine_rank_and_lambda_sft() -> None:
+    from cyclealign.protocols import LossOutput, RankLoss
+
     lp, ln, rw, ref = as_tensors(*random_case(random.Random(5), batch=2, n=4, ties=False))
-    for cls, rank in [
-        (ProLoss, lambda: pro_loss(lp, ln, rw)),
-        (RrhfLoss, lambda: rrhf_loss(lp, ln, rw)),
-        (DpoLoss, lambda: dpo_loss(lp, ln, rw, ref)),
+    for loss, rank in [
+        (ProLoss(sft_weight=4.0), lambda: pro_loss(lp, ln, rw)),
+        (RrhfLoss(sft_weight=4.0, length_penalty=0.7), lambda: rrhf_loss(lp, ln, rw, length_penalty=0.7)),
+        (DpoLoss(sft_weight=4.0, beta=0.2), lambda: dpo_loss(lp, ln, rw, ref, beta=0.2)),
     ]:
-        out = cls(sft_weight=4.0)(lp, ln, rw, ref)
-        assert float(out.total) == pytest.approx(float(rank()) + 4.0 * float(sft_loss(lp, ln, rw)))
-        assert set(out.parts) == {"rank", "sft", "total"}
-    assert DpoLoss.needs_reference and not ProLoss.needs_reference
+        assert isinstance(loss, RankLoss)
+        out = loss(lp, ln, rw, ref)
+        assert isinstance(out, LossOutput) and out.total.dim() == 0
+        sft = float(sft_loss(lp, ln, rw))
+        assert float(out.total) == pytest.approx(float(rank()) + 4.0 * sft)
+        assert out.parts == pytest.approx({"rank": float(rank()), "sft": sft, "total": float(out.total)})
+    assert DpoLoss.needs_reference and not ProLoss.needs_reference and not RrhfLoss.needs_reference
+    with pytest.raises(ValueError, match="reference"):
+        DpoLoss()(lp, ln, rw)
 
 
-def test_lambda_defaults_to_l_minus_one_squared() -> None:
+def test_lambda_defaults_to_l_minus_one_squared_and_can_be_overridden() -> None:
     from cyclealign.config import LossConfig
 
-    assert ProLoss.from_config(LossConfig(), num_samples=3).sft_weight == 4.0
+    assert ProLoss.from_config(LossConfig()).sft_weight == 4.0  # l = 3 when not told
+    assert ProLoss.from_config(LossConfig(), num_samples=None).sft_weight == 4.0
     assert ProLoss.from_config(LossConfig(), num_samples=5).sft_weight == 16.0
+    assert ProLoss.from_config(LossConfig(sft_weight=0.5), num_samples=5).sft_weight == 0.5
+    assert RrhfLoss.from_config(LossConfig(), num_samples=5, sft_weight=2.0).sft_weight == 2.0
     assert RrhfLoss.from_config(LossConfig(sft_weight=1.0, length_penalty=0.5)).hyper == {"length_penalty": 0.5}
+    dpo = DpoLoss.from_config(LossConfig(beta=0.3, dpo_pairs="best_worst"), num_samples=4)
+    assert (dpo.sft_weight, dpo.hyper) == (9.0, {"beta": 0.3, "pairs": "best_worst"})
+
+
+def test_bad_hyperparameters_are_named() -> None:
+    with pytest.raises(ValueError, match=r"loss\.sft_weight"):
+        ProLoss(sft_weight=-1.0)
+    with pytest.raises(ValueError, match=r"loss\.sft_weight"):
+        ProLoss(sft_weight="often")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"loss\.dpo_pairs"):
+        DpoLoss(pairs="some")
+    with pytest.raises(ValueError, match=r"loss\.beta"):
+        DpoLoss(beta=0.0)
+    with pytest.raises(ValueError, match=r"loss\.length_penalty"):
+        RrhfLoss(length_penalty=-0.5)
 
 
 @pytest.mark.parametrize(
@@ -206,17 +332,44 @@ def test_lambda_defaults_to_l_minus_one_squared() -> None:
 )
 def test_ranks_to_rewards(scheme: str, expected: list[float]) -> None:
     assert ranks_to_rewards([1, 3, 0, 2], scheme) == pytest.approx(expected)
+    assert ranks_to_rewards([1, 3, 0, 2]) == [1.0, 3.0, 0.0, 2.0]  # linear is the default
+
+
+@pytest.mark.parametrize("scheme", ["linear", "exponential", "reciprocal"])
+def test_every_scheme_strictly_decreases_down_the_ranking(scheme: str) -> None:
+    rng = random.Random(7)
+    for n in range(2, 9):
+        order = rng.sample(range(n), n)
+        rewards = ranks_to_rewards(order, scheme)
+        by_position = [rewards[i] for i in order]
+        assert all(a > b for a, b in itertools.pairwise(by_position)), (order, rewards)
 
 
 def test_ranks_to_rewards_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="not a permutation"):
         ranks_to_rewards([0, 0, 1])
-    with pytest.raises(ValueError, match="unknown reward scheme"):
+    with pytest.raises(ValueError, match="not a permutation"):
+        ranks_to_rewards([0, 2])
+    with pytest.raises(ValueError, match="not a permutation"):
+        ranks_to_rewards([0.0, 1.0])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="unknown reward scheme 'cubic'; choose one of linear, exponential"):
         ranks_to_rewards([0, 1], "cubic")
 
 
-def test_shape_errors_are_explained() -> None:
+def test_bad_tensors_are_explained() -> None:
+    ones = torch.ones(2, 3, dtype=torch.long)
     with pytest.raises(ValueError, match="must match"):
         pro_loss(torch.zeros(2, 3), torch.ones(2, 2, dtype=torch.long), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="needs ref_logps"):
         dpo_loss(torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.long), torch.tensor([[1.0, 0.0]]))
+    with pytest.raises(ValueError, match="at least 2 candidates"):
+        rrhf_loss(torch.zeros(2, 1), torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match=r"positive token count in `lengths` \(row\(s\) 1\)"):
+        pro_loss(torch.zeros(2, 3), torch.tensor([[1, 1, 1], [1, 0, 1]]), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"rewards must be finite \(row\(s\) 0\)"):
+        pro_loss(torch.zeros(2, 3), ones, torch.tensor([[0.0, float("nan"), 1.0], [0.0, 1.0, 2.0]]))
+    with pytest.raises(ValueError, match="mask must be bool"):
+        pro_loss(torch.zeros(2, 3), ones, torch.zeros(2, 3), mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"at least one real candidate \(row\(s\) 1\)"):
+        sft_loss(torch.zeros(2, 3), ones, torch.zeros(2, 3), mask=torch.tensor([[True, False, False], [False] * 3]))
+    assert float(sft_loss(torch.tensor([[-6.0]]), torch.tensor([[3]]), torch.zeros(1, 1))) == 2.0  # SFT alone: n=1

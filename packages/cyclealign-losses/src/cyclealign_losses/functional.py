@@ -4,11 +4,18 @@ One calling convention for all of them:
 
 - ``logps``   float ``[B, n]``: the SUM of each candidate's response-token log-probs;
 - ``lengths`` int ``[B, n]``: each response's true token count (never the padded length);
-- ``rewards`` float ``[B, n]``: higher is better, candidates in any order (the losses sort);
-- ``ref_logps`` ``[B, n]`` or ``None``: the frozen reference's summed log-probs (DPO).
+- ``rewards`` float ``[B, n]``: higher is better, candidates in any order (nothing here
+  depends on the order: every loss is written over pairs of candidates, not positions);
+- ``ref_logps`` ``[B, n]`` or ``None``: the frozen reference's summed log-probs (DPO only;
+  the others accept and ignore it so that callers can treat them alike);
+- ``mask`` bool ``[B, n]`` or ``None``: ``False`` marks a padding slot, for batches whose
+  rows hold different numbers of candidates.  A padding slot takes part in no pair and
+  its ``logps``/``lengths`` are never read (they may be 0, ``-inf`` or NaN).
 
-Each returns a scalar averaged over the batch, differentiable w.r.t. ``logps``.
-Ties: a pair of candidates with equal rewards contributes nothing.
+Each returns a scalar: the per-row loss averaged over the ``B`` rows (a row without a
+strictly ordered pair adds 0 to that mean), differentiable w.r.t. ``logps``.
+
+Ties: two candidates with equal rewards are never compared with each other, by any loss.
 """
 
 from __future__ import annotations
@@ -19,17 +26,43 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def _check(logps: Tensor, lengths: Tensor, rewards: Tensor) -> None:
+def _prepare(
+    logps: Tensor, lengths: Tensor, rewards: Tensor, mask: Tensor | None, min_n: int = 2
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Validate shapes and values; return ``(logps, lengths, rewards, mask)`` with padding slots neutralised."""
     if logps.dim() != 2:
         raise ValueError(f"logps must be [B, n], got shape {tuple(logps.shape)}")
     if lengths.shape != logps.shape or rewards.shape != logps.shape:
         raise ValueError(
             f"logps {tuple(logps.shape)}, lengths {tuple(lengths.shape)} and rewards {tuple(rewards.shape)} must match"
         )
-    if logps.shape[1] < 2:
-        raise ValueError("a ranking loss needs at least 2 candidates per prompt")
-    if bool((lengths <= 0).any()):
-        raise ValueError("every candidate needs a positive token count in `lengths`")
+    if logps.shape[1] < min_n:
+        raise ValueError(f"a ranking loss needs at least {min_n} candidates per prompt, got n={logps.shape[1]}")
+    if mask is None:
+        mask = torch.ones_like(logps, dtype=torch.bool)
+    elif mask.shape != logps.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool {tuple(logps.shape)}, got {mask.dtype} {tuple(mask.shape)}")
+    rewards = rewards.to(logps.dtype)
+    bad_reward = mask & ~torch.isfinite(rewards)
+    if bool(bad_reward.any()):
+        raise ValueError(f"rewards must be finite (row(s) {_rows(bad_reward)})")
+    bad_length = mask & (lengths <= 0)
+    if bool(bad_length.any()):
+        raise ValueError(f"every candidate needs a positive token count in `lengths` (row(s) {_rows(bad_length)})")
+    # Padding slots: zero log-prob, unit length, zero reward, so no NaN can reach the result or its gradient.
+    logps = torch.where(mask, logps, torch.zeros_like(logps))
+    lengths = torch.where(mask, lengths, torch.ones_like(lengths))
+    rewards = torch.where(mask, rewards, torch.zeros_like(rewards))
+    return logps, lengths, rewards, mask
+
+
+def _rows(bad: Tensor) -> str:
+    return ", ".join(str(int(i)) for i in bad.any(dim=1).nonzero().flatten()[:5])
+
+
+def _strictly_better(rewards: Tensor, mask: Tensor) -> Tensor:
+    """``[B, i, j]``: candidate i has a strictly higher reward than candidate j, both real."""
+    return (rewards[:, :, None] > rewards[:, None, :]) & mask[:, :, None] & mask[:, None, :]
 
 
 def mean_logps(logps: Tensor, lengths: Tensor) -> Tensor:
@@ -37,32 +70,37 @@ def mean_logps(logps: Tensor, lengths: Tensor) -> Tensor:
     return logps / lengths.to(logps.dtype)
 
 
-def pro_loss(logps: Tensor, lengths: Tensor, rewards: Tensor, ref_logps: Tensor | None = None) -> Tensor:
-    """Preference Ranking Optimisation: a listwise softmax over each suffix of the ranking.
+def pro_loss(
+    logps: Tensor,
+    lengths: Tensor,
+    rewards: Tensor,
+    ref_logps: Tensor | None = None,
+    *,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Preference Ranking Optimisation: a listwise softmax of each candidate against those ranked below it.
 
-    With candidates sorted best first, scores ``s = logps / lengths`` and, for the
-    k-th position, temperatures ``w_kj = r_k − r_j`` (j > k) and ``w_kk = max_j w_kj``:
-    ``ℓ_k = logsumexp({s_k·w_kk} ∪ {s_j·w_kj}) − s_k·w_kk``; the loss sums the batch
-    means of ``ℓ_k`` over k.  Candidates tied with y_k (w_kj = 0) are left out of
-    y_k's suffix, so a tie contributes nothing; a position whose whole suffix is tied
-    contributes zero.
+    Scores ``s = logps / lengths``.  For each candidate k and every j with ``r_j < r_k``,
+    ``w_kj = r_k − r_j`` and ``w_kk = max_j w_kj``;
+    ``ℓ_k = logsumexp({s_k·w_kk} ∪ {s_j·w_kj}) − s_k·w_kk``, and the loss is ``Σ_k ℓ_k``
+    averaged over rows (with a full ranking this equals "batch mean of each ℓ_k, summed
+    over positions k = 0 … n−2").
+
+    Ties: candidates tied with y_k are left out of y_k's suffix (their ``w`` would be 0,
+    which would make them a constant, gradient-free term), so the loss never compares
+    two tied candidates; each member of a tie gets its own ``ℓ`` against the strictly worse
+    ones.  A candidate with nothing strictly below it (the last one) adds 0.
     """
-    _check(logps, lengths, rewards)
-    order = torch.argsort(rewards, dim=1, descending=True, stable=True)
-    s = torch.gather(mean_logps(logps, lengths), 1, order)
-    r = torch.gather(rewards.to(s.dtype), 1, order)
-    n = s.shape[1]
-    total = s.new_zeros(())
-    for k in range(n - 1):
-        w = r[:, k : k + 1] - r[:, k + 1 :]  # [B, n-k-1], >= 0
-        strict = w > 0
-        w_kk = w.max(dim=1).values  # [B]
-        head = s[:, k] * w_kk
-        tail = torch.where(strict, s[:, k + 1 :] * w, torch.full_like(w, float("-inf")))
-        lse = torch.logsumexp(torch.cat([head[:, None], tail], dim=1), dim=1)
-        ell = torch.where(strict.any(dim=1), lse - head, torch.zeros_like(head))
-        total = total + ell.mean()
-    return total
+    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask)
+    s = mean_logps(logps, lengths)
+    strict = _strictly_better(rewards, mask)  # [B, k, j]
+    w = torch.where(strict, rewards[:, :, None] - rewards[:, None, :], torch.zeros((), dtype=s.dtype))
+    w_kk = w.max(dim=2).values  # [B, k]; 0 where k has nothing below it
+    head = s * w_kk
+    tail = torch.where(strict, s[:, None, :] * w, torch.full((), float("-inf"), dtype=s.dtype))
+    lse = torch.logsumexp(torch.cat([head[:, :, None], tail], dim=2), dim=2)
+    ell = torch.where(strict.any(dim=2), lse - head, torch.zeros_like(head))
+    return ell.sum(dim=1).mean()
 
 
 def rrhf_loss(
@@ -72,16 +110,21 @@ def rrhf_loss(
     ref_logps: Tensor | None = None,
     *,
     length_penalty: float = 1.0,
+    mask: Tensor | None = None,
 ) -> Tensor:
-    """RRHF's ranking term: Σ over pairs with r_i < r_j of max(0, p_i − p_j), p = logps / len^α.
+    """RRHF's ranking term: Σ over pairs with r_i < r_j of max(0, p_i − p_j), ``p = logps / lengths^α``.
 
-    ``length_penalty`` is α (1 normalises by each response's TRUE length).
+    ``length_penalty`` is α (default 1: each response divided by its OWN true length, the
+    fix for the reference code, which divided every candidate by the padded length).
     """
-    _check(logps, lengths, rewards)
+    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask)
     p = logps / lengths.to(logps.dtype).pow(length_penalty)
-    worse = rewards[:, :, None] < rewards[:, None, :]  # [B, i, j]: candidate i ranked below j
+    worse = _strictly_better(rewards, mask).transpose(1, 2)  # [B, i, j]: candidate i ranked below j
     diff = p[:, :, None] - p[:, None, :]
     return torch.where(worse, F.relu(diff), torch.zeros_like(diff)).sum(dim=(1, 2)).mean()
+
+
+DPO_PAIRS = ("all", "best_worst")
 
 
 def dpo_loss(
@@ -92,33 +135,53 @@ def dpo_loss(
     *,
     beta: float = 0.1,
     pairs: str = "all",
+    mask: Tensor | None = None,
 ) -> Tensor:
-    """DPO's sigmoid loss over the ordered pairs of the ranking, normalised by the pair count.
+    """DPO's sigmoid loss ``−log σ(β[(π_w − π_l) − (ref_w − ref_l)])`` over the ranking's pairs.
 
-    ``pairs="all"``: every (winner, loser) pair with distinct rewards;
-    ``pairs="best_worst"``: only the top-rewarded against the bottom-rewarded candidate.
+    Uses summed log-probs (``lengths`` only validates).  Per row the loss is the MEAN
+    over the selected (winner, loser) pairs, then averaged over rows.
+    ``pairs="all"``: every pair with ``r_w > r_l``;
+    ``pairs="best_worst"``: only pairs of a top-rewarded with a bottom-rewarded candidate
+    (one pair unless the top or the bottom is tied).
     """
-    _check(logps, lengths, rewards)
+    if pairs not in DPO_PAIRS:
+        raise ValueError(f"pairs must be one of {', '.join(DPO_PAIRS)}, got {pairs!r}")
     if ref_logps is None:
         raise ValueError("dpo_loss needs ref_logps (the frozen reference's summed log-probs)")
     if ref_logps.shape != logps.shape:
         raise ValueError(f"ref_logps {tuple(ref_logps.shape)} must match logps {tuple(logps.shape)}")
-    h = logps - ref_logps.to(logps.dtype)
+    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask)
+    ref = torch.where(mask, ref_logps.to(logps.dtype), torch.zeros((), dtype=logps.dtype))
+    h = logps - ref
     margin = beta * (h[:, :, None] - h[:, None, :])  # [B, w, l]
-    better = rewards[:, :, None] > rewards[:, None, :]
+    better = _strictly_better(rewards, mask)
     if pairs == "best_worst":
-        top = rewards == rewards.max(dim=1, keepdim=True).values
-        bottom = rewards == rewards.min(dim=1, keepdim=True).values
+        top = mask & (rewards == torch.where(mask, rewards, -torch.inf).max(dim=1, keepdim=True).values)
+        bottom = mask & (rewards == torch.where(mask, rewards, torch.inf).min(dim=1, keepdim=True).values)
         better = better & top[:, :, None] & bottom[:, None, :]
-    elif pairs != "all":
-        raise ValueError(f"pairs must be 'all' or 'best_worst', got {pairs!r}")
     per_pair = torch.where(better, -F.logsigmoid(margin), torch.zeros_like(margin))
     count = better.sum(dim=(1, 2)).clamp(min=1).to(logps.dtype)
     return (per_pair.sum(dim=(1, 2)) / count).mean()
 
 
-def sft_loss(logps: Tensor, lengths: Tensor, rewards: Tensor, ref_logps: Tensor | None = None) -> Tensor:
-    """Negative mean token log-prob of the best candidate (the paper's −(1/|y¹|) Σ log π(y¹))."""
-    _check(logps, lengths, rewards)
-    best = rewards.argmax(dim=1, keepdim=True)
+def sft_loss(
+    logps: Tensor,
+    lengths: Tensor,
+    rewards: Tensor,
+    ref_logps: Tensor | None = None,
+    *,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Negative MEAN token log-prob of the best candidate, ``−(1/|y¹|) Σ_t log π(y¹_t)``.
+
+    The paper's formula; PRO's reference code used the summed log-prob instead, which
+    weighs long answers more.  Among candidates tied for the best reward the first (lowest
+    index) is the target.
+    """
+    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask, min_n=1)
+    if not bool(mask.any(dim=1).all()):
+        empty = ~mask.any(dim=1, keepdim=True)
+        raise ValueError(f"sft_loss: every row needs at least one real candidate (row(s) {_rows(empty)})")
+    best = torch.where(mask, rewards, -torch.inf).argmax(dim=1, keepdim=True)
     return -torch.gather(mean_logps(logps, lengths), 1, best).squeeze(1).mean()

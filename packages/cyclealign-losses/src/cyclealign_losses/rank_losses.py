@@ -1,39 +1,68 @@
-"""The `RankLoss` plugins: a ranking objective plus λ·SFT, as the engine calls them."""
+"""The `RankLoss` plugins: a ranking objective plus λ·SFT, as the engine calls them.
+
+The engine (``cyclealign.run.build_loss``) builds them through the registry as
+``factory(config.loss, num_samples=config.cycle.num_samples)``; ``num_samples`` is l,
+which the paper's λ = (l−1)² needs when ``loss.sft_weight`` is ``"auto"``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from cyclealign_losses.functional import dpo_loss, pro_loss, rrhf_loss, sft_loss
+from cyclealign_losses.functional import DPO_PAIRS, dpo_loss, pro_loss, rrhf_loss, sft_loss
+
+if TYPE_CHECKING:
+    from cyclealign.protocols import LossOutput
+
+Tensor = torch.Tensor
+DEFAULT_NUM_SAMPLES = 3
 
 
-def resolve_sft_weight(value: float | str, num_samples: int) -> float:
-    """λ: the paper's (l−1)² for ``"auto"``, else the given number."""
-    return float((num_samples - 1) ** 2) if value == "auto" else float(value)
+def resolve_sft_weight(value: float | str, num_samples: int | None = DEFAULT_NUM_SAMPLES) -> float:
+    """λ: the paper's (l−1)² for ``"auto"`` (l = ``num_samples``, 3 when unknown), else the given number."""
+    if value == "auto":
+        l_ = DEFAULT_NUM_SAMPLES if num_samples is None else int(num_samples)
+        if l_ < 2:
+            raise ValueError(f"cycle.num_samples must be at least 2 to rank, got {l_}")
+        return float((l_ - 1) ** 2)
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"loss.sft_weight must be a number or 'auto', got {value!r}") from None
+    if not weight >= 0:  # also rejects NaN
+        raise ValueError(f"loss.sft_weight must be >= 0, got {value!r}")
+    return weight
 
 
 class _RankPlusSft:
-    """``L = L_rank + λ·L_sft``; ``parts`` reports both terms for the run records."""
+    """``L = L_rank + λ·L_sft``; ``parts`` reports both terms (as floats) for the run records."""
 
-    name = "base"
-    needs_reference = False
+    name: ClassVar[str] = "base"
+    needs_reference: ClassVar[bool] = False
 
     def __init__(self, sft_weight: float = 4.0, **hyper: Any) -> None:
-        self.sft_weight = float(sft_weight)
-        self.hyper = hyper
+        self.sft_weight = resolve_sft_weight(sft_weight)
+        self.hyper: dict[str, Any] = hyper
 
-    def rank(self, logps: torch.Tensor, lengths: torch.Tensor, rewards: torch.Tensor, ref_logps: Any) -> torch.Tensor:
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
+        """The ranking term alone (a scalar tensor)."""
         raise NotImplementedError
 
     def __call__(
-        self, logps: torch.Tensor, lengths: torch.Tensor, rewards: torch.Tensor, ref_logps: torch.Tensor | None = None
-    ) -> Any:
+        self,
+        logps: Tensor,
+        lengths: Tensor,
+        rewards: Tensor,
+        ref_logps: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+    ) -> LossOutput:
         from cyclealign.protocols import LossOutput
 
-        rank = self.rank(logps, lengths, rewards, ref_logps)
-        sft = sft_loss(logps, lengths, rewards)
+        rank = self.rank(logps, lengths, rewards, ref_logps, mask)
+        sft = sft_loss(logps, lengths, rewards, mask=mask)
         total = rank + self.sft_weight * sft
         return LossOutput(
             total=total,
@@ -41,32 +70,46 @@ class _RankPlusSft:
         )
 
     @classmethod
-    def from_config(cls, config: Any, num_samples: int = 3) -> _RankPlusSft:
-        return cls(
-            sft_weight=resolve_sft_weight(getattr(config, "sft_weight", "auto"), num_samples), **cls._hyper(config)
-        )
+    def from_config(
+        cls, config: Any, num_samples: int | None = DEFAULT_NUM_SAMPLES, *, sft_weight: float | None = None
+    ) -> _RankPlusSft:
+        """Build from a ``LossConfig``; an explicit ``sft_weight`` wins over ``config.sft_weight``."""
+        weight = sft_weight if sft_weight is not None else getattr(config, "sft_weight", "auto")
+        return cls(resolve_sft_weight(weight, num_samples), **cls._hyper(config))
 
     @classmethod
     def _hyper(cls, config: Any) -> dict[str, Any]:
         return {}
 
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.hyper.items())
+        return f"{type(self).__name__}(sft_weight={self.sft_weight}{extra})"
+
 
 class ProLoss(_RankPlusSft):
-    """PRO (listwise) + SFT, the paper's default objective."""
+    """PRO (listwise over reward-weighted suffixes) + λ·SFT, the paper's default objective."""
 
     name = "pro"
 
-    def rank(self, logps, lengths, rewards, ref_logps):  # type: ignore[no-untyped-def]
-        return pro_loss(logps, lengths, rewards)
+    def __init__(self, sft_weight: float = 4.0) -> None:
+        super().__init__(sft_weight)
+
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
+        return pro_loss(logps, lengths, rewards, mask=mask)
 
 
 class RrhfLoss(_RankPlusSft):
-    """RRHF (pairwise hinge on length-normalised log-probs) + SFT."""
+    """RRHF (pairwise hinge on length-normalised log-probs) + λ·SFT."""
 
     name = "rrhf"
 
-    def rank(self, logps, lengths, rewards, ref_logps):  # type: ignore[no-untyped-def]
-        return rrhf_loss(logps, lengths, rewards, length_penalty=self.hyper.get("length_penalty", 1.0))
+    def __init__(self, sft_weight: float = 4.0, length_penalty: float = 1.0) -> None:
+        if length_penalty < 0:
+            raise ValueError(f"loss.length_penalty must be >= 0, got {length_penalty}")
+        super().__init__(sft_weight, length_penalty=float(length_penalty))
+
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
+        return rrhf_loss(logps, lengths, rewards, length_penalty=self.hyper["length_penalty"], mask=mask)
 
     @classmethod
     def _hyper(cls, config: Any) -> dict[str, Any]:
@@ -74,15 +117,22 @@ class RrhfLoss(_RankPlusSft):
 
 
 class DpoLoss(_RankPlusSft):
-    """DPO over the ranking's pairs against the frozen reference + SFT."""
+    """DPO over the ranking's pairs against the frozen reference + λ·SFT."""
 
     name = "dpo"
     needs_reference = True
 
-    def rank(self, logps, lengths, rewards, ref_logps):  # type: ignore[no-untyped-def]
-        return dpo_loss(
-            logps, lengths, rewards, ref_logps, beta=self.hyper.get("beta", 0.1), pairs=self.hyper.get("pairs", "all")
-        )
+    def __init__(self, sft_weight: float = 4.0, beta: float = 0.1, pairs: str = "all") -> None:
+        if beta <= 0:
+            raise ValueError(f"loss.beta must be > 0, got {beta}")
+        if pairs not in DPO_PAIRS:
+            raise ValueError(f"loss.dpo_pairs must be one of {', '.join(DPO_PAIRS)}, got {pairs!r}")
+        super().__init__(sft_weight, beta=float(beta), pairs=pairs)
+
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
+        if ref is None:
+            raise ValueError("the dpo loss needs the reference log-probs (needs_reference is True)")
+        return dpo_loss(logps, lengths, rewards, ref, beta=self.hyper["beta"], pairs=self.hyper["pairs"], mask=mask)
 
     @classmethod
     def _hyper(cls, config: Any) -> dict[str, Any]:

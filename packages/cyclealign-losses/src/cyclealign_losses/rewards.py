@@ -8,6 +8,7 @@ scheme gives strictly decreasing values down the ranking.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 SCHEMES = ("linear", "exponential", "reciprocal")
 
@@ -15,21 +16,21 @@ SCHEMES = ("linear", "exponential", "reciprocal")
 def ranks_to_rewards(order: Sequence[int], scheme: str = "linear") -> list[float]:
     """Reward per candidate index, given ``order`` (candidate indices, best first).
 
-    - ``linear``: r = n − 1 − position (the default; PRO's reference used such scores)
+    - ``linear``: r = n − 1 − position (the default: equal steps between neighbours)
     - ``exponential``: r = 2^(n − 1 − position), stressing the top of the list
     - ``reciprocal``: r = 1 / (position + 1)
     """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     n = len(order)
-    if sorted(order) != list(range(n)):
+    if not all(isinstance(i, Integral) and not isinstance(i, bool) for i in order) or sorted(order) != list(range(n)):
         raise ValueError(f"order {list(order)} is not a permutation of 0..{n - 1}")
     rewards = [0.0] * n
     for position, index in enumerate(order):
         if scheme == "linear":
-            rewards[index] = float(n - 1 - position)
+            rewards[int(index)] = float(n - 1 - position)
         elif scheme == "exponential":
-            rewards[index] = float(2 ** (n - 1 - position))
-        elif scheme == "reciprocal":
-            rewards[index] = 1.0 / (position + 1)
-        else:
-            raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+            rewards[int(index)] = float(2 ** (n - 1 - position))
+        else:  # reciprocal
+            rewards[int(index)] = 1.0 / (position + 1)
     return rewards
