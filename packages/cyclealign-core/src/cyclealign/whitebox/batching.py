@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,12 +83,37 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+def _keep_kwarg(model: Any) -> str | None:
+    """The name under which this model's forward accepts "project only the last k positions", if any."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(base.forward).parameters
+    return next((name for name in ("logits_to_keep", "num_logits_to_keep") if name in params), None)
+
+
 def sequence_logps(model: Any, enc: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response-token log-probs ``[B, n]`` (differentiable) and true lengths ``[B, n]``."""
+    """Summed response-token log-probs ``[B, n]`` (differentiable) and true lengths ``[B, n]``.
+
+    Position ids count real tokens only, so a padded row sees exactly the
+    positions it would see alone.  Only the columns from the first response
+    token on are projected onto the vocabulary (``logits_to_keep``): with long
+    prompts and large vocabularies that projection dominates memory.
+    """
     position_ids = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=position_ids).logits
-    lp = token_logps(logits[:, :-1], enc.input_ids[:, 1:])
-    mask = enc.response_mask[:, 1:]
-    summed = (lp * mask).sum(-1)
-    lengths = mask.sum(-1)
+    width = enc.input_ids.shape[1]
+    predicts = enc.response_mask[:, 1:].any(0)  # column c's logits predict token c + 1
+    first = int(predicts.nonzero()[0]) if bool(predicts.any()) else width - 1
+    kwargs: dict[str, Any] = {"use_cache": False}
+    keep_name = _keep_kwarg(model)
+    if keep_name is not None:
+        kwargs[keep_name] = width - first
+    else:
+        first = 0
+    logits = model(
+        input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=position_ids, **kwargs
+    ).logits
+    logits = logits[:, -(width - first) :]  # a model that ignores the hint still returns every column
+    lp = token_logps(logits[:, :-1], enc.input_ids[:, first + 1 :])
+    mask = enc.response_mask[:, first + 1 :]
+    summed = torch.where(mask, lp, torch.zeros_like(lp)).sum(-1)  # where, not *: padding may hold NaN
+    lengths = enc.response_mask[:, 1:].sum(-1)
     return summed.view(enc.batch, enc.n), lengths.view(enc.batch, enc.n)

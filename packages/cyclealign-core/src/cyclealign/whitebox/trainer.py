@@ -11,19 +11,30 @@ import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from cyclealign.protocols import LossBatch, RankLoss
-from cyclealign.whitebox.batching import encode_candidates, sequence_logps
+from cyclealign.whitebox.batching import EncodedBatch, encode_candidates, sequence_logps
 from cyclealign.whitebox.loading import WhiteBox
 
 
+@runtime_checkable
 class TrainingBackend(Protocol):
-    """Applies a loss to the trainable parameters and owns the optimizer state."""
+    """Applies a loss to the trainable parameters and owns the optimizer state.
 
-    def step(self, loss: torch.Tensor) -> None: ...
+    The trainer only computes the loss; how gradients are reduced, clipped and
+    applied (one device, or sharded under DeepSpeed ZeRO-2) is the backend's
+    business, so a new backend never touches the trainer or the engine.
+    """
+
+    @property
+    def trainable_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def step(self, loss: torch.Tensor) -> None:
+        """backward, clip, optimizer step, zero the gradients."""
+        ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -31,19 +42,23 @@ class TrainingBackend(Protocol):
 
 
 class TorchBackend:
-    """AdamW over the trainable parameters, with optional gradient clipping."""
+    """AdamW over the trainable parameters, with optional gradient clipping, on one device."""
 
     def __init__(self, model: Any, lr: float, weight_decay: float = 0.0, max_grad_norm: float | None = 1.0) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        if not self._params:
             raise ValueError("the model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=weight_decay)
         self.max_grad_norm = max_grad_norm
+
+    @property
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return self._params
 
     def step(self, loss: torch.Tensor) -> None:
         loss.backward()
         if self.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -55,7 +70,15 @@ class TorchBackend:
 
 
 class PolicyTrainer:
-    """``L_rank + λ·L_sft`` over ranked candidates, as the engine's ``Trainer``."""
+    """``L_rank + λ·L_sft`` over ranked candidates, as the engine's ``Trainer``.
+
+    The DPO reference: with LoRA it is the same model with its adapter switched
+    off (``disable_adapter``), so no second copy exists.  Full fine-tuning has
+    no adapter to switch off, so a frozen copy is unavoidable; it is made here,
+    before any update and only if the loss asks for a reference -- making it
+    later (say at the first step) would freeze a model already restored from a
+    checkpoint, i.e. the wrong reference.
+    """
 
     def __init__(self, whitebox: WhiteBox, loss: RankLoss, backend: TrainingBackend, max_length: int = 512) -> None:
         self.wb = whitebox
@@ -65,20 +88,25 @@ class PolicyTrainer:
         self.forward_passes = 0
         self._frozen_reference: Any = None
         if loss.needs_reference and not whitebox.uses_lora:
-            # Full fine-tuning has no adapter to switch off: keep one frozen copy, made before any update.
             self._frozen_reference = copy.deepcopy(whitebox.model).eval().requires_grad_(False)
 
-    def reference_logps(self, enc: Any) -> torch.Tensor:
-        """The frozen reference: with LoRA, the same model with its adapter disabled (no second copy)."""
+    def reference_logps(self, enc: EncodedBatch) -> torch.Tensor:
+        """The frozen reference's summed log-probs, in eval mode (no dropout) and without gradients."""
         self.forward_passes += 1
         with torch.no_grad():
             if self._frozen_reference is not None:
                 return sequence_logps(self._frozen_reference, enc)[0]
-            with self.wb.model.disable_adapter():
-                return sequence_logps(self.wb.model, enc)[0]
+            model = self.wb.model
+            was_training = model.training
+            model.eval()
+            try:
+                with model.disable_adapter():
+                    return sequence_logps(model, enc)[0]
+            finally:
+                model.train(was_training)
 
-    def step(self, batches: Sequence[LossBatch]) -> dict[str, float]:
-        t0 = time.perf_counter()
+    def _group_loss(self, batches: Sequence[LossBatch]) -> tuple[torch.Tensor, dict[str, float], int]:
+        """One padded forward over every candidate of ``batches`` (all with the same n), then the loss."""
         enc = encode_candidates(
             self.wb.tokenizer,
             [b.prompt for b in batches],
@@ -86,16 +114,46 @@ class PolicyTrainer:
             self.max_length,
             self.wb.config.max_prompt_tokens,
         ).to(self.wb.device)
-        self.wb.model.train()
         logps, lengths = sequence_logps(self.wb.model, enc)
         self.forward_passes += 1
         ref = self.reference_logps(enc) if self.loss.needs_reference else None
         rewards = torch.tensor([list(b.rewards) for b in batches], dtype=logps.dtype, device=logps.device)
         out = self.loss(logps, lengths, rewards, ref)
-        if not torch.isfinite(out.total):
-            raise FloatingPointError(f"non-finite loss {float(out.total)} (parts {out.parts})")
-        self.backend.step(out.total)
-        return {**out.parts, "train_tokens": float(lengths.sum()), "step_s": time.perf_counter() - t0}
+        return out.total, dict(out.parts), int(lengths.sum())
+
+    def step(self, batches: Sequence[LossBatch]) -> dict[str, float]:
+        """One optimisation step over ``batches``; returns the loss parts plus token count and wall time.
+
+        Batches with the same number of candidates share one forward pass.  Mixed
+        counts (e.g. the oracle's answer missing for one prompt) are grouped by
+        n, one pass per group, and the group losses weighted by their share of
+        prompts, so the step equals the loss's own batch mean.
+        """
+        if not batches:
+            raise ValueError("a training step needs at least one LossBatch")
+        for b in batches:
+            if len(b.rewards) != len(b.candidates):
+                raise ValueError(f"prompt {b.prompt.id}: {len(b.candidates)} candidates but {len(b.rewards)} rewards")
+        t0 = time.perf_counter()
+        groups: dict[int, list[LossBatch]] = {}
+        for b in batches:
+            groups.setdefault(len(b.candidates), []).append(b)
+        self.wb.model.train()
+        total: torch.Tensor | None = None
+        parts: dict[str, float] = {}
+        tokens = 0
+        for group in groups.values():
+            weight = len(group) / len(batches)
+            loss, group_parts, n_tokens = self._group_loss(group)
+            total = loss * weight if total is None else total + loss * weight
+            for key, value in group_parts.items():
+                parts[key] = parts.get(key, 0.0) + weight * float(value)
+            tokens += n_tokens
+        assert total is not None
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite loss {float(total)} (parts {parts})")
+        self.backend.step(total)
+        return {**parts, "train_tokens": float(tokens), "step_s": time.perf_counter() - t0}
 
     # ------------------------------------------------------------ checkpoints (no pickles)
     def trainable_state(self) -> dict[str, torch.Tensor]:
