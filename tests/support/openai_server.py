@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -26,6 +27,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None  # raw body instead of a chat completion
     delay_s: float = 0.0
+    finish_reason: str = "stop"  # "length": the answer was cut off at max_tokens
 
 
 @dataclass
@@ -75,9 +77,12 @@ Behaviour = Callable[[Call, int], Reply]
 class OpenAIServer:
     """``with OpenAIServer(behaviour) as s: ... s.api_base ... s.requests``."""
 
-    def __init__(self, behaviour: Behaviour | list[Reply] | None = None, latency_s: float = 0.0) -> None:
+    def __init__(
+        self, behaviour: Behaviour | list[Reply] | None = None, latency_s: float = 0.0, models: tuple[str, ...] = ()
+    ) -> None:
         self.behaviour = behaviour or default_behaviour
         self.latency_s = latency_s
+        self.models = models or ("test-model",)  # what GET /v1/models lists
         self.requests: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -118,7 +123,8 @@ class OpenAIServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith(("/models", "/health")):
-                    self._send(200, json.dumps({"object": "list", "data": [{"id": "test-model", "object": "model"}]}))
+                    models = [{"id": m, "object": "model"} for m in outer.models]
+                    self._send(200, json.dumps({"object": "list", "data": models}))
                 else:
                     self._send(404, json.dumps({"error": {"message": "not found"}}))
 
@@ -144,7 +150,8 @@ class OpenAIServer:
                             body_text = json.dumps({"error": {"message": f"status {reply.status}", "type": "test"}})
                         self._send(reply.status, body_text, reply.headers)
                         return
-                    self._send(200, json.dumps(_completion(body, reply.content or "")), reply.headers)
+                    completion = _completion(body, reply.content or "", reply.finish_reason)
+                    self._send(200, json.dumps(completion), reply.headers)
                 finally:
                     with outer._lock:
                         outer.in_flight -= 1
@@ -186,7 +193,7 @@ class OpenAIServer:
         return [c for c in self.requests if c.path.endswith("/chat/completions")]
 
 
-def _completion(request: dict[str, Any], content: str) -> dict[str, Any]:
+def _completion(request: dict[str, Any], content: str, finish_reason: str = "stop") -> dict[str, Any]:
     prompt_tokens = sum(len(str(m.get("content", ""))) // 4 for m in request.get("messages", []))
     completion_tokens = max(1, len(content) // 4)
     return {
@@ -194,10 +201,32 @@ def _completion(request: dict[str, Any], content: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model", "test-model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def oracle_for(server: OpenAIServer, cache_dir: Path | None = None, **overrides: Any) -> Any:
+    """A ``local`` litellm oracle aimed at ``server``, with test-sized timeouts and backoff (overridable)."""
+    from cyclealign.config import OracleConfig
+    from cyclealign.plugins import create_oracle
+
+    settings: dict[str, Any] = {
+        "name": "local",
+        "api_base": server.api_base,
+        "model": "openai/test-oracle",
+        "serve_gguf": None,
+        "timeout_s": 0.5,
+        "max_retries": 2,
+        "max_parse_retries": 1,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 5.0,
+        "cache": cache_dir is not None,
+        "cache_path": (cache_dir / "cache.sqlite") if cache_dir else None,
+        **overrides,
+    }
+    return create_oracle(OracleConfig(**settings))

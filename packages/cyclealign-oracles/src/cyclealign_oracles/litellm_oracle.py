@@ -440,7 +440,7 @@ class LiteLLMOracle:
                 params["response_format"] = fmt
         return params
 
-    def _estimate_cost(self, messages: list[dict[str, str]]) -> float:
+    def estimate_cost_usd(self, messages: list[dict[str, str]]) -> float:
         """An upper-bound guess of one call's price: the prompt estimate with a 30 % margin, a full completion."""
         prompt_tokens = int(messages_tokens(messages) * 1.3) + 16
         try:
@@ -490,7 +490,7 @@ class LiteLLMOracle:
             if hit is not None:
                 self.stats.cache_hits += 1
                 return _Answer(hit.text, hit.prompt_tokens, hit.completion_tokens, 0.0, cached=True, attempts=0)
-        reserved = 0.0 if self.free else self.guard.reserve(self._estimate_cost(messages))
+        reserved = 0.0 if self.free else self.guard.reserve(self.estimate_cost_usd(messages))
         retries, waited = 0, 0.0
         try:
             while True:

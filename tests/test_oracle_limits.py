@@ -1,0 +1,122 @@
+"""Concurrency, pacing, the budget and the context window, against a real local HTTP server."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cyclealign.prompts import STATIC_DEMONSTRATION, render_messages
+from cyclealign.protocols import BudgetExceeded, Demonstration, OracleRequest
+from tests.support.openai_server import OpenAIServer, oracle_for
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_ARGS = ["--latency", "0.1", "--rounds", "4", "--concurrency", "1", "8"]
+
+
+def test_calls_for_many_prompts_overlap() -> None:
+    requests = [OracleRequest(prompt=f"question {i}", responses=("a", "bb", "ccc")) for i in range(64)]
+    with OpenAIServer(latency_s=0.2) as server:
+        oracle = oracle_for(server, concurrency=16, timeout_s=10)
+        t0 = time.monotonic()
+        verdicts = oracle.rank_many(requests)
+        wall = time.monotonic() - t0
+        peak = server.max_in_flight
+    assert all(v.ok for v in verdicts) and [v.order for v in verdicts] == [(2, 1, 0)] * 64
+    # one by one: 64 × 0.2 = 12.8 s; ideal at 16 in flight: 4 rounds = 0.8 s
+    assert wall < 64 * 0.2 / 4, f"{wall:.2f} s: the calls did not overlap"
+    assert 8 <= peak <= 16, f"{peak} calls were in flight at once (limit 16)"
+
+
+def test_the_concurrency_limit_holds() -> None:
+    requests = [OracleRequest(prompt=f"q{i}", responses=("a", "b")) for i in range(12)]
+    with OpenAIServer(latency_s=0.1) as server:
+        oracle_for(server, concurrency=3, timeout_s=10).rank_many(requests)
+        assert server.max_in_flight == 3
+
+
+def test_requests_per_minute_are_paced_across_calls() -> None:
+    with OpenAIServer() as server:
+        oracle = oracle_for(server, requests_per_minute=600, concurrency=8)  # one start every 100 ms
+        oracle.rank_many([OracleRequest(prompt=f"q{i}", responses=("a", "b")) for i in range(3)])
+        for i in range(3):  # the engine asks one prompt at a time: the pace must hold between calls too
+            oracle.rank_many([OracleRequest(prompt=f"single {i}", responses=("a", "b"))])
+        starts = sorted(c.at for c in server.chat_calls)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 6 and min(gaps) >= 0.1 - 0.01, gaps
+    assert oracle.stats.waited_s > 0.2
+
+
+def test_budget_stops_before_a_call_would_exceed_it(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    request = OracleRequest("How do I bake bread?", ("Mix.", "No.", "Knead."), (STATIC_DEMONSTRATION,))
+    with OpenAIServer() as server:
+        oracle = oracle_for(server, name="chatgpt", model="gpt-3.5-turbo", budget_usd=0.0001, max_tokens=256)
+        assert oracle.estimate_cost_usd(render_messages(request)) > 0.0001
+        with pytest.raises(BudgetExceeded, match="budget_usd"):
+            oracle.rank_many([request])
+        assert len(server.chat_calls) == 0 and oracle.budget_exceeded
+        roomy = oracle_for(server, name="chatgpt", model="gpt-3.5-turbo", budget_usd=1.0)
+        verdict = roomy.rank(request)
+    assert verdict.ok and verdict.cost_usd > 0 and roomy.stats.cost_usd == pytest.approx(verdict.cost_usd)
+    assert not roomy.budget_exceeded and roomy.remaining_budget_usd == pytest.approx(1.0 - verdict.cost_usd)
+
+
+def test_concurrent_calls_never_overshoot_the_budget_and_paid_answers_are_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    requests = [OracleRequest(prompt=f"question number {i}", responses=("a", "bb", "ccc")) for i in range(16)]
+    settings = {"name": "chatgpt", "model": "gpt-3.5-turbo", "concurrency": 16, "timeout_s": 10}
+    with OpenAIServer(latency_s=0.2) as server:
+        probe = oracle_for(server, **settings)
+        estimate = probe.estimate_cost_usd(render_messages(requests[0]))
+        budget = 3.5 * estimate  # room for three worst-case calls
+        oracle = oracle_for(server, tmp_path, budget_usd=budget, **settings)
+        with pytest.raises(BudgetExceeded):
+            oracle.rank_many(requests)
+        paid = len(server.chat_calls)
+        oracle.close()
+        assert paid == 3 and 0 < oracle.stats.cost_usd <= budget
+        # What was paid for is in the cache: a resumed run with more budget gets it for free.
+        resumed = oracle_for(server, tmp_path, budget_usd=1.0, **settings)
+        verdicts = resumed.rank_many(requests)
+    assert all(v.ok for v in verdicts) and resumed.stats.cache_hits == 3
+    assert len(server.chat_calls) == paid + 13
+
+
+def test_demonstrations_are_dropped_to_fit_the_context_dynamic_first() -> None:
+    long_demo = Demonstration("Tell me about rivers.", ("x " * 900, "y " * 900), (0, 1), source="dynamic")
+    request = OracleRequest("Which is best?", ("a", "b"), (STATIC_DEMONSTRATION, long_demo))
+    with OpenAIServer() as server:
+        oracle = oracle_for(server, context_tokens=1024, max_tokens=128)
+        verdict = oracle.rank(request)
+        prompt = server.chat_calls[0].first_user
+    assert verdict.ok and oracle.stats.demos_dropped == 1
+    assert STATIC_DEMONSTRATION.prompt in prompt and "Tell me about rivers." not in prompt
+
+
+def test_a_prompt_that_cannot_fit_is_a_recorded_failure_without_a_call() -> None:
+    request = OracleRequest("Summarise this. " + "word " * 4000, ("a", "b"))
+    with OpenAIServer() as server:
+        oracle = oracle_for(server, context_tokens=1024)
+        verdict = oracle.rank(request)
+        n_calls = len(server.chat_calls)
+    assert not verdict.ok and "oracle.context_tokens=1024" in verdict.error and n_calls == 0
+    assert verdict.attempts == 0 and oracle.stats.failures == 1
+
+
+def test_the_throughput_bench_prints_a_ratio_of_the_ideal() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "oracle_throughput.py"), *BENCH_ARGS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    rows = [line.split() for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]
+    ratios = {int(r[0]): float(r[-1]) for r in rows}
+    assert set(ratios) == {1, 8}, out
+    assert all(0.3 < r <= 1.05 for r in ratios.values()), out
