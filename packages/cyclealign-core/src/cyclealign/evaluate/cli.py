@@ -1,60 +1,110 @@
-"""`cyclealign eval …`: reward-model scores, LLM-judge win rates, oracle ranking accuracy."""
+"""`cyclealign eval …`: reward-model scores, LLM-judge win rates, oracle ranking accuracy.
+
+Thin wrappers: each command parses its options and calls the function of the same
+name in ``cyclealign.evaluate.commands``; errors in the user's input exit with code 2
+and one line naming what is wrong.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cyclealign.config import ConfigError, load_config
+from cyclealign.config import Config, ConfigError, load_config
 
-eval_app = typer.Typer(help="Evaluate as in the paper: reward scores, LLM-judge win rates, oracle accuracy.")
+eval_app = typer.Typer(
+    help="Evaluate as in the paper: reward-model scores (Table 1), LLM-judge win rates (Tables 2-3), "
+    "oracle ranking accuracy (Figure 4, Table 4).",
+    no_args_is_help=True,
+)
 
-DataOpt = Annotated[str, typer.Option("--data", help="HH-RLHF folder (<subset>/<split>.jsonl.gz) or 'hub'.")]
+DataOpt = Annotated[
+    str, typer.Option("--data", help="HH-RLHF folder (<subset>/<split>.jsonl.gz) or 'hub' (Anthropic/hh-rlhf).")
+]
 SubsetOpt = Annotated[list[str] | None, typer.Option("--subset", help="Subset(s) to use (default: all present).")]
+SplitOpt = Annotated[str, typer.Option(help="HH-RLHF split: test or train.")]
+KOpt = Annotated[int, typer.Option("--k", help="Pairs/prompts sampled stratified across subsets (the paper: 1000).")]
+LenientOpt = Annotated[bool, typer.Option(help="Skip (and count) malformed rows instead of stopping at the first.")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config whose oracle section is used (e.g. a run's).")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Oracle/judge settings as oracle.key=value, e.g. oracle.name=gpt-4."),
+    typer.Option("--set", "-s", help="Config overrides, e.g. oracle.name=gpt-4 or oracle.concurrency=4."),
 ]
 
 
-def _oracle_config(config: Path | None, sets: list[str] | None):
+def _config(config: Path | None, sets: list[str] | None) -> Config:
     try:
-        return load_config(config, sets or []).oracle
+        return load_config(config, sets or [])
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call an evaluation function; bad input becomes one red line and exit code 2, not a traceback."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from cyclealign.cli import SETUP_ERRORS
+    from cyclealign.plugins import PluginError
+    from cyclealign.store import RunDirError
+
+    try:
+        return fn(**kwargs)
+    except (ValueError, FileNotFoundError, ImportError, PluginError, RunDirError, RuntimeError) as e:
+        # DataError and RewardModelError are ValueErrors; of RuntimeErrors only the oracle/white-box setup ones.
+        if isinstance(e, RuntimeError) and not isinstance(e, RunDirError) and type(e).__name__ not in SETUP_ERRORS:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @eval_app.command("reward")
 def reward_command(
     reward_model: Annotated[Path, typer.Option("--reward-model", help="Local reward model directory.")],
     data: DataOpt,
-    run: Annotated[Path | None, typer.Option("--run", help="A run directory (base model + trained adapter).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Or a plain model directory.")] = None,
+    run: Annotated[Path | None, typer.Option("--run", help="A run directory (base model + trained weights).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Or a plain model directory (a baseline).")] = None,
+    name: Annotated[str | None, typer.Option(help="System name in the table (default: run/model folder).")] = None,
     reward_kind: Annotated[str, typer.Option("--reward-kind", help="classifier | oasst-pythia")] = "classifier",
     subset: SubsetOpt = None,
-    split: Annotated[str, typer.Option(help="train or test")] = "test",
-    k: Annotated[int, typer.Option("--k", help="Prompts sampled across subsets (the paper: 1000).")] = 40,
+    split: SplitOpt = "test",
+    k: KOpt = 40,
     seed: int = 0,
     max_new_tokens: int = 128,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/eval).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call and answers per scoring pass.")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, …")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bfloat16 on GPU), float32, bfloat16, float16")] = "auto",
+    lenient: LenientOpt = False,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/eval, or ./eval).")] = None,
+    table: Annotated[
+        Path | None, typer.Option(help="Also merge this system's row into a shared table CSV (one row per system).")
+    ] = None,
 ) -> None:
-    """Generate answers and score them with a reward model: Table 1 (mean 100·sigmoid per subset)."""
+    """Generate answers on a test sample and score them with a reward model: Table 1."""
     from cyclealign.evaluate.commands import eval_reward
 
-    eval_reward(
+    _run(
+        eval_reward,
         data=data,
         reward_model=reward_model,
         reward_kind=reward_kind,
         run_dir=run,
         model=model,
+        system=name,
         subsets=subset,
         split=split,
         k=k,
         seed=seed,
         max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        lenient=lenient,
         out_dir=out,
+        table=table,
     )
 
 
@@ -64,19 +114,20 @@ def judge_command(
     answers_b: Annotated[Path, typer.Argument(help="answers.jsonl of system B.")],
     name_a: str = "A",
     name_b: str = "B",
-    config: Annotated[Path | None, typer.Option(help="YAML config whose oracle section is the judge.")] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     seed: int = 0,
     randomize: Annotated[bool, typer.Option(help="Randomise which answer is shown first (recommended).")] = True,
     out: Path = Path("eval"),
 ) -> None:
-    """Pairwise LLM judge with a reasoning step; order randomised and mapped back: Table 2."""
+    """Pairwise LLM judge with a reasoning step, order randomised and mapped back: Table 2."""
     from cyclealign.evaluate.commands import eval_judge
 
-    eval_judge(
+    _run(
+        eval_judge,
         answers_a=answers_a,
         answers_b=answers_b,
-        oracle=_oracle_config(config, set_),
+        oracle=_config(config, set_).oracle,
         name_a=name_a,
         name_b=name_b,
         seed=seed,
@@ -88,27 +139,39 @@ def judge_command(
 @eval_app.command("oracle-accuracy")
 def oracle_accuracy_command(
     data: DataOpt,
-    mode: Annotated[list[str] | None, typer.Option("--mode", help="none | static | dynamic (repeatable).")] = None,
+    mode: Annotated[
+        list[str] | None, typer.Option("--mode", help="none | static | dynamic | dynamic@M (repeatable).")
+    ] = None,
+    at: Annotated[
+        list[int] | None,
+        typer.Option("--at", help="Also dynamic@M: only the run's first M demonstrations (repeatable; Figure 4)."),
+    ] = None,
     demos: Annotated[Path | None, typer.Option(help="A run directory or its demos.jsonl (for dynamic).")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config whose oracle section is ranked.")] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     subset: SubsetOpt = None,
-    split: str = "test",
-    k: int = 40,
+    split: SplitOpt = "test",
+    k: KOpt = 40,
     seed: int = 0,
+    lenient: LenientOpt = False,
     out: Path = Path("eval"),
 ) -> None:
-    """How often the oracle ranks the human-chosen reply first, per demonstration setting (Figure 4)."""
+    """How often the oracle ranks the human-chosen reply first, per demonstration setting: Figure 4, Table 4."""
     from cyclealign.evaluate.commands import eval_oracle_accuracy
 
-    eval_oracle_accuracy(
+    cfg = _config(config, set_)
+    modes = list(mode or ["none", "static", "dynamic"]) + [f"dynamic@{m}" for m in at or []]
+    _run(
+        eval_oracle_accuracy,
         data=data,
-        oracle=_oracle_config(config, set_),
-        modes=mode or ["none", "static", "dynamic"],
+        oracle=cfg.oracle,
+        modes=modes,
         demos=demos,
+        cycle=cfg.cycle,
         subsets=subset,
         split=split,
         k=k,
         seed=seed,
+        lenient=lenient,
         out_dir=out,
     )

@@ -1,30 +1,48 @@
-"""The Python functions behind `cyclealign eval …` (the CLI only parses arguments and calls these)."""
+"""The Python functions behind `cyclealign eval …` (the CLI only parses arguments and calls these).
+
+Each writes its table as CSV and Markdown (plus per-item JSONL) into ``out_dir`` and
+prints it with rich; each returns ``{"header", "rows", …}`` for programmatic use.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from cyclealign.config import OracleConfig
-from cyclealign.data.hh_rlhf import SUBSETS, load_hh_rlhf, stratified_sample
-from cyclealign.evaluate.tables import print_table, write_table
-from cyclealign.store import atomic_write_jsonl
+from cyclealign.config import CycleConfig, OracleConfig
+from cyclealign.data.hh_rlhf import SUBSETS, HHExample, load_hh_rlhf, stratified_sample
+from cyclealign.evaluate.tables import merge_row, print_table, write_table
+from cyclealign.store import atomic_write_jsonl, atomic_write_text
+
+TABLE1_TITLE = "Reward-model score, mean 100·sigmoid (Table 1)"
 
 
-def _examples(data: str | Path, subsets: Sequence[str] | None, split: str, k: int | None, seed: int) -> list[Any]:
-    examples, _report = load_hh_rlhf(data, subsets=subsets or SUBSETS, split=split)
+def _examples(
+    data: str | Path,
+    subsets: Sequence[str] | None,
+    split: str,
+    k: int | None,
+    seed: int,
+    lenient: bool,
+    console: Console,
+) -> list[HHExample]:
+    examples, report = load_hh_rlhf(data, subsets=subsets or SUBSETS, split=split, lenient=lenient)
+    console.print(f"HH-RLHF {split} ({', '.join(sorted(report.per_subset))}): {report.summary()}", highlight=False)
     return stratified_sample(examples, k, seed)
 
 
 def _oracle(config: OracleConfig, cache_dir: Path) -> Any:
+    """Any registered oracle (plugins included), its cache in the output folder unless configured."""
     from cyclealign.plugins import create_oracle
 
     if config.cache and config.cache_path is None:
-        config = config.model_copy(update={"cache_path": cache_dir / "eval_cache.sqlite"})
+        config = config.model_copy(update={"cache_path": Path(cache_dir) / "eval_cache.sqlite"})
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
     return create_oracle(config)
 
 
@@ -41,41 +59,69 @@ def eval_reward(
     k: int | None = 40,
     seed: int = 0,
     max_new_tokens: int = 128,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    lenient: bool = False,
     out_dir: Path | None = None,
+    table: Path | None = None,
     answers: Sequence[str] | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Generate answers on a stratified test sample and score them: the paper's Table 1."""
-    from cyclealign.evaluate.generate import generate_answers, load_system
+    """Generate answers on a stratified test sample and score them: the paper's Table 1.
+
+    ``answers`` skips generation (score answers produced elsewhere, in the sample's
+    order); ``table`` also merges this system's row into a shared CSV, one row per system.
+    """
     from cyclealign.evaluate.reward import RewardScorer, ScoredAnswer, question_text, table1
 
     console = console or Console()
-    examples = _examples(data, subsets, split, k, seed)
+    examples = _examples(data, subsets, split, k, seed, lenient, console)
     out_dir = Path(out_dir or (Path(run_dir) / "eval" if run_dir else Path("eval")))
-    system = system or (Path(run_dir).name if run_dir else str(model))
+    system = system or (Path(run_dir).name if run_dir else Path(str(model)).name)
     if answers is None:
+        from cyclealign.evaluate.generate import generate_answers, load_system
+
         with console.status(f"generating {len(examples)} answers with {system}…"):
-            wb = load_system(run_dir=run_dir, model=model)
-            answers = generate_answers(wb, [ex.prompt for ex in examples], max_new_tokens)
-    questions = [question_text(ex.prompt) for ex in examples]
+            wb = load_system(
+                run_dir=run_dir,
+                model=model,
+                device=None if device == "auto" else device,
+                dtype=None if dtype == "auto" else dtype,
+            )
+            answers = generate_answers(wb, [ex.prompt for ex in examples], max_new_tokens, batch_size)
+            del wb
+    if len(answers) != len(examples):
+        raise ValueError(f"{len(answers)} answers for {len(examples)} sampled prompts")
     with console.status("scoring with the reward model…"):
-        scores = RewardScorer(reward_model, reward_kind).score(questions, list(answers))
+        scorer = RewardScorer(reward_model, reward_kind, batch_size=batch_size, device=device, dtype=dtype)
+        scores = scorer.score([ex.prompt for ex in examples], list(answers))
     scored = [
-        ScoredAnswer(ex.id, ex.subset, q, a, s)
-        for ex, q, a, s in zip(examples, questions, answers, scores, strict=True)
+        ScoredAnswer(ex.id, ex.subset, question_text(ex.prompt), a, s)
+        for ex, a, s in zip(examples, answers, scores, strict=True)
     ]
     atomic_write_jsonl(
         out_dir / "answers.jsonl",
         [
-            {"id": s.id, "subset": s.subset, "question": s.question, "answer": s.answer, "score": s.score}
-            for s in scored
+            {
+                "id": s.id,
+                "subset": s.subset,
+                "question": s.question,
+                "messages": [{"role": m.role, "content": m.content} for m in ex.prompt.messages],
+                "answer": s.answer,
+                "score": s.score,
+                "percent": round(s.percent, 4),
+                "source": ex.source,
+            }
+            for s, ex in zip(scored, examples, strict=True)
         ],
     )
     header, rows = table1(scored)
     rows = [[system, *rows[0]]]
-    header = ["system", *header[1:]]
-    write_table(out_dir, "table1_reward", "Reward-model score, 100·sigmoid (Table 1)", header, rows)
-    print_table(console, "Reward-model score, 100·sigmoid (Table 1)", header, rows)
+    write_table(out_dir, "table1_reward", TABLE1_TITLE, header, rows)
+    if table is not None:
+        rows = merge_row(Path(table), TABLE1_TITLE, header, rows[0])
+    print_table(console, TABLE1_TITLE, header, rows)
     return {"header": header, "rows": rows, "answers": out_dir / "answers.jsonl"}
 
 
@@ -95,26 +141,42 @@ def eval_judge(
     from cyclealign.evaluate.judge import JudgeItem, judge, load_answers, table2
 
     console = console or Console()
-    a, b = load_answers(str(answers_a)), load_answers(str(answers_b))
+    a, b = load_answers(answers_a), load_answers(answers_b)
     common = [i for i in a if i in b]
     if not common:
-        raise ValueError(f"{answers_a} and {answers_b} share no item ids")
+        raise ValueError(f"{answers_a} and {answers_b} share no item ids (answer the same sample: same --k/--seed)")
+    for i in common:
+        if a[i]["question"] != b[i]["question"]:
+            raise ValueError(f"item {i!r} has different questions in {answers_a} and {answers_b}")
     items = [JudgeItem(i, a[i]["subset"], a[i]["question"], a[i]["answer"], b[i]["answer"]) for i in common]
-    judge_oracle = _oracle(oracle, Path(out_dir))
+    out_dir = Path(out_dir)
+    judge_oracle = _oracle(oracle, out_dir)
     try:
-        judgements = judge(items, judge_oracle, seed=seed, randomize=randomize)
+        with console.status(f"judging {len(items)} pairs…"):
+            judgements = judge(items, judge_oracle, seed=seed, randomize=randomize)
+        stats = getattr(judge_oracle, "stats", None)
     finally:
         judge_oracle.close()
     atomic_write_jsonl(
-        Path(out_dir) / "judgements.jsonl",
+        out_dir / "judgements.jsonl",
         [
-            {"id": j.item.id, "a_shown_first": j.a_shown_first, "outcome": j.outcome, "error": j.error}
+            {
+                "id": j.item.id,
+                "subset": j.item.subset,
+                "a_shown_first": j.a_shown_first,
+                "outcome": j.outcome,
+                "reasoning": j.reasoning,
+                "error": j.error,
+            }
             for j in judgements
         ],
     )
+    title = f"LLM judge: {name_a} vs {name_b} (Table 2)"
     header, rows = table2(judgements, name_a, name_b)
-    write_table(Path(out_dir), "table2_judge", f"LLM judge: {name_a} vs {name_b} (Table 2)", header, rows)
-    print_table(console, f"LLM judge: {name_a} vs {name_b} (Table 2)", header, rows)
+    write_table(out_dir, "table2_judge", title, header, rows)
+    print_table(console, title, header, rows)
+    if stats is not None and getattr(stats, "cost_usd", None) is not None:
+        console.print(f"judge cost: ${stats.cost_usd:.4f}", highlight=False)
     return {"header": header, "rows": rows, "judgements": judgements}
 
 
@@ -124,31 +186,51 @@ def eval_oracle_accuracy(
     oracle: OracleConfig,
     modes: Sequence[str] = ("none", "static", "dynamic"),
     demos: str | Path | None = None,
+    cycle: CycleConfig | None = None,
     subsets: Sequence[str] | None = None,
     split: str = "test",
     k: int | None = 40,
     seed: int = 0,
+    lenient: bool = False,
     out_dir: Path = Path("eval"),
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Oracle ranking accuracy against human labels with none / static / dynamic demonstrations."""
-    from cyclealign.evaluate.oracle_accuracy import load_demos_file, oracle_accuracy
+    """Oracle ranking accuracy against human labels per demonstration setting (Figure 4 / Table 4).
+
+    Modes that need dynamic demonstrations are left out (with a note) when ``demos`` has none.
+    """
+    from cyclealign.evaluate.oracle_accuracy import load_demos_file, oracle_accuracy, parse_mode
 
     console = console or Console()
-    examples = _examples(data, subsets, split, k, seed)
+    for mode in modes:
+        parse_mode(mode)  # bad modes fail before any data is read or call is paid
+    examples = _examples(data, subsets, split, k, seed, lenient, console)
     dynamic = load_demos_file(demos)
-    modes = [m for m in modes if m != "dynamic" or dynamic]
-    ranker = _oracle(oracle, Path(out_dir))
+    kept = [m for m in modes if parse_mode(m)[0] != "dynamic" or dynamic]
+    if len(kept) < len(modes):
+        console.print("no dynamic demonstrations given (--demos): dynamic settings left out", highlight=False)
+    out_dir = Path(out_dir)
+    ranker = _oracle(oracle, out_dir)
+    results, records = [], []
     try:
-        results = [oracle_accuracy(examples, ranker, mode, dynamic, seed) for mode in modes]
+        for mode in kept:
+            with console.status(f"ranking {len(examples)} pairs ({mode} demonstrations)…"):
+                result, items = oracle_accuracy(examples, ranker, mode, dynamic, seed, cycle)
+            results.append(result)
+            records += items
     finally:
         ranker.close()
-    header = ["demonstrations", "pairs", "valid", "correct", "accuracy %", "accuracy (failures wrong) %"]
+    title = "Oracle ranking accuracy against human labels (Figure 4 / Table 4)"
+    header = ["demonstrations", "pairs", "valid", "correct", "failures", "accuracy %", "accuracy (failures wrong) %"]
     rows = [
-        [r.mode, r.pairs, r.valid, r.correct, round(100 * r.accuracy, 1), round(100 * r.accuracy_all, 1)]
+        [r.mode, r.pairs, r.valid, r.correct, r.failures, round(100 * r.accuracy, 1), round(100 * r.accuracy_all, 1)]
         for r in results
     ]
-    write_table(Path(out_dir), "oracle_accuracy", "Oracle ranking accuracy (Figure 4 / Table 4)", header, rows)
-    print_table(console, "Oracle ranking accuracy (Figure 4 / Table 4)", header, rows)
-    (Path(out_dir) / "oracle_accuracy.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    write_table(out_dir, "oracle_accuracy", title, header, rows)
+    atomic_write_jsonl(out_dir / "oracle_accuracy_items.jsonl", records)
+    atomic_write_text(
+        out_dir / "oracle_accuracy.json",
+        json.dumps([{**asdict(r), "accuracy": r.accuracy, "accuracy_all": r.accuracy_all} for r in results], indent=2),
+    )
+    print_table(console, title, header, rows)
     return {"header": header, "rows": rows, "results": results}

@@ -1,4 +1,4 @@
-"""Answers from a trained run (base model + its adapter) or a base model, greedy, for evaluation."""
+"""Answers from a trained run (base model + its trained weights) or a base model, greedy, for evaluation."""
 
 from __future__ import annotations
 
@@ -12,42 +12,77 @@ from cyclealign.config import WhiteboxConfig, load_config
 from cyclealign.protocols import Prompt
 
 
-def load_system(run_dir: Path | None = None, model: str | None = None, gguf_file: str | None = None) -> Any:
-    """A ``WhiteBox`` for a run directory (its base model and trained adapter) or a plain model."""
+def load_system(
+    run_dir: Path | None = None,
+    model: str | None = None,
+    gguf_file: str | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Any:
+    """A ``WhiteBox`` for a run directory (its base model plus trained weights) or a plain model.
+
+    A LoRA run's ``adapter/`` is applied on top of the base model named in its
+    ``config.yaml``; a full fine-tuning run saved the whole model there instead.
+    ``device``/``dtype`` override the run's settings (e.g. evaluate on a GPU).
+    """
     from cyclealign.whitebox import load_whitebox
 
+    overrides: dict[str, Any] = {"finetune": "full"}  # evaluation adds no fresh LoRA layers
+    if device is not None:
+        overrides["device"] = device
+    if dtype is not None:
+        overrides["dtype"] = dtype
     if run_dir is not None:
-        cfg = load_config(Path(run_dir) / "config.yaml", [f"run.dir={run_dir}"]).whitebox
-        wb = load_whitebox(cfg.model_copy(update={"finetune": "full"}), seed=0)
-        adapter = Path(run_dir) / "adapter"
-        if (adapter / "adapter_config.json").exists():
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"--run: {run_dir} has no config.yaml (is it a run directory?)")
+        cfg = load_config(run_dir / "config.yaml", [f"run.dir={run_dir}"]).whitebox
+        adapter = run_dir / "adapter"
+        if (adapter / "adapter_config.json").is_file():
             from peft import PeftModel
 
+            wb = load_whitebox(cfg.model_copy(update=overrides), seed=0)
             wb.model = PeftModel.from_pretrained(wb.model, adapter).eval()
-        return wb
+            return wb
+        if (adapter / "config.json").is_file():  # full fine-tuning: the whole model was saved
+            return load_whitebox(cfg.model_copy(update={**overrides, "model": str(adapter), "gguf_file": None}), seed=0)
+        raise FileNotFoundError(f"--run: {run_dir} has no trained weights in adapter/ (did the run save any?)")
     if model is None:
         raise ValueError("give a run directory (--run) or a model (--model)")
-    return load_whitebox(WhiteboxConfig(model=model, gguf_file=gguf_file, finetune="full"), seed=0)
+    return load_whitebox(WhiteboxConfig(model=model, gguf_file=gguf_file, **overrides), seed=0)
 
 
 @torch.no_grad()
-def generate_answers(whitebox: Any, prompts: Sequence[Prompt], max_new_tokens: int = 128) -> list[str]:
-    """One greedy answer per prompt (deterministic, as evaluations should be)."""
+def generate_answers(
+    whitebox: Any, prompts: Sequence[Prompt], max_new_tokens: int = 128, batch_size: int = 8
+) -> list[str]:
+    """One greedy answer per prompt (deterministic, as evaluations should be), in left-padded batches.
+
+    Prompts are rendered through the model's chat template and batched by length so
+    little compute goes to padding; answers come back in the prompts' order.
+    """
     from cyclealign.whitebox import encode_prompt
 
     tok, model = whitebox.tokenizer, whitebox.model
     model.eval()
-    answers = []
-    for prompt in prompts:
-        ids, _ = encode_prompt(tok, prompt, whitebox.config.max_prompt_tokens)
-        input_ids = torch.tensor([ids], device=whitebox.device)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    encoded = [encode_prompt(tok, p, whitebox.config.max_prompt_tokens)[0] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    answers = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in chunk)
+        ids = [[pad] * (width - len(encoded[i])) + encoded[i] for i in chunk]
+        mask = [[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in chunk]
         out = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
+            input_ids=torch.tensor(ids, device=whitebox.device),
+            attention_mask=torch.tensor(mask, device=whitebox.device),
             do_sample=False,
             max_new_tokens=max_new_tokens,
-            pad_token_id=tok.pad_token_id,
+            pad_token_id=pad,
             eos_token_id=tok.eos_token_id,
         )
-        answers.append(tok.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True).strip())
+        for i, row in zip(chunk, out[:, width:], strict=True):
+            answers[i] = tok.decode(row, skip_special_tokens=True).strip()
     return answers

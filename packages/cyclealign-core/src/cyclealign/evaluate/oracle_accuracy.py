@@ -1,9 +1,17 @@
 """How often an oracle's ranking agrees with human labels (the paper's Figure 4 / Table 4 axes).
 
 Candidates are HH-RLHF chosen/rejected pairs, shown in a seeded random order; the
-oracle is right when it ranks the human-chosen reply first.  Three settings:
-``none`` (no demonstrations: "w/o ICL"), ``static`` (the static demonstration only:
-"w/o D2") and ``dynamic`` (static plus dynamic demonstrations from a run's demos.jsonl).
+oracle is right when it ranks the human-chosen reply first.  Demonstration settings:
+
+- ``none``: no demonstrations at all (the paper's "w/o ICL");
+- ``static``: the static demonstration only ("w/o D2");
+- ``dynamic``: static plus dynamic demonstrations from a run's ``demos.jsonl`` (the full method);
+- ``dynamic@M``: the same, but only the first M demonstrations the run collected are
+  available: the oracle's prompt as it was after M agreements, for an accuracy-over-training
+  curve (Figure 4).
+
+Which dynamic demonstrations are shown follows the run's cycle settings
+(``max_dynamic_demos``, ``demo_selection``, ``demo_token_budget``).
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cyclealign.config import CycleConfig
 from cyclealign.data.hh_rlhf import HHExample
 from cyclealign.demos import DemoPool
-from cyclealign.protocols import Demonstration, OracleRequest
+from cyclealign.protocols import Demonstration, OracleRequest, OracleVerdict
 
 MODES = ("none", "static", "dynamic")
 
@@ -31,13 +40,21 @@ class AccuracyResult:
 
     @property
     def accuracy(self) -> float:
-        """Among valid verdicts."""
+        """Correct among valid verdicts."""
         return self.correct / self.valid if self.valid else 0.0
 
     @property
     def accuracy_all(self) -> float:
-        """Failures counted as wrong."""
+        """Correct among all pairs: failures counted as wrong."""
         return self.correct / self.pairs if self.pairs else 0.0
+
+
+def parse_mode(mode: str) -> tuple[str, int | None]:
+    """``("dynamic", 100)`` for ``"dynamic@100"``; ``(mode, None)`` for the plain settings."""
+    kind, at, upto = mode.partition("@")
+    if kind not in MODES or (at and (kind != "dynamic" or not upto.isdigit())):
+        raise ValueError(f"--mode: {mode!r} is not one of {', '.join(MODES)} or dynamic@<count>")
+    return kind, int(upto) if at else None
 
 
 def build_requests(
@@ -46,15 +63,27 @@ def build_requests(
     demos: Sequence[Demonstration],
     static: Demonstration,
     seed: int,
-    max_dynamic: int = 3,
+    cycle: CycleConfig | None = None,
 ) -> tuple[list[OracleRequest], list[int]]:
-    """Requests and, for each, the shown position of the human-chosen reply."""
-    if mode not in MODES:
-        raise ValueError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
-    if mode == "dynamic" and not demos:
-        raise ValueError("--mode dynamic needs --demos pointing at a run's demos.jsonl with at least one demonstration")
-    pool = DemoPool(static, use_static=mode != "none", use_dynamic=mode == "dynamic", max_dynamic=max_dynamic)
-    pool.extend(demos)
+    """Requests and, for each, the shown position of the human-chosen reply.
+
+    The shown order depends only on ``seed`` and the example's position, so every
+    demonstration setting sees the same pairs in the same order: differences between
+    settings are the demonstrations' doing.
+    """
+    kind, upto = parse_mode(mode)
+    if kind == "dynamic" and not demos:
+        raise ValueError(f"--mode {mode} needs --demos pointing at a run's demos.jsonl with demonstrations in it")
+    cycle = cycle or CycleConfig()
+    pool = DemoPool(
+        static,
+        use_static=kind != "none",
+        use_dynamic=kind == "dynamic",
+        max_dynamic=cycle.max_dynamic_demos,
+        selection=cycle.demo_selection,
+        token_budget=cycle.demo_token_budget,
+    )
+    pool.extend(demos if upto is None else demos[:upto])
     rng = random.Random(seed)
     requests, chosen_at = [], []
     for ex in examples:
@@ -65,19 +94,43 @@ def build_requests(
     return requests, chosen_at
 
 
-def oracle_accuracy(
-    examples: Sequence[HHExample], oracle: Any, mode: str, demos: Sequence[Demonstration] = (), seed: int = 0
-) -> AccuracyResult:
-    from cyclealign.prompts import STATIC_DEMONSTRATION
-
-    requests, chosen_at = build_requests(examples, mode, demos, STATIC_DEMONSTRATION, seed)
-    verdicts = oracle.rank_many(requests)
+def score_verdicts(mode: str, verdicts: Sequence[OracleVerdict], chosen_at: Sequence[int]) -> AccuracyResult:
+    """Count valid verdicts and those that put the human-chosen reply first."""
     valid = [(v, c) for v, c in zip(verdicts, chosen_at, strict=True) if v.ok]
     correct = sum(v.order[0] == c for v, c in valid)
-    return AccuracyResult(mode, len(requests), len(valid), correct, len(requests) - len(valid))
+    return AccuracyResult(mode, len(chosen_at), len(valid), correct, len(chosen_at) - len(valid))
+
+
+def oracle_accuracy(
+    examples: Sequence[HHExample],
+    oracle: Any,
+    mode: str,
+    demos: Sequence[Demonstration] = (),
+    seed: int = 0,
+    cycle: CycleConfig | None = None,
+) -> tuple[AccuracyResult, list[dict[str, Any]]]:
+    """The accuracy for one setting, and one record per pair (for inspection)."""
+    from cyclealign.prompts import STATIC_DEMONSTRATION
+
+    requests, chosen_at = build_requests(examples, mode, demos, STATIC_DEMONSTRATION, seed, cycle)
+    verdicts = oracle.rank_many(requests)
+    records = [
+        {
+            "id": ex.id,
+            "subset": ex.subset,
+            "mode": mode,
+            "chosen_shown_at": c,
+            "order": list(v.order) if v.ok else None,
+            "correct": bool(v.ok and v.order[0] == c),
+            "error": v.error,
+        }
+        for ex, v, c in zip(examples, verdicts, chosen_at, strict=True)
+    ]
+    return score_verdicts(mode, verdicts, chosen_at), records
 
 
 def load_demos_file(path: str | Path | None) -> list[Demonstration]:
+    """Demonstrations from a run directory or its ``demos.jsonl``, in the order the run collected them."""
     if path is None:
         return []
     from cyclealign.store import load_demos
