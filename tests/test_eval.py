@@ -343,3 +343,18 @@ def test_hub_loading_maps_rows_like_the_local_folder(monkeypatch) -> None:
     assert seen == [("Anthropic/hh-rlhf", "helpful-base", "train")]
     assert len(examples) == 1 and examples[0].chosen == "hello" and report.dropped["identical_replies"] == 1
     assert examples[0].source == "Anthropic/hh-rlhf/helpful-base/train:1"
+
+
+def test_paper_configs_hold_the_papers_settings() -> None:
+    from cyclealign.config import load_config
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"cyclealign-pro-llama7b", "cyclealign-pro-alpaca7b", "ablation-no-icl"}
+    for path in paths:
+        cfg = load_config(path)
+        assert (cfg.cycle.num_samples, cfg.cycle.max_interactions, cfg.sft_weight()) == (3, 5, 4.0), path
+        assert (cfg.train.lr, cfg.train.max_length, cfg.train.zero_stage) == (5e-5, 512, 2), path
+        assert cfg.oracle.name == "chatgpt" and cfg.loss.name in ("pro", "rrhf"), path
+        assert cfg.data.source.startswith("hh-rlhf:") and cfg.data.max_prompts == 1000, path
+        # prompt and answer together fit the paper's maximum sequence length
+        assert cfg.whitebox.max_prompt_tokens + cfg.whitebox.max_new_tokens <= cfg.train.max_length, path

@@ -49,6 +49,11 @@ def _cumulative_rate(flags: Sequence[bool]) -> list[float]:
 
 
 def _save(fig: Any, path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:
+        if ax.get_xlabel() == "interaction":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _plt().close(fig)
@@ -138,14 +143,16 @@ def plot_eval_table(kind: str, header: list[str], rows: list[list[str]], path: P
         ax.set(ylabel="mean 100·sigmoid(score)", title="Reward-model score per subset (Table 1)")
         ax.legend(fontsize="small")
     elif kind == "table2_judge":
+        rows = rows[::-1]  # barh draws bottom-up; keep the table's reading order
         names = [r[0] for r in rows]
         left = [0.0] * len(rows)
         for col, color in zip((1, 2, 3), ("tab:green", "tab:gray", "tab:red"), strict=True):
             vals = [_floats([r[col]])[0] for r in rows]
             ax.barh(names, vals, left=left, color=color, label=header[col])
             left = [a + b for a, b in zip(left, vals, strict=True)]
-        ax.set(xlabel="% of judged pairs", xlim=(0, 100), title="LLM judge (Table 2)")
-        ax.legend(fontsize="small", loc="lower right")
+        versus = f"{header[1].removesuffix(' win %')} vs {header[3].removesuffix(' win %')}"
+        ax.set(xlabel="% of judged pairs", xlim=(0, 100), title=f"LLM judge: {versus} (Table 2)")
+        ax.legend(fontsize="small", ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     elif kind == "oracle_accuracy":
         modes = [r[0] for r in rows]
         acc = [_floats([r[header.index("accuracy %")]])[0] for r in rows]
