@@ -156,6 +156,18 @@ def test_jsonl_prompts_accept_both_shapes_and_name_bad_lines(tmp_path: Path) -> 
     path.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"messages": [{"role": "robot", "content": "x"}]}) + "\n")
     with pytest.raises(DataError, match=r"p\.jsonl:2: .*role"):
         load_prompts(DataConfig(source=str(path)))
+    with pytest.warns(UserWarning, match="skipped 1 malformed rows"):
+        kept = load_prompts(DataConfig(source=str(path), lenient=True))
+    assert [p.text for p in kept] == ["Plain question?"]
+
+
+def test_lenient_hh_rlhf_training_source_warns_with_the_count(tmp_path: Path) -> None:
+    _write(tmp_path / "helpful-online" / "train.jsonl.gz", [_pair("q1"), "[1, 2]", _pair("q2")])
+    with pytest.raises(DataError, match=r"helpful-online/train\.jsonl\.gz:2: "):
+        load_prompts(DataConfig(source=f"hh-rlhf:{tmp_path}"))
+    with pytest.warns(UserWarning, match="malformed rows skipped 1"):
+        prompts = load_prompts(DataConfig(source=f"hh-rlhf:{tmp_path}", lenient=True), seed=0)
+    assert sorted(p.text for p in prompts) == ["q1", "q2"]
 
 
 def test_missing_hh_folder_is_named(tmp_path: Path) -> None:

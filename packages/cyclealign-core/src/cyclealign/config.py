@@ -109,6 +109,7 @@ class DataConfig(_Section):
     )
     shuffle: bool = True
     overlong: Literal["truncate", "reject"] = "truncate"
+    lenient: bool = Field(False, description="skip (and count) malformed rows instead of stopping at the first")
 
 
 class TrainConfig(_Section):

@@ -1,4 +1,4 @@
-"""Training prompts: the built-in set, a JSONL file, or HH-RLHF."""
+"""Training prompts: the built-in set, a JSONL file, or HH-RLHF (see docs/data.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from cyclealign.protocols import Prompt
 
 
 def load_prompts(cfg: DataConfig, seed: int = 0) -> list[Prompt]:
-    """The prompts ``data.source`` names, shuffled (seeded) and cut to ``data.max_prompts``."""
+    """The prompts ``data.source`` names, shuffled (seeded) and cut to ``data.max_prompts``.
+
+    ``hh-rlhf:<dir>`` (or ``hh-rlhf:hub``) samples ``max_prompts`` contexts stratified over
+    the subsets present, from the train split; ``hh-rlhf:<dir>:test`` uses the test split.
+    """
     source = cfg.source
     if source == "builtin":
         from cyclealign.data.builtin import builtin_prompts
@@ -19,12 +23,11 @@ def load_prompts(cfg: DataConfig, seed: int = 0) -> list[Prompt]:
     elif source.startswith("hh-rlhf:"):
         from cyclealign.data.hh_rlhf import hh_rlhf_prompts
 
-        # hh-rlhf:<dir> (train split) or hh-rlhf:<dir>:<split>
         spec = source.split(":", 1)[1]
         root, _, split = spec.rpartition(":") if spec.endswith((":train", ":test")) else (spec, "", "train")
-        prompts = hh_rlhf_prompts(root, k=cfg.max_prompts, seed=seed, split=split)
+        prompts = hh_rlhf_prompts(root, k=cfg.max_prompts, seed=seed, split=split, lenient=cfg.lenient)
     else:
-        prompts = load_jsonl_prompts(source)
+        prompts = load_jsonl_prompts(source, lenient=cfg.lenient)
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

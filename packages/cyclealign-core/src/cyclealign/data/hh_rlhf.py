@@ -14,6 +14,7 @@ import gzip
 import json
 import random
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -275,7 +276,9 @@ def stratified_sample(examples: Sequence[HHExample], k: int | None, seed: int) -
     return picked
 
 
-def hh_rlhf_prompts(root: str, k: int | None, seed: int, split: str = "train") -> list[Prompt]:
-    """Training prompts (the contexts) for ``data.source = hh-rlhf:<dir>``."""
-    examples, _ = load_hh_rlhf(root, split=split)
+def hh_rlhf_prompts(root: str, k: int | None, seed: int, split: str = "train", lenient: bool = False) -> list[Prompt]:
+    """Training prompts (the contexts) for ``data.source = hh-rlhf:<dir>``; skipped rows are warned about."""
+    examples, report = load_hh_rlhf(root, split=split, lenient=lenient)
+    if report.malformed_skipped:
+        warnings.warn(f"HH-RLHF {root} ({split}): {report.summary()}", stacklevel=2)
     return [ex.prompt for ex in stratified_sample(examples, k, seed)]

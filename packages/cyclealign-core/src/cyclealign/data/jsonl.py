@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
 from cyclealign.protocols import Message, Prompt
 
@@ -12,43 +14,62 @@ class DataError(ValueError):
     """A data file or row is unusable; the message names the file and line."""
 
 
-def load_jsonl_prompts(path: str | Path) -> list[Prompt]:
+def parse_prompt_row(row: Any, pid: str) -> Prompt:
+    """One JSONL row as a ``Prompt``; ``ValueError`` saying which field is wrong."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    pid = str(row.get("id", pid))
+    if "prompt" in row:
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise ValueError('field "prompt" must be a non-empty string')
+        return Prompt.from_text(pid, row["prompt"])
+    if "messages" not in row:
+        raise ValueError('expected a field "prompt" or "messages"')
+    msgs = row["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        raise ValueError('field "messages" must be a non-empty list')
+    out = []
+    for k, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
+            raise ValueError(f'"messages"[{k}] needs "role" and string "content"')
+        if m["role"] not in ("user", "assistant", "system"):
+            raise ValueError(f'"messages"[{k}].role must be user, assistant or system')
+        out.append(Message(m["role"], m["content"]))
+    if out[-1].role != "user":
+        raise ValueError('the last of "messages" must be the user\'s turn to answer')
+    return Prompt(pid, tuple(out))
+
+
+def load_jsonl_prompts(path: str | Path, *, lenient: bool = False) -> list[Prompt]:
+    """Every prompt in the file; a bad row stops loading naming ``file:line``, or with ``lenient`` is skipped.
+
+    Skipped rows are counted in a warning, so leniency never hides how much was lost.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data.source: {path} does not exist")
     prompts: list[Prompt] = []
+    skipped = 0
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"{path}:{n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            pid = str(row.get("id", f"{path.stem}-{n}"))
-            if "prompt" in row:
-                if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-                    raise DataError(f'{where}: field "prompt" must be a non-empty string')
-                prompts.append(Prompt.from_text(pid, row["prompt"]))
-            elif "messages" in row:
-                msgs = row["messages"]
-                if not isinstance(msgs, list) or not msgs:
-                    raise DataError(f'{where}: field "messages" must be a non-empty list')
-                out = []
-                for k, m in enumerate(msgs):
-                    if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
-                        raise DataError(f'{where}: "messages"[{k}] needs "role" and string "content"')
-                    if m["role"] not in ("user", "assistant", "system"):
-                        raise DataError(f'{where}: "messages"[{k}].role must be user, assistant or system')
-                    out.append(Message(m["role"], m["content"]))
-                if out[-1].role != "user":
-                    raise DataError(f'{where}: the last of "messages" must be the user\'s turn to answer')
-                prompts.append(Prompt(pid, tuple(out)))
-            else:
-                raise DataError(f'{where}: expected a field "prompt" or "messages"')
+                if lenient:
+                    skipped += 1
+                    continue
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            try:
+                prompts.append(parse_prompt_row(row, f"{path.stem}-{n}"))
+            except ValueError as e:
+                if lenient:
+                    skipped += 1
+                    continue
+                raise DataError(f"{path}:{n}: {e}") from None
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} malformed rows (data.lenient)", stacklevel=2)
     if not prompts:
         raise DataError(f"data.source: {path} holds no prompts")
     return prompts
