@@ -46,6 +46,16 @@ def _oracle(config: OracleConfig, cache_dir: Path) -> Any:
     return create_oracle(config)
 
 
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def eval_reward(
     *,
     data: str | Path,
@@ -91,6 +101,7 @@ def eval_reward(
             )
             answers = generate_answers(wb, [ex.prompt for ex in examples], max_new_tokens, batch_size)
             del wb
+        _free_accelerator_memory()  # the reward model (6.9B in the paper) needs the room next
     if len(answers) != len(examples):
         raise ValueError(f"{len(answers)} answers for {len(examples)} sampled prompts")
     with console.status("scoring with the reward model…"):
