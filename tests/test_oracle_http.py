@@ -67,7 +67,10 @@ def test_a_hang_past_the_timeout_is_abandoned_and_retried() -> None:
         t0 = time.monotonic()
         verdict = oracle.rank(REQUEST)
         elapsed = time.monotonic() - t0
+        time.sleep(0.1)
+        abandoned = server.abandoned
     assert verdict.ok and verdict.attempts == 2 and oracle.stats.retries == 1
+    assert abandoned == 1, "the hung connection was not dropped"
     assert 0 < verdict.waited_s < BACKOFF_CAP
     assert 0.5 <= elapsed < 2.5, f"the hung call was not abandoned at the timeout ({elapsed:.1f} s)"
 
@@ -221,3 +224,11 @@ def test_default_behaviour_ranks_longest_first(n: int) -> None:
     assert json.loads(default_behaviour(call, 0).content)["desired rank"] == list(range(n))[::-1]
     assert json.loads(ranking_reply([1, 0], "Mine.").content) == {"desired rank": [1, 0], "response": "Mine."}
 
+
+
+def test_a_completion_without_choices_is_asked_again() -> None:
+    empty = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []})
+    with OpenAIServer([Reply(body=empty), Reply(GOOD)]) as server:
+        oracle = oracle_for(server)
+        verdict = oracle.rank(REQUEST)
+    assert verdict.ok and verdict.attempts == 2 and oracle.stats.retries + oracle.stats.parse_retries == 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +88,7 @@ class OpenAIServer:
         self.requests: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.abandoned = 0  # calls whose client disconnected before the answer
         self.last_done = 0.0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -121,6 +124,20 @@ class OpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def _wait(self, seconds: float) -> bool:
+                """Sleep, watching the connection: False as soon as the client closes it."""
+                deadline = time.monotonic() + seconds
+                while (left := deadline - time.monotonic()) > 0:
+                    readable, _, _ = select.select([self.connection], [], [], min(0.05, left))
+                    if readable:
+                        try:
+                            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                                return False
+                        except OSError:
+                            return False
+                        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))  # pipelined bytes: keep waiting
+                return True
+
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith(("/models", "/health")):
                     models = [{"id": m, "object": "model"} for m in outer.models]
@@ -143,7 +160,10 @@ class OpenAIServer:
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
                     reply = outer._reply(call, index)
-                    time.sleep(outer.latency_s + reply.delay_s)
+                    if not self._wait(outer.latency_s + reply.delay_s):
+                        with outer._lock:
+                            outer.abandoned += 1  # the client hung up before the answer: it gave up on the call
+                        return
                     if reply.body is not None or reply.status != 200:
                         body_text = reply.body
                         if body_text is None:

@@ -43,9 +43,13 @@ class OracleConfig(_Section):
     """The black-box ranker, reached through litellm (or any registered oracle plugin)."""
 
     name: str = Field("local", description="registered oracle: local, chatgpt, gpt-4, or a plugin's")
-    model: str | None = Field(None, description="litellm model string; None: the alias's default")
+    model: str | None = Field(
+        None, description="litellm model string; None: the alias's default (local: what the server lists)"
+    )
     api_base: str | None = None
-    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    api_key_env: str | None = Field(
+        None, description="environment variable holding the API key (chatgpt/gpt-4: OPENAI_API_KEY)"
+    )
     api_key_file: Path | None = Field(None, description="file holding the API key (first line)")
     serve_gguf: str | None = Field(
         "embedded:smollm2", description="for name=local without api_base: GGUF the project serves itself"
@@ -54,17 +58,19 @@ class OracleConfig(_Section):
     temperature: float = Field(0.0, ge=0.0)
     max_tokens: int = Field(256, ge=16)
     json_schema: bool = Field(True, description="ask for schema-constrained JSON where the provider supports it")
-    timeout_s: float = Field(60.0, gt=0.0)
+    timeout_s: float = Field(60.0, gt=0.0, description="per-call timeout; a call past it is abandoned and retried")
     max_retries: int = Field(3, ge=0, description="transport retries (429/5xx/timeout) per call")
     max_parse_retries: int = Field(2, ge=0, description="re-asks after an invalid answer, feeding the error back")
-    backoff_base_s: float = Field(1.0, ge=0.0)
-    backoff_max_s: float = Field(60.0, ge=0.0)
-    concurrency: int = Field(8, ge=1)
-    requests_per_minute: float | None = Field(None, gt=0.0)
-    cache: bool = True
+    backoff_base_s: float = Field(1.0, ge=0.0, description="first retry waits about this long, doubling after")
+    backoff_max_s: float = Field(60.0, ge=0.0, description="ceiling of one backoff, Retry-After included")
+    concurrency: int = Field(8, ge=1, description="oracle calls in flight at once")
+    requests_per_minute: float | None = Field(None, gt=0.0, description="space call starts across the whole run")
+    cache: bool = Field(True, description="keep every answer in SQLite so no call is paid twice")
     cache_path: Path | None = Field(None, description="None: <run.dir>/oracle_cache.sqlite")
     budget_usd: float | None = Field(None, ge=0.0, description="stop cleanly before spending more than this")
-    context_tokens: int = Field(4096, ge=512, description="oracle context window; demos are cut to fit")
+    context_tokens: int = Field(
+        4096, ge=512, description="oracle context window; demos are left out so prompt + max_tokens fit"
+    )
 
 
 class CycleConfig(_Section):

@@ -1,4 +1,6 @@
-"""``python -m cyclealign_oracles._serve PARENT_PID ARGS…``: llama.cpp's server that dies with its parent.
+"""``python -m cyclealign_oracles._serve PARENT_PID MODULE ARGS…``: a server module that dies with its parent.
+
+MODULE is ``llama_cpp.server``; it runs in this process with ``ARGS`` as its command line.
 
 A run killed with SIGKILL runs no cleanup, so the server watches for itself: as
 soon as its parent process is gone it stops (SIGTERM to itself, then a hard exit).
@@ -23,10 +25,10 @@ def _watch_parent(parent_pid: int, poll_s: float = 0.5) -> None:
 
 
 def main() -> None:
-    parent_pid = int(sys.argv[1])
-    sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+    parent_pid, module = int(sys.argv[1]), sys.argv[2]
+    sys.argv = [module, *sys.argv[3:]]
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

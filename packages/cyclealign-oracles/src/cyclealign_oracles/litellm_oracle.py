@@ -10,8 +10,9 @@ Two layers of retry, both bounded:
 
 When both are spent the verdict is a recorded failure (``order=None`` and the
 reason in ``error``), never an exception and never an invented ranking.  Calls
-for many prompts run concurrently on one asyncio loop under a semaphore of
-``oracle.concurrency`` and a requests-per-minute pacer.
+for many prompts run concurrently on an asyncio loop in a background thread (so
+sync callers and notebooks alike can call ``rank_many``) under a
+semaphore of ``oracle.concurrency`` and a requests-per-minute pacer.
 
 Budget: before each paid call the oracle reserves the call's worst-case cost; if
 that would take the run past ``oracle.budget_usd`` it raises ``BudgetExceeded``
@@ -46,6 +47,7 @@ from cyclealign.prompts import (
 from cyclealign.protocols import BudgetExceeded, OracleRequest, OracleVerdict
 from cyclealign_oracles.cache import CachedAnswer, OracleCache, cache_key
 from cyclealign_oracles.limits import RequestPacer, SpendGuard, backoff_delay, retry_after_s
+from cyclealign_oracles.loop import shared_loop
 from cyclealign_oracles.providers import (
     DOWNGRADE,
     FormatMode,
@@ -246,7 +248,8 @@ class LiteLLMOracle:
         self.cache = OracleCache(config.cache_path) if config.cache and config.cache_path else None
         self.pacer = RequestPacer(config.requests_per_minute)
         self.guard = SpendGuard(None if self.free else config.budget_usd, lambda: self.stats.cost_usd)
-        self._busy = threading.Lock()
+        self._busy = threading.Lock()  # one rank_many at a time: stats and the semaphore belong to it
+        self._loop = shared_loop()
         # litellm's timeout bounds each network phase (a server trickling bytes could outlast it); this one
         # bounds the whole call, with room for litellm's lazy set-up on the first call of a process.
         self._hard_timeout_s = 2 * config.timeout_s + 10.0
@@ -303,7 +306,7 @@ class LiteLLMOracle:
         if not requests:
             return []
         with self._busy:
-            return _run_sync(lambda: self.arank_many(requests))
+            return self._loop.run(lambda: self.arank_many(requests))
 
     async def arank_many(self, requests: Sequence[OracleRequest]) -> list[OracleVerdict]:
         sem = asyncio.Semaphore(self.config.concurrency)
@@ -340,7 +343,7 @@ class LiteLLMOracle:
         if not conversations:
             return []
         with self._busy:
-            return _run_sync(all_of)
+            return self._loop.run(all_of)
 
     def preflight(self) -> None:
         """Fail fast on an unreachable endpoint (only where we know the address: local servers, proxies)."""
@@ -489,7 +492,8 @@ class LiteLLMOracle:
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
-                return _Answer(hit.text, hit.prompt_tokens, hit.completion_tokens, 0.0, cached=True, attempts=0)
+                # A replay counts as the one call it stands for, so a resumed run records what the first one did.
+                return _Answer(hit.text, hit.prompt_tokens, hit.completion_tokens, 0.0, cached=True, attempts=1)
         reserved = 0.0 if self.free else self.guard.reserve(self.estimate_cost_usd(messages))
         retries, waited = 0, 0.0
         try:
@@ -561,9 +565,12 @@ class LiteLLMOracle:
         self.stats.format_downgrades += 1
 
     def _answered(self, response: Any, key: str, latency_s: float, retries: int, waited: float) -> _Answer:
-        choice = response.choices[0]
-        message = choice.message
-        text = message.content or getattr(message, "refusal", None) or ""
+        choices = getattr(response, "choices", None) or []
+        choice = choices[0] if choices else None  # no choice at all reads as an empty reply: re-asked, not a crash
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None) or getattr(message, "refusal", None) or ""
+        if not isinstance(text, str):
+            text = str(text)
         usage = getattr(response, "usage", None)
         answer = _Answer(
             text=text,
@@ -589,25 +596,3 @@ def _raise_budget(results: list[Any]) -> list[Any]:
         if isinstance(r, BudgetExceeded):
             raise r
     return results
-
-
-def _run_sync(make_coro: Callable[[], Any]) -> Any:
-    """Run a coroutine to completion from sync code, also when called inside a running loop (notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make_coro())
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["out"] = asyncio.run(make_coro())
-        except BaseException as e:  # re-raised in the caller's thread
-            box["err"] = e
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if "err" in box:
-        raise box["err"]
-    return box["out"]

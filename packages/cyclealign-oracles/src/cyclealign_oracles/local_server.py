@@ -112,6 +112,7 @@ class ManagedLlamaServer:
             "-m",
             "cyclealign_oracles._serve",
             str(os.getpid()),
+            "llama_cpp.server",
             "--model",
             str(self.gguf_path),
             "--host",
