@@ -94,6 +94,19 @@ def test_concurrent_calls_never_overshoot_the_budget_and_paid_answers_are_kept(t
     assert len(server.chat_calls) == paid + 13
 
 
+def test_only_calls_in_flight_hold_budget_so_cheap_answers_leave_room_for_more(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    requests = [OracleRequest(prompt=f"question number {i}", responses=("a", "bb", "ccc")) for i in range(16)]
+    with OpenAIServer() as server:
+        oracle = oracle_for(server, name="chatgpt", model="gpt-3.5-turbo", concurrency=2)
+        # Room for 12 of the 16 worst cases: enough only if queued requests hold nothing (real answers are short).
+        budget = 12 * oracle.estimate_cost_usd(render_messages(requests[0]))
+        oracle = oracle_for(server, name="chatgpt", model="gpt-3.5-turbo", concurrency=2, budget_usd=budget)
+        verdicts = oracle.rank_many(requests)
+    assert all(v.ok for v in verdicts) and len(server.chat_calls) == 16
+    assert 0 < oracle.stats.cost_usd <= budget and not oracle.budget_exceeded
+
+
 def test_demonstrations_are_dropped_to_fit_the_context_dynamic_first() -> None:
     long_demo = Demonstration("Tell me about rivers.", ("x " * 900, "y " * 900), (0, 1), source="dynamic")
     request = OracleRequest("Which is best?", ("a", "b"), (STATIC_DEMONSTRATION, long_demo))
@@ -115,6 +128,7 @@ def test_a_prompt_that_cannot_fit_is_a_recorded_failure_without_a_call() -> None
     assert verdict.attempts == 0 and oracle.stats.failures == 1
 
 
+@pytest.mark.slow
 def test_the_throughput_bench_prints_a_ratio_of_the_ideal() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "oracle_throughput.py"), *BENCH_ARGS],

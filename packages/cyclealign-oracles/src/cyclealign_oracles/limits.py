@@ -79,8 +79,9 @@ class SpendGuard:
     """Refuses a call whose estimated cost, with the calls already in flight, would exceed the budget.
 
     Every paid call reserves its estimated cost (an upper bound: prompt estimate
-    with a margin plus ``max_tokens`` of completion) before it is sent and settles
-    the real cost after, so concurrent calls cannot overshoot together.
+    with a margin plus ``max_tokens`` of completion) when it is sent and releases
+    it when done, its real cost then counting as spent, so concurrent calls cannot
+    overshoot together.  Once a call was refused no new one starts: the run stops.
     """
 
     def __init__(self, limit_usd: float | None, spent: Any) -> None:
@@ -95,7 +96,7 @@ class SpendGuard:
             return 0.0
         with self._lock:
             spent = float(self._spent())
-            if spent + self._reserved + estimate_usd > self.limit_usd:
+            if self.exceeded or spent + self._reserved + estimate_usd > self.limit_usd:  # once hit, no new calls
                 self.exceeded = True
                 raise BudgetExceeded(
                     f"spent ${spent:.4f} (and ${self._reserved:.4f} in flight) of "

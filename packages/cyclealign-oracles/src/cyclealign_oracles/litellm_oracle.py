@@ -494,11 +494,13 @@ class LiteLLMOracle:
                 self.stats.cache_hits += 1
                 # A replay counts as the one call it stands for, so a resumed run records what the first one did.
                 return _Answer(hit.text, hit.prompt_tokens, hit.completion_tokens, 0.0, cached=True, attempts=1)
-        reserved = 0.0 if self.free else self.guard.reserve(self.estimate_cost_usd(messages))
+        reserved = 0.0
         retries, waited = 0, 0.0
         try:
             while True:
                 async with sem:
+                    if not self.free and not reserved:  # reserve when sending, so only calls in flight hold money
+                        reserved = self.guard.reserve(self.estimate_cost_usd(messages))
                     pause = self.pacer.reserve()
                     if pause:
                         waited += pause
