@@ -225,7 +225,6 @@ def test_default_behaviour_ranks_longest_first(n: int) -> None:
     assert json.loads(ranking_reply([1, 0], "Mine.").content) == {"desired rank": [1, 0], "response": "Mine."}
 
 
-
 def test_a_completion_without_choices_is_asked_again() -> None:
     empty = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []})
     with OpenAIServer([Reply(body=empty), Reply(GOOD)]) as server:
