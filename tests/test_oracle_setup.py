@@ -128,3 +128,17 @@ def test_registered_oracles_and_the_example_plugin() -> None:
     echo = create_oracle(OracleConfig(name="echo"))
     (verdict,) = echo.rank_many([REQUEST])
     assert isinstance(echo, Oracle) and verdict.order == (1, 2, 0) and verdict.response == "hello there"
+
+
+def test_litellm_log_records_never_carry_the_key(monkeypatch, caplog) -> None:
+    import logging
+
+    key = "team7-Q9zLOGGEDabcdef123"  # no well-known prefix: only our own filter knows it is a secret
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with OpenAIServer() as server:
+        oracle_for(server, name="chatgpt", model="gpt-3.5-turbo")
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("LiteLLM").warning("call failed for %s", key)
+        logging.getLogger("httpx").warning(f"retrying {key} later")
+    assert len(caplog.records) == 2 and key not in caplog.text
+    assert "call failed for ***" in caplog.text and "retrying *** later" in caplog.text
