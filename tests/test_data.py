@@ -175,3 +175,29 @@ def test_missing_hh_folder_is_named(tmp_path: Path) -> None:
         load_hh_rlhf(tmp_path)
     with pytest.raises(DataError, match="unknown HH-RLHF subset 'harmful'"):
         load_hh_rlhf(tmp_path, subsets=["harmful"])
+
+
+def test_one_jsonl_reader_for_plain_and_gzip_files(tmp_path: Path) -> None:
+    from cyclealign.jsonl import JsonlReader, read_jsonl
+
+    plain, packed = tmp_path / "rows.jsonl", tmp_path / "rows.jsonl.gz"
+    plain.write_text('{"a": 1}\n\n[2]\n')
+    _write(packed, ['{"a": 1}', "", "[2]"])
+    assert read_jsonl(plain) == read_jsonl(packed) == [{"a": 1}, [2]]
+    assert list(JsonlReader(packed)) == [(1, {"a": 1}), (3, [2])]  # line numbers count blank lines too
+
+    plain.write_text('{"a": 1}\n{oops\n[3]\n')
+    with pytest.raises(DataError, match=r"rows\.jsonl:2: not valid JSON \(.* at column 2\) \(try lenient\)"):
+        list(JsonlReader(plain, hint="try lenient"))
+    reader = JsonlReader(plain, lenient=True)
+    rows = [row for _, row in reader]
+    reader.reject(3, "a row the caller cannot use")
+    assert rows == [{"a": 1}, [3]] and reader.skipped == 2
+    with pytest.raises(DataError, match=r"rows\.jsonl:3: a row the caller cannot use$"):
+        JsonlReader(plain).reject(3, "a row the caller cannot use")
+
+    packed.write_bytes(gzip.compress(b'{"a": 1}\n' * 100)[:-20])  # truncated
+    with pytest.raises(DataError, match=r"rows\.jsonl\.gz: cannot be read"):
+        read_jsonl(packed)
+    with pytest.raises(DataError, match=r"nope\.jsonl: cannot be read"):
+        read_jsonl(tmp_path / "nope.jsonl")

@@ -193,6 +193,22 @@ def _answers(path: Path, n: int, tag: str) -> Path:
     return path
 
 
+def test_answers_files_name_the_bad_line(tmp_path: Path) -> None:
+    from cyclealign.data import DataError
+    from cyclealign.evaluate.judge import load_answers
+
+    path = _answers(tmp_path / "a.jsonl", 2, "alpha")
+    assert load_answers(path)["1"] == {"subset": "helpful-base", "question": "q1", "answer": "alpha 1"}
+    path.write_text(path.read_text() + '{"id": "2", "subset": "s"}\n{not json\n')
+    with pytest.raises(DataError, match=r"a\.jsonl:3: expected an object with id, subset, question, answer"):
+        load_answers(path)
+    path.write_text('{"id": "0", "subset": "s", "question": "q", "answer": "a"}\n{not json\n')
+    with pytest.raises(DataError, match=r"a\.jsonl:2: not valid JSON"):
+        load_answers(path)
+    with pytest.raises(DataError, match="no such answers file"):
+        load_answers(tmp_path / "missing.jsonl")
+
+
 def _first_wins(call, index):
     return Reply(json.dumps({"reasoning": "The first one reads better.", "winner": "1"}))
 
@@ -347,12 +363,13 @@ def test_hub_loading_maps_rows_like_the_local_folder(monkeypatch) -> None:
 
 def test_paper_configs_hold_the_papers_settings() -> None:
     from cyclealign.config import load_config
+    from cyclealign.assembly import build_loss
 
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
     assert {p.stem for p in paths} >= {"cyclealign-pro-llama7b", "cyclealign-pro-alpaca7b", "ablation-no-icl"}
     for path in paths:
         cfg = load_config(path)
-        assert (cfg.cycle.num_samples, cfg.cycle.max_interactions, cfg.sft_weight()) == (3, 5, 4.0), path
+        assert (cfg.cycle.num_samples, cfg.cycle.max_interactions, build_loss(cfg).sft_weight) == (3, 5, 4.0), path
         assert (cfg.train.lr, cfg.train.max_length, cfg.train.zero_stage) == (5e-5, 512, 2), path
         assert cfg.oracle.name == "chatgpt" and cfg.loss.name in ("pro", "rrhf"), path
         assert cfg.data.source.startswith("hh-rlhf:") and cfg.data.max_prompts == 1000, path

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from cyclealign.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import OracleRequest
-from cyclealign_oracles.cache import CachedAnswer, OracleCache, cache_key
+from cyclealign.oracle.cache import CachedAnswer, OracleCache, cache_key
+from cyclealign.usage import Usage
 from tests.support.openai_server import OpenAIServer, Reply, oracle_for
 
 KEY = "sk-test-MARKER-7f3a9c0d"
@@ -90,10 +91,10 @@ def test_a_damaged_cache_file_is_moved_aside_and_the_run_goes_on(tmp_path: Path,
 
 def test_a_cache_that_cannot_be_written_degrades_to_no_cache(tmp_path: Path, caplog) -> None:
     cache = OracleCache(tmp_path / "c.sqlite")
-    cache.put("k", "m", CachedAnswer("text", 1, 2, 0.5))
+    cache.put("k", "m", CachedAnswer("text", Usage(1, 1, 2, 0.5)))
     cache._db.execute("DROP TABLE answers")  # simulate a broken store under a running process
     with caplog.at_level(logging.WARNING, logger="cyclealign.oracle.cache"):
-        cache.put("k2", "m", CachedAnswer("text", 1, 2, 0.5))
+        cache.put("k2", "m", CachedAnswer("text", Usage(1, 1, 2, 0.5)))
         assert cache.get("k") is None
     assert "the run goes on without it" in caplog.text
 

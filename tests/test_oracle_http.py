@@ -193,7 +193,7 @@ def test_a_rejected_response_format_is_downgraded_not_fatal() -> None:
         second = oracle.rank(REQUEST)
         n_second = len(server.chat_calls) - n_first
     assert first.ok and n_first == 3 and oracle.stats.format_downgrades == 2  # schema → json_object → none
-    assert second.ok and n_second == 1 and oracle.format_mode == "none"
+    assert second.ok and n_second == 1 and oracle.backend.format_mode == "none"
 
 
 def test_a_cut_off_answer_says_so_in_the_feedback() -> None:

@@ -45,8 +45,8 @@ def test_embedded_local_oracle_returns_a_schema_valid_ranking(tmp_path: Path) ->
     oracle = create_oracle(OracleConfig(cache_path=tmp_path / "cache.sqlite"))  # the defaults: managed llama.cpp
     server_pid = None
     try:
-        assert oracle.api_base.startswith("http://127.0.0.1:")
-        server_pid = oracle.server.pid
+        assert oracle.backend.api_base.startswith("http://127.0.0.1:")
+        server_pid = oracle.backend.server.pid
         verdicts = oracle.rank_many(
             [
                 OracleRequest(

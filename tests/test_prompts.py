@@ -8,7 +8,6 @@ import jsonschema
 import pytest
 
 from cyclealign.prompts import (
-    RANKING_SCHEMA,
     STATIC_DEMONSTRATION,
     AnswerError,
     approx_tokens,
@@ -73,13 +72,12 @@ def test_static_demonstration_is_a_valid_four_way_ranking() -> None:
 # ---------------------------------------------------------------- schema
 def test_schemas_accept_valid_answers_and_reject_invalid_ones() -> None:
     good = {"desired rank": [2, 0, 1], "response": "A complete, careful answer."}
-    jsonschema.validate(good, RANKING_SCHEMA)
     jsonschema.validate(good, ranking_schema(3))
     for bad in ({"desired rank": [0, 0, 1], "response": "A complete, careful answer."}, {"desired rank": [0, 1, 2]}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, ranking_schema(3))
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**good, "extra": 1}, RANKING_SCHEMA)
+        jsonschema.validate({**good, "extra": 1}, ranking_schema(3))
     jsonschema.validate({"desired rank": list(range(7))[::-1], "response": "x" * 20}, ranking_schema(7))
 
 

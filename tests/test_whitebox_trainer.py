@@ -82,6 +82,15 @@ def test_torch_backend_is_a_training_backend(model_dir: Path) -> None:
     assert backend.trainable_parameters and all("lora_" in names[id(p)] for p in backend.trainable_parameters)
 
 
+def test_an_unknown_backend_is_refused_naming_train_backend() -> None:
+    from types import SimpleNamespace
+
+    from cyclealign.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.backend: unknown backend 'deepspeed' \(known: torch\)"):
+        build_trainer(None, HingeLoss(), SimpleNamespace(backend="deepspeed"))  # type: ignore[arg-type]
+
+
 def test_training_step_moves_only_the_lora_weights(model_dir: Path) -> None:
     wb = load_whitebox(WhiteboxConfig(model=str(model_dir)), seed=0)
     before = {n: p.detach().clone() for n, p in wb.model.named_parameters()}

@@ -1,39 +1,44 @@
-"""An example oracle plugin: ranks responses longest first and echoes the longest as its own answer."""
+"""An example third-party oracle: a chat backend that ranks the answers it is shown longest first.
+
+It only completes chats.  The framework renders the ranking prompt, asks again
+when a reply is unusable, caches every answer and enforces ``oracle.budget_usd``;
+none of that is written here.  ``oracle.model: echo/sloppy`` makes its first reply
+to each request prose instead of JSON, to watch the framework ask again.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import json
+import re
 
 import pluggy
 
-from cyclealign.protocols import OracleRequest, OracleVerdict
+from cyclealign.oracle import ChatBackend, ChatReply, ChatRequest, Usage
 
 hookimpl = pluggy.HookimplMarker("cyclealign")
+ANSWER = re.compile(r"<<<Response-(\d+)>>>\n(.*?)\n<<<END Response-\1>>>", re.S)
+PRICE_PER_TOKEN = 1e-6  # pretend dollars, so that budgets have something to count
 
 
-class EchoOracle:
-    """Implements the ``Oracle`` protocol without any network: deterministic and free."""
+class EchoChat(ChatBackend):
+    def __init__(self, config) -> None:
+        self.model = config.model or "echo"
 
-    name = "echo"
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return PRICE_PER_TOKEN * (prompt_tokens + completion_tokens)
 
-    def __init__(self, config: Any = None) -> None:
-        self.config = config
-        self.calls = 0
-
-    def rank_many(self, requests: Sequence[OracleRequest]) -> list[OracleVerdict]:
-        verdicts = []
-        for req in requests:
-            self.calls += 1
-            order = tuple(sorted(range(len(req.responses)), key=lambda i: (-len(req.responses[i]), i)))
-            best = req.responses[order[0]] if req.responses else ""
-            verdicts.append(OracleVerdict(order=order, response=best or "I am not sure.", raw=None))
-        return verdicts
-
-    def close(self) -> None:
-        pass
+    def complete(self, request: ChatRequest) -> ChatReply:
+        task = request.messages[1]["content"].rsplit("## Your task", 1)[-1]  # past the demonstrations
+        answers = [text for _, text in ANSWER.findall(task)]
+        order = sorted(range(len(answers)), key=lambda i: (-len(answers[i]), i))
+        best = answers[order[0]] if answers else "I am not sure."
+        text = json.dumps({"desired rank": order, "response": best})
+        if self.model == "echo/sloppy" and len(request.messages) == 2:
+            text = "The longest answer is the best one."
+        tokens_in = sum(len(m["content"]) for m in request.messages) // 4
+        return ChatReply(text, Usage(1, tokens_in, len(text) // 4, self.price(tokens_in, len(text) // 4)))
 
 
 @hookimpl
-def register_oracles(register: Any) -> None:
-    register("echo", EchoOracle, "example plugin: longest first, echoes the longest (offline)")
+def register_oracles(register) -> None:
+    register("echo", EchoChat, "example chat backend: longest first, echoes the longest (offline)")

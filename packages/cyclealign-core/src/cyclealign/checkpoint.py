@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cyclealign.store import RunDir, RunDirError, atomic_replace_dir
+from cyclealign.errors import RunDirError
+from cyclealign.store import RunDir, atomic_replace_dir
 
 STATE_FORMAT = 1
 
@@ -41,6 +42,17 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     relevant = {k: v for k, v in config.items() if k != "run"}
     relevant["seed"] = config.get("run", {}).get("seed")
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reseed_all(key: str) -> None:
+    """Seed every RNG the white-box touches from a string key (exact, resumable sampling)."""
+    import numpy as np
+    import torch
+
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _rng_state() -> tuple[dict[str, Any], Any]:
@@ -89,27 +101,63 @@ def has_checkpoint(store: RunDir) -> bool:
     return (store.path / "checkpoint" / "state.json").exists()
 
 
-def load_checkpoint(store: RunDir, trainer: Any, fingerprint: str) -> CheckpointState:
-    """Restore trainer and RNG states; trim the records to what the checkpoint covers."""
-    from safetensors.torch import load_file
-
-    from cyclealign.store import load_demos, read_jsonl
-
-    ckpt = store.path / "checkpoint"
+def read_checkpoint(store: RunDir, fingerprint: str) -> CheckpointState | None:
+    """The checkpoint's state (no weights), or None when there is none; refuses another config's checkpoint."""
+    if not has_checkpoint(store):
+        return None
+    path = store.path / "checkpoint" / "state.json"
     try:
-        raw = json.loads((ckpt / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{ckpt / 'state.json'}: no readable checkpoint ({e})") from None
-    state = CheckpointState(**raw)
+        state = CheckpointState(**json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise RunDirError(f"{path}: no readable checkpoint ({e})") from None
     if state.config_fingerprint != fingerprint:
         raise RunDirError(
             f"{store.path}: the checkpoint was written with a different configuration "
             f"({state.config_fingerprint} vs {fingerprint}); resume with the run's own config.yaml"
         )
+    return state
+
+
+def load_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None:
+    """Restore trainer and RNG states from ``state``'s checkpoint; trim the records to what it covers."""
+    from safetensors.torch import load_file
+
+    from cyclealign.store import load_demos, read_jsonl
+
+    ckpt = store.path / "checkpoint"
     trainer.load_state(ckpt / "trainer")
     _set_rng_state(state.extra["rng"], load_file(str(ckpt / "rng.safetensors"))["torch"])
     store.interactions = read_jsonl(store.path / "interactions.jsonl")[: state.n_interactions]
     store.demos = load_demos(store.path / "demos.jsonl")[: state.n_demos]
     if len(store.interactions) != state.n_interactions or len(store.demos) != state.n_demos:
         raise RunDirError(f"{store.path}: interactions.jsonl or demos.jsonl is shorter than the checkpoint says")
-    return state
+
+
+class Checkpointer:
+    """The cadence: a checkpoint every ``every`` prompts, at the last prompt, and when forced."""
+
+    def __init__(
+        self, store: RunDir, trainer: Any, *, fingerprint: str, every: int, total_prompts: int, start_prompts: int
+    ) -> None:
+        self.store = store
+        self.trainer = trainer
+        self.fingerprint = fingerprint
+        self.every = every
+        self.total_prompts = total_prompts
+        self.last_prompts = start_prompts
+
+    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False) -> None:
+        """Save when due (``totals``: the engine's counters; ``spent``: the oracle's usage so far)."""
+        due = totals.prompts - self.last_prompts >= self.every or totals.prompts == self.total_prompts
+        if not (due or force):
+            return
+        state = CheckpointState(
+            prompts_done=totals.prompts,
+            n_interactions=len(self.store.interactions),
+            n_demos=len(self.store.demos),
+            totals=asdict(totals),
+            config_fingerprint=self.fingerprint,
+            extra={"oracle_spend": spent},
+        )
+        save_checkpoint(self.store, self.trainer, state)
+        self.last_prompts = totals.prompts

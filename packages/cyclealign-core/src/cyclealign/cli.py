@@ -10,14 +10,11 @@ from typing import Annotated
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not reach for the network at import
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from cyclealign import plugins
-from cyclealign.config import ConfigError, load_config
-
-# Errors that describe a setup problem the user can fix: shown as one message, not a traceback.
-SETUP_ERRORS = {"OracleSetupError", "LocalServerError", "WhiteboxError", "TransportError"}
+from cyclealign.cli_common import console, fail, guarded
+from cyclealign.config import load_config
 
 app = typer.Typer(
     help=(
@@ -29,15 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 @app.command("run")
 def run_command(
     config: Annotated[
@@ -64,34 +52,20 @@ def run_command(
     """
     from cyclealign.run import resume as resume_run
     from cyclealign.run import run
-    from cyclealign.store import RunDirError
 
     if resume is not None and (config is not None or set_):
-        _fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
+        fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
+    target = resume
     try:
-        cfg = None if resume is not None else load_config(config, set_ or [])
-    except ConfigError as e:
-        _fail(str(e))
-    target = resume if resume is not None else cfg.run.dir
-    try:
-        result = resume_run(resume, console=console) if resume is not None else run(cfg, console=console)
+        if resume is not None:
+            result = guarded(resume_run, run_dir=resume, console=console)
+        else:
+            cfg = guarded(load_config, path=config, overrides=set_ or [])
+            target = cfg.run.dir
+            result = guarded(run, config=cfg, console=console)
     except KeyboardInterrupt:
         print(f"aborted; the last checkpoint is intact: cyclealign run --resume {target}", file=sys.stderr)
         raise typer.Exit(130) from None
-    except (
-        RunDirError,
-        plugins.PluginError,
-        ConfigError,
-        FileNotFoundError,
-        ImportError,
-        ValueError,
-        NotImplementedError,
-    ) as e:
-        _fail(str(e))
-    except RuntimeError as e:
-        if type(e).__name__ in SETUP_ERRORS:
-            _fail(str(e))
-        raise
     if result.totals.stopped and not result.totals.stopped.startswith("budget"):
         raise typer.Exit(130)  # interrupted: the message printed by run() says how to resume
 
@@ -115,10 +89,7 @@ def config_command(
     """Print the fully resolved configuration (defaults + file + overrides) as YAML."""
     import yaml
 
-    try:
-        cfg = load_config(config, set_ or [])
-    except ConfigError as e:
-        _fail(str(e))
+    cfg = guarded(load_config, path=config, overrides=set_ or [])
     console.print(yaml.safe_dump(cfg.public_dict(), sort_keys=False), highlight=False)
 
 

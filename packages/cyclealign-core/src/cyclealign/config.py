@@ -12,9 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key or file."""
+from cyclealign.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -121,7 +119,7 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     """The optimisation step."""
 
-    backend: Literal["torch", "deepspeed"] = "torch"
+    backend: Literal["torch"] = Field("torch", description="how parameters are updated: torch (one device)")
     lr: float = Field(5e-5, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
@@ -147,11 +145,6 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     run: RunConfig = RunConfig()
-
-    def sft_weight(self) -> float:
-        """λ resolved: the paper's (l−1)² unless set explicitly."""
-        w = self.loss.sft_weight
-        return float((self.cycle.num_samples - 1) ** 2) if w == "auto" else float(w)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config as plain data; never contains secrets (keys live in env/files only)."""

@@ -1,36 +1,85 @@
-"""The in-context demonstrations shown to the oracle: one static, plus a growing dynamic pool.
+"""The in-context demonstrations shown to the oracle: one static, plus the dynamic ones the run found.
 
-The dynamic pool grows by one agreement per interaction.  Only a few of them fit
-in an oracle prompt, so each request gets a selection (most recent, or most
-similar to the prompt by word overlap) cut to a token budget: the oracle's
-context must never overflow however long the run.
+The dynamic demonstrations live in the run directory's journal (``demos.jsonl``);
+the pool reads them from there and decides which to show for a prompt (most
+recent, or most similar by word overlap), cut to a count and a token budget.
+:func:`fit_demonstrations` is the one trimming pass: the pool uses it for its
+budget, and the oracle for the room its context leaves, so the oracle's context
+never overflows however long the run.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Protocol
 
+from cyclealign.prompts import demo_tokens
 from cyclealign.protocols import Demonstration
 
 _WORD = re.compile(r"[a-z0-9']+")
-
-
-def approx_tokens(text: str) -> int:
-    """A provider-independent token estimate (about four characters per token)."""
-    return max(1, (len(text) + 3) // 4)
-
-
-def demo_tokens(demo: Demonstration) -> int:
-    return approx_tokens(demo.prompt) + sum(approx_tokens(r) for r in demo.responses) + 8 * len(demo.responses)
 
 
 def _words(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
+def fit_demonstrations(
+    demos: Sequence[Demonstration],
+    *,
+    room: int | None = None,
+    dynamic_budget: int | None = None,
+    max_dynamic: int | None = None,
+) -> tuple[Demonstration, ...]:
+    """Keep demonstrations in the given (priority) order while they fit.
+
+    Every kept one counts against ``room``; dynamic ones also against
+    ``dynamic_budget`` and ``max_dynamic``.  One that does not fit is skipped and
+    the next, perhaps shorter, is tried.  ``None`` means no limit.
+    """
+    room_left = float("inf") if room is None else room
+    budget_left = float("inf") if dynamic_budget is None else dynamic_budget
+    kept: list[Demonstration] = []
+    n_dynamic = 0
+    for demo in demos:
+        cost = demo_tokens(demo)
+        dynamic = demo.source != "static"
+        if dynamic and max_dynamic is not None and n_dynamic >= max_dynamic:
+            continue
+        if cost > room_left or (dynamic and cost > budget_left):
+            continue
+        kept.append(demo)
+        room_left -= cost
+        if dynamic:
+            budget_left -= cost
+            n_dynamic += 1
+    return tuple(kept)
+
+
+class DemoJournal(Protocol):
+    """Where a run's dynamic demonstrations are kept, oldest first (the run directory)."""
+
+    demos: list[Demonstration]
+
+    def add_demo(self, demo: Demonstration) -> None: ...
+
+
+class _Memory:
+    """A journal in memory, for pools outside a run (evaluation, tests)."""
+
+    def __init__(self) -> None:
+        self.demos: list[Demonstration] = []
+
+    def add_demo(self, demo: Demonstration) -> None:
+        self.demos.append(demo)
+
+
 class DemoPool:
-    """Dynamic demonstrations collected so far, and the policy that picks some for a prompt."""
+    """Chooses, per prompt, the static and dynamic demonstrations to show.
+
+    It holds no demonstrations of its own: the dynamic ones live in ``journal``
+    (a run's :class:`~cyclealign.store.RunDir`; in memory when none is given).
+    """
 
     def __init__(
         self,
@@ -41,6 +90,7 @@ class DemoPool:
         max_dynamic: int = 3,
         selection: str = "recent",
         token_budget: int = 1200,
+        journal: DemoJournal | None = None,
     ) -> None:
         self.static = static
         self.use_static = use_static
@@ -48,40 +98,33 @@ class DemoPool:
         self.max_dynamic = max_dynamic
         self.selection = selection
         self.token_budget = token_budget
-        self.dynamic: list[Demonstration] = []
+        self.journal = journal if journal is not None else _Memory()
+
+    @property
+    def dynamic(self) -> Sequence[Demonstration]:
+        return self.journal.demos
 
     def add(self, demo: Demonstration) -> None:
-        self.dynamic.append(demo)
+        self.journal.add_demo(demo)
 
-    def extend(self, demos: Iterable[Demonstration]) -> None:
-        self.dynamic.extend(demos)
+    def extend(self, demos: Sequence[Demonstration]) -> None:
+        for demo in demos:
+            self.add(demo)
 
     def __len__(self) -> int:
         return len(self.dynamic)
 
     def select(self, prompt: str) -> tuple[Demonstration, ...]:
-        """Static first (if enabled), then dynamic demos within the count and token budget."""
-        chosen: list[Demonstration] = []
-        if self.use_static and self.static is not None:
-            chosen.append(self.static)
-        if not self.use_dynamic or self.max_dynamic == 0 or not self.dynamic:
-            return tuple(chosen)
+        """Static first (if enabled), then dynamic demos by the selection policy, within count and budget."""
+        chosen = [self.static] if self.use_static and self.static is not None else []
+        dynamic = list(self.dynamic) if self.use_dynamic and self.max_dynamic else []
         if self.selection == "similar":
             words = _words(prompt)
             # Most overlapping first; among equals, the most recent first.
-            indexed = list(enumerate(self.dynamic))
-            indexed.sort(key=lambda item: (-len(words & _words(item[1].prompt)), -item[0]))
-            ranked = [d for _, d in indexed]
+            indexed = sorted(enumerate(dynamic), key=lambda item: (-len(words & _words(item[1].prompt)), -item[0]))
+            dynamic = [d for _, d in indexed]
         else:
-            ranked = list(reversed(self.dynamic))
-        budget = self.token_budget
-        picked: list[Demonstration] = []
-        for demo in ranked:
-            if len(picked) == self.max_dynamic:
-                break
-            cost = demo_tokens(demo)
-            if cost > budget:
-                continue
-            picked.append(demo)
-            budget -= cost
-        return (*chosen, *picked)
+            dynamic.reverse()
+        return fit_demonstrations(
+            [*chosen, *dynamic], dynamic_budget=self.token_budget, max_dynamic=self.max_dynamic
+        )

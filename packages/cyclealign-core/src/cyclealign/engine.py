@@ -108,9 +108,9 @@ class Cycle:
         rewards: RewardFn,
         settings: CycleSettings,
         on_record: Callable[[dict[str, Any]], None] = lambda record: None,
-        on_demo: Callable[[Demonstration], None] = lambda demo: None,
         reseed: Callable[[str], None] = lambda key: None,
         should_stop: Callable[[], bool] = lambda: False,
+        totals: CycleTotals | None = None,
     ) -> None:
         self.sampler = sampler
         self.oracle = oracle
@@ -121,10 +121,9 @@ class Cycle:
         self.rewards = rewards
         self.s = settings
         self.on_record = on_record
-        self.on_demo = on_demo
         self.reseed = reseed
         self.should_stop = should_stop
-        self.totals = CycleTotals()
+        self.totals = totals if totals is not None else CycleTotals()  # a resumed run starts from its own
 
     # ------------------------------------------------------------------ the loop
     def run(
@@ -240,7 +239,6 @@ class Cycle:
             if len(agreement) >= self.s.min_agreement:
                 demo = self._demonstration(st, cands, agreement)
                 self.demos.add(demo)
-                self.on_demo(demo)
         else:
             self.totals.oracle_failures += 1
 
@@ -262,9 +260,7 @@ class Cycle:
                     "error": verdict.error,
                     "attempts": verdict.attempts,
                     "cached": verdict.cached,
-                    "cost_usd": verdict.cost_usd,
-                    "prompt_tokens": verdict.prompt_tokens,
-                    "completion_tokens": verdict.completion_tokens,
+                    **verdict.usage.as_dict(),
                     "latency_s": verdict.latency_s,
                 },
                 "demonstrations_shown": demos_shown,

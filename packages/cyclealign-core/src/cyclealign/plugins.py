@@ -17,12 +17,14 @@ from typing import Any
 import pluggy
 
 from cyclealign import hookspecs
+from cyclealign.config import OracleConfig
+from cyclealign.errors import PluginError
+from cyclealign.oracle import ChatBackend, ChatOracle
+from cyclealign.protocols import Oracle
+from cyclealign.usage import Usage
 
 GROUP = "cyclealign"
-
-
-class PluginError(LookupError):
-    """A plugin name that is unknown or registered twice."""
+__all__ = ["GROUP", "INSTALL_HINTS", "PluginError", "Registry", "create_oracle", "get_registry"]
 
 
 # First-party names whose absence means an extra is missing, and the install that fixes it.
@@ -161,11 +163,19 @@ def reset(keep_manager: bool = False) -> None:
         _pm = None
 
 
-def create_oracle(config: Any) -> Any:
-    """Build the oracle named by ``config.name`` through its registered factory."""
-    return get_registry().get("oracle", config.name, field="oracle.name").factory(config)
+def create_oracle(config: OracleConfig, *, spent: Usage | None = None) -> Oracle:
+    """Build the oracle named by ``config.name``.
 
-
-def create_loss(config: Any) -> Any:
-    """Build the loss named by ``config.name`` through its registered factory."""
-    return get_registry().get("loss", config.name, field="loss.name").factory(config)
+    A factory may return a whole ``Oracle``, or a ``ChatBackend``, which gets the
+    framework's ranking protocol around it (``ChatOracle``); ``spent`` is what the
+    run already paid before a resume, so the budget spans the whole run.
+    """
+    made = get_registry().get("oracle", config.name, field="oracle.name").factory(config)
+    if isinstance(made, ChatBackend):
+        return ChatOracle(made, config, spent=spent)
+    if not isinstance(made, Oracle):
+        raise PluginError(
+            f"oracle.name: the factory of {config.name!r} returned a {type(made).__name__}, "
+            "neither a ChatBackend nor an Oracle"
+        )
+    return made

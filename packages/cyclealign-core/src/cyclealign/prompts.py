@@ -29,17 +29,6 @@ class AnswerError(ValueError):
     """The oracle's answer is unusable; the message says exactly why (it is fed back on retry)."""
 
 
-RANKING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        RANK_FIELD: {"type": "array", "items": {"type": "integer"}},
-        RESPONSE_FIELD: {"type": "string"},
-    },
-    "required": [RANK_FIELD, RESPONSE_FIELD],
-    "additionalProperties": False,
-}
-
-
 MAX_RESPONSE_CHARS = 400  # keeps a grammar-constrained answer well inside oracle.max_tokens
 
 
@@ -103,6 +92,11 @@ def messages_tokens(messages: list[dict[str, str]]) -> int:
     return sum(approx_tokens(m.get("content") or "") + 4 for m in messages)
 
 
+def demo_tokens(demo: Demonstration) -> int:
+    """Estimated tokens of a demonstration: its texts plus a few tokens of framing per response."""
+    return approx_tokens(demo.prompt) + sum(approx_tokens(r) for r in demo.responses) + 8 * len(demo.responses)
+
+
 def _fence(tag: str, text: str) -> str:
     # The markers cannot be closed early by the candidate: any marker-like text inside is neutralised.
     clean = text.replace("<<<", "‹‹‹").replace(">>>", "›››")
@@ -113,6 +107,11 @@ def _block(prompt: str, responses: tuple[str, ...]) -> str:
     parts = [_fence("INSTRUCTION", prompt)]
     parts += [_fence(f"Response-{i}", r) for i, r in enumerate(responses)]
     return "\n".join(parts)
+
+
+def _demo_block(k: int, demo: Demonstration) -> str:
+    order = json.dumps(list(demo.order))
+    return f"\n## Example {k}\n{_block(demo.prompt, demo.responses)}\nCorrect order: {{\"{RANK_FIELD}\": {order}}}"
 
 
 def render_messages(request: OracleRequest, *, include_static: bool = True) -> list[dict[str, str]]:
@@ -128,10 +127,7 @@ def render_messages(request: OracleRequest, *, include_static: bool = True) -> l
     lines: list[str] = []
     if demos:
         lines.append("Here are examples of requests with answers and their correct order, best first.")
-        for k, demo in enumerate(demos, 1):
-            lines.append(f"\n## Example {k}")
-            lines.append(_block(demo.prompt, demo.responses))
-            lines.append(f'Correct order: {{"{RANK_FIELD}": {json.dumps(list(demo.order))}}}')
+        lines += [_demo_block(k, demo) for k, demo in enumerate(demos, 1)]
         lines.append("\n## Your task")
     lines.append(
         f"Order the {n} answers below from best to worst, then write your own answer to the request that is "
@@ -184,9 +180,6 @@ def first_json_object(text: str) -> dict[str, Any]:
     if not found:
         raise AnswerError("the reply contains no JSON object")
     return found[0][0]
-
-
-_first_object = first_json_object  # the name the evaluation judge imports
 
 
 def _copied(obj: Any, source: str, untrusted: tuple[str, ...]) -> bool:

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from cyclealign.errors import BudgetExceeded as BudgetExceeded  # raised by oracles, caught by the engine
+from cyclealign.usage import OracleStats, Usage
+
 
 @dataclass(frozen=True)
 class Message:
@@ -106,6 +109,7 @@ class OracleVerdict:
     ``order`` indexes ``OracleRequest.responses`` as shown, best first; it is
     ``None`` when no valid answer could be had, and ``error`` then says why.
     A failed verdict is recorded, never replaced by an invented ranking.
+    ``usage`` is what the answer took, over all its attempts (a cache replay is free).
     """
 
     order: tuple[int, ...] | None
@@ -114,15 +118,25 @@ class OracleVerdict:
     error: str | None = None
     attempts: int = 1
     cached: bool = False
-    cost_usd: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
     waited_s: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.order is not None
+
+    @property
+    def cost_usd(self) -> float:
+        return self.usage.cost_usd
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.usage.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.usage.completion_tokens
 
 
 @dataclass(frozen=True)
@@ -156,11 +170,20 @@ class Sampler(Protocol):
 
 @runtime_checkable
 class Oracle(Protocol):
-    """The black-box ranker.  ``rank_many`` may overlap its calls; order is preserved."""
+    """The black-box ranker.  ``rank_many`` may overlap its calls; order is preserved.
+
+    Most oracles are a chat backend behind ``cyclealign.oracle.ChatOracle``, which
+    implements all of this; a plugin may also implement it whole (e.g. a ranker
+    built on a local reward model).  ``stats`` is what it did and paid so far;
+    ``preflight`` fails fast on an endpoint that cannot work.
+    """
 
     name: str
+    stats: OracleStats
 
     def rank_many(self, requests: Sequence[OracleRequest]) -> list[OracleVerdict]: ...
+
+    def preflight(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -199,7 +222,3 @@ class Trainer(Protocol):
     """One optimisation step of ``L_rank + λ·L_sft`` over ranked candidates; returns loss parts."""
 
     def step(self, batches: Sequence[LossBatch]) -> dict[str, float]: ...
-
-
-class BudgetExceeded(RuntimeError):
-    """Raised by an oracle before a call that would spend more than ``oracle.budget_usd``."""

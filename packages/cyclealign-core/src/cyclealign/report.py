@@ -20,7 +20,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cyclealign.store import RunDirError, atomic_write_text, read_jsonl
+from cyclealign.errors import CycleAlignError, RunDirError, SetupError
+from cyclealign.store import atomic_write_text, read_jsonl
 
 INSTALL_HINT = 'pip install "cyclealign-core[eval]"'
 
@@ -32,7 +33,7 @@ def _plt() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RunDirError(f"reports need matplotlib: {INSTALL_HINT}") from None
+        raise SetupError(f"reports need matplotlib: {INSTALL_HINT}") from None
     return plt
 
 
@@ -273,7 +274,7 @@ def report_command(
 
     try:
         path = write_report(run_dir)
-    except RunDirError as e:
+    except CycleAlignError as e:  # a missing or damaged run directory, a missing extra: one line, no traceback
         Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     Console().print(f"report written: {path} (PNGs and report.md beside it)", highlight=False, soft_wrap=True)

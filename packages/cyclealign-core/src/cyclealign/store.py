@@ -26,11 +26,9 @@ from typing import Any
 
 import yaml
 
+from cyclealign import jsonl
+from cyclealign.errors import DataError, RunDirError
 from cyclealign.protocols import Demonstration
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -93,16 +91,13 @@ def atomic_replace_dir(target: Path, fill: Any) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """A run file's rows ([] when it does not exist yet); a damaged line is a ``RunDirError`` naming it."""
     if not path.exists():
         return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RunDirError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return rows
+    try:
+        return jsonl.read_jsonl(path)
+    except DataError as e:
+        raise RunDirError(str(e)) from None
 
 
 class RunDir:

@@ -7,10 +7,10 @@ One calling convention for all of them:
 - ``rewards`` float ``[B, n]``: higher is better, candidates in any order (nothing here
   depends on the order: every loss is written over pairs of candidates, not positions);
 - ``ref_logps`` ``[B, n]`` or ``None``: the frozen reference's summed log-probs (DPO only;
-  the others accept and ignore it so that callers can treat them alike);
-- ``mask`` bool ``[B, n]`` or ``None``: ``False`` marks a padding slot, for batches whose
-  rows hold different numbers of candidates.  A padding slot takes part in no pair and
-  its ``logps``/``lengths`` are never read (they may be 0, ``-inf`` or NaN).
+  the others accept and ignore it so that callers can treat them alike).
+
+Every row holds the same ``n`` real candidates: the engine groups prompts by how many
+candidates they kept, so there are no padding slots to mask.
 
 Each returns a scalar: the per-row loss averaged over the ``B`` rows (a row without a
 strictly ordered pair adds 0 to that mean), differentiable w.r.t. ``logps``.
@@ -26,10 +26,8 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def _prepare(
-    logps: Tensor, lengths: Tensor, rewards: Tensor, mask: Tensor | None, min_n: int = 2
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Validate shapes and values; return ``(logps, lengths, rewards, mask)`` with padding slots neutralised."""
+def _prepare(logps: Tensor, lengths: Tensor, rewards: Tensor, min_n: int = 2) -> Tensor:
+    """Validate shapes and values; return ``rewards`` in the dtype of ``logps``."""
     if logps.dim() != 2:
         raise ValueError(f"logps must be [B, n], got shape {tuple(logps.shape)}")
     if lengths.shape != logps.shape or rewards.shape != logps.shape:
@@ -38,31 +36,23 @@ def _prepare(
         )
     if logps.shape[1] < min_n:
         raise ValueError(f"a ranking loss needs at least {min_n} candidates per prompt, got n={logps.shape[1]}")
-    if mask is None:
-        mask = torch.ones_like(logps, dtype=torch.bool)
-    elif mask.shape != logps.shape or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be bool {tuple(logps.shape)}, got {mask.dtype} {tuple(mask.shape)}")
     rewards = rewards.to(logps.dtype)
-    bad_reward = mask & ~torch.isfinite(rewards)
+    bad_reward = ~torch.isfinite(rewards)
     if bool(bad_reward.any()):
         raise ValueError(f"rewards must be finite (row(s) {_rows(bad_reward)})")
-    bad_length = mask & (lengths <= 0)
+    bad_length = lengths <= 0
     if bool(bad_length.any()):
         raise ValueError(f"every candidate needs a positive token count in `lengths` (row(s) {_rows(bad_length)})")
-    # Padding slots: zero log-prob, unit length, zero reward, so no NaN can reach the result or its gradient.
-    logps = torch.where(mask, logps, torch.zeros_like(logps))
-    lengths = torch.where(mask, lengths, torch.ones_like(lengths))
-    rewards = torch.where(mask, rewards, torch.zeros_like(rewards))
-    return logps, lengths, rewards, mask
+    return rewards
 
 
 def _rows(bad: Tensor) -> str:
     return ", ".join(str(int(i)) for i in bad.any(dim=1).nonzero().flatten()[:5])
 
 
-def _strictly_better(rewards: Tensor, mask: Tensor) -> Tensor:
-    """``[B, i, j]``: candidate i has a strictly higher reward than candidate j, both real."""
-    return (rewards[:, :, None] > rewards[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+def _strictly_better(rewards: Tensor) -> Tensor:
+    """``[B, i, j]``: candidate i has a strictly higher reward than candidate j."""
+    return rewards[:, :, None] > rewards[:, None, :]
 
 
 def mean_logps(logps: Tensor, lengths: Tensor) -> Tensor:
@@ -75,8 +65,6 @@ def pro_loss(
     lengths: Tensor,
     rewards: Tensor,
     ref_logps: Tensor | None = None,
-    *,
-    mask: Tensor | None = None,
 ) -> Tensor:
     """Preference Ranking Optimisation: a listwise softmax of each candidate against those ranked below it.
 
@@ -91,9 +79,9 @@ def pro_loss(
     two tied candidates; each member of a tie gets its own ``ℓ`` against the strictly worse
     ones.  A candidate with nothing strictly below it (the last one) adds 0.
     """
-    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask)
+    rewards = _prepare(logps, lengths, rewards)
     s = mean_logps(logps, lengths)
-    strict = _strictly_better(rewards, mask)  # [B, k, j]
+    strict = _strictly_better(rewards)  # [B, k, j]
     w = torch.where(strict, rewards[:, :, None] - rewards[:, None, :], torch.zeros((), dtype=s.dtype))
     w_kk = w.max(dim=2).values  # [B, k]; 0 where k has nothing below it
     head = s * w_kk
@@ -110,16 +98,15 @@ def rrhf_loss(
     ref_logps: Tensor | None = None,
     *,
     length_penalty: float = 1.0,
-    mask: Tensor | None = None,
 ) -> Tensor:
     """RRHF's ranking term: Σ over pairs with r_i < r_j of max(0, p_i − p_j), ``p = logps / lengths^α``.
 
     ``length_penalty`` is α (default 1: each response divided by its OWN true length, the
     fix for the reference code, which divided every candidate by the padded length).
     """
-    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask)
+    rewards = _prepare(logps, lengths, rewards)
     p = logps / lengths.to(logps.dtype).pow(length_penalty)
-    worse = _strictly_better(rewards, mask).transpose(1, 2)  # [B, i, j]: candidate i ranked below j
+    worse = _strictly_better(rewards).transpose(1, 2)  # [B, i, j]: candidate i ranked below j
     diff = p[:, :, None] - p[:, None, :]
     return torch.where(worse, F.relu(diff), torch.zeros_like(diff)).sum(dim=(1, 2)).mean()
 
@@ -135,7 +122,6 @@ def dpo_loss(
     *,
     beta: float = 0.1,
     pairs: str = "all",
-    mask: Tensor | None = None,
 ) -> Tensor:
     """DPO's sigmoid loss ``−log σ(β[(π_w − π_l) − (ref_w − ref_l)])`` over the ranking's pairs.
 
@@ -151,14 +137,13 @@ def dpo_loss(
         raise ValueError("dpo_loss needs ref_logps (the frozen reference's summed log-probs)")
     if ref_logps.shape != logps.shape:
         raise ValueError(f"ref_logps {tuple(ref_logps.shape)} must match logps {tuple(logps.shape)}")
-    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask)
-    ref = torch.where(mask, ref_logps.to(logps.dtype), torch.zeros((), dtype=logps.dtype))
-    h = logps - ref
+    rewards = _prepare(logps, lengths, rewards)
+    h = logps - ref_logps.to(logps.dtype)
     margin = beta * (h[:, :, None] - h[:, None, :])  # [B, w, l]
-    better = _strictly_better(rewards, mask)
+    better = _strictly_better(rewards)
     if pairs == "best_worst":
-        top = mask & (rewards == torch.where(mask, rewards, -torch.inf).max(dim=1, keepdim=True).values)
-        bottom = mask & (rewards == torch.where(mask, rewards, torch.inf).min(dim=1, keepdim=True).values)
+        top = rewards == rewards.max(dim=1, keepdim=True).values
+        bottom = rewards == rewards.min(dim=1, keepdim=True).values
         better = better & top[:, :, None] & bottom[:, None, :]
     per_pair = torch.where(better, -F.logsigmoid(margin), torch.zeros_like(margin))
     count = better.sum(dim=(1, 2)).clamp(min=1).to(logps.dtype)
@@ -170,8 +155,6 @@ def sft_loss(
     lengths: Tensor,
     rewards: Tensor,
     ref_logps: Tensor | None = None,
-    *,
-    mask: Tensor | None = None,
 ) -> Tensor:
     """Negative MEAN token log-prob of the best candidate, ``−(1/|y¹|) Σ_t log π(y¹_t)``.
 
@@ -179,9 +162,6 @@ def sft_loss(
     weighs long answers more.  Among candidates tied for the best reward the first (lowest
     index) is the target.
     """
-    logps, lengths, rewards, mask = _prepare(logps, lengths, rewards, mask, min_n=1)
-    if not bool(mask.any(dim=1).all()):
-        empty = ~mask.any(dim=1, keepdim=True)
-        raise ValueError(f"sft_loss: every row needs at least one real candidate (row(s) {_rows(empty)})")
-    best = torch.where(mask, rewards, -torch.inf).argmax(dim=1, keepdim=True)
+    rewards = _prepare(logps, lengths, rewards, min_n=1)
+    best = rewards.argmax(dim=1, keepdim=True)
     return -torch.gather(mean_logps(logps, lengths), 1, best).squeeze(1).mean()

@@ -1,23 +1,33 @@
 """The `RankLoss` plugins: a ranking objective plus λ·SFT, as the engine calls them.
 
-The engine (``cyclealign.run.build_loss``) builds them through the registry as
+The engine builds them through its plugin registry as
 ``factory(config.loss, num_samples=config.cycle.num_samples)``; ``num_samples`` is l,
 which the paper's λ = (l−1)² needs when ``loss.sft_weight`` is ``"auto"``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
 from cyclealign_losses.functional import DPO_PAIRS, dpo_loss, pro_loss, rrhf_loss, sft_loss
 
-if TYPE_CHECKING:
-    from cyclealign.protocols import LossOutput
-
 Tensor = torch.Tensor
 DEFAULT_NUM_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """What a loss call returns: the differentiable scalar ``total`` and float ``parts`` for the records.
+
+    The same fields as ``cyclealign.protocols.LossOutput``; the engine reads only those
+    two, so this package need not import the engine to satisfy its ``RankLoss`` protocol.
+    """
+
+    total: Tensor
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_sft_weight(value: float | str, num_samples: int | None = DEFAULT_NUM_SAMPLES) -> float:
@@ -37,16 +47,20 @@ def resolve_sft_weight(value: float | str, num_samples: int | None = DEFAULT_NUM
 
 
 class _RankPlusSft:
-    """``L = L_rank + λ·L_sft``; ``parts`` reports both terms (as floats) for the run records."""
+    """``L = L_rank + λ·L_sft``; ``parts`` reports both terms (as floats) for the run records.
+
+    ``sft_weight`` is λ already resolved to a number (``"auto"`` is never stored), so a
+    run summary can report it straight from the loss object.
+    """
 
     name: ClassVar[str] = "base"
     needs_reference: ClassVar[bool] = False
 
     def __init__(self, sft_weight: float = 4.0, **hyper: Any) -> None:
-        self.sft_weight = resolve_sft_weight(sft_weight)
+        self.sft_weight: float = resolve_sft_weight(sft_weight)
         self.hyper: dict[str, Any] = hyper
 
-    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
         """The ranking term alone (a scalar tensor)."""
         raise NotImplementedError
 
@@ -56,13 +70,9 @@ class _RankPlusSft:
         lengths: Tensor,
         rewards: Tensor,
         ref_logps: Tensor | None = None,
-        *,
-        mask: Tensor | None = None,
     ) -> LossOutput:
-        from cyclealign.protocols import LossOutput
-
-        rank = self.rank(logps, lengths, rewards, ref_logps, mask)
-        sft = sft_loss(logps, lengths, rewards, mask=mask)
+        rank = self.rank(logps, lengths, rewards, ref_logps)
+        sft = sft_loss(logps, lengths, rewards)
         total = rank + self.sft_weight * sft
         return LossOutput(
             total=total,
@@ -94,8 +104,8 @@ class ProLoss(_RankPlusSft):
     def __init__(self, sft_weight: float = 4.0) -> None:
         super().__init__(sft_weight)
 
-    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
-        return pro_loss(logps, lengths, rewards, mask=mask)
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
+        return pro_loss(logps, lengths, rewards)
 
 
 class RrhfLoss(_RankPlusSft):
@@ -108,8 +118,8 @@ class RrhfLoss(_RankPlusSft):
             raise ValueError(f"loss.length_penalty must be >= 0, got {length_penalty}")
         super().__init__(sft_weight, length_penalty=float(length_penalty))
 
-    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
-        return rrhf_loss(logps, lengths, rewards, length_penalty=self.hyper["length_penalty"], mask=mask)
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
+        return rrhf_loss(logps, lengths, rewards, length_penalty=self.hyper["length_penalty"])
 
     @classmethod
     def _hyper(cls, config: Any) -> dict[str, Any]:
@@ -129,10 +139,10 @@ class DpoLoss(_RankPlusSft):
             raise ValueError(f"loss.dpo_pairs must be one of {', '.join(DPO_PAIRS)}, got {pairs!r}")
         super().__init__(sft_weight, beta=float(beta), pairs=pairs)
 
-    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None, mask: Tensor | None) -> Tensor:
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
         if ref is None:
             raise ValueError("the dpo loss needs the reference log-probs (needs_reference is True)")
-        return dpo_loss(logps, lengths, rewards, ref, beta=self.hyper["beta"], pairs=self.hyper["pairs"], mask=mask)
+        return dpo_loss(logps, lengths, rewards, ref, beta=self.hyper["beta"], pairs=self.hyper["pairs"])
 
     @classmethod
     def _hyper(cls, config: Any) -> dict[str, Any]:

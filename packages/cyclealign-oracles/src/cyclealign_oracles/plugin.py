@@ -1,4 +1,4 @@
-"""Registers the litellm oracles through the `cyclealign` entry-point group, like any third party.
+"""Registers the litellm chat backends through the `cyclealign` entry-point group, like any third party.
 
 - ``chatgpt``: gpt-3.5-turbo (the paper's oracle), key from ``OPENAI_API_KEY``;
 - ``gpt-4``: gpt-4, key from ``OPENAI_API_KEY``;
@@ -7,6 +7,7 @@
 - ``litellm``: any litellm model string in ``oracle.model`` (keys as litellm reads them from the environment,
   or from ``oracle.api_key_env`` / ``oracle.api_key_file``).
 
+Each factory returns a chat backend; the framework wraps it in its ranking oracle.
 The defaults of each name live in ``cyclealign_oracles.providers.ALIASES``.
 """
 
@@ -24,11 +25,11 @@ hookimpl = pluggy.HookimplMarker("cyclealign")
 
 def _factory(alias: str) -> Callable[[OracleConfig], Any]:
     def make(config: OracleConfig) -> Any:
-        from cyclealign_oracles.litellm_oracle import LiteLLMOracle
+        from cyclealign_oracles.litellm_chat import LiteLLMChat
 
         if config.name != alias:  # reached through another name: the alias decides the defaults
             config = config.model_copy(update={"name": alias})
-        return LiteLLMOracle(config)
+        return LiteLLMChat(config)
 
     make.__name__ = f"make_{alias.replace('-', '_')}"
     return make

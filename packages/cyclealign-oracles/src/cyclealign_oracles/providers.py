@@ -6,18 +6,12 @@ Kept apart from the transport so the policy can be read (and tested) in one plac
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from cyclealign.config import OracleConfig
-
-
-class OracleSetupError(RuntimeError):
-    """The oracle cannot be used as configured (missing key, unknown model, unreachable server, …)."""
+from cyclealign.errors import OracleSetupError
 
 
 @dataclass(frozen=True)
@@ -42,24 +36,6 @@ ALIASES: dict[str, Alias] = {
 def alias_for(name: str) -> Alias:
     """The alias behind an oracle name; unknown names (a plugin reusing the class) get plain litellm defaults."""
     return ALIASES.get(name, Alias(name))
-
-
-# ---------------------------------------------------------------- keys
-def read_api_key(config: OracleConfig, default_env: str | None) -> str | None:
-    """The API key from ``oracle.api_key_file`` or the environment; never from the config file itself."""
-    if config.api_key_file is not None:
-        path = Path(config.api_key_file).expanduser()
-        if not path.is_file():
-            raise OracleSetupError(f"oracle.api_key_file: {path} does not exist")
-        lines = path.read_text().strip().splitlines()
-        key = lines[0].strip() if lines else ""
-        if not key:
-            raise OracleSetupError(f"oracle.api_key_file: {path} is empty")
-        return key
-    env = config.api_key_env or default_env
-    if env is None:
-        return None
-    return os.environ.get(env) or None  # an empty variable counts as unset
 
 
 # ---------------------------------------------------------------- structured output
@@ -97,29 +73,50 @@ def choose_format(model: str, *, local: bool, litellm: Any) -> FormatMode:
     return "none"
 
 
-def openai_ranking_schema(n: int) -> dict[str, Any]:
-    """The ranking schema in the subset OpenAI's strict mode accepts (no enums of arrays, no lengths)."""
-    return {
-        "type": "object",
-        "properties": {
-            "desired rank": {"type": "array", "items": {"type": "integer", "enum": list(range(n))}},
-            "response": {"type": "string"},
-        },
-        "required": ["desired rank", "response"],
-        "additionalProperties": False,
-    }
+_STRICT_DROPS = ("minLength", "maxLength", "minItems", "maxItems")
 
 
-def response_format(
-    mode: FormatMode, schema: dict[str, Any] | None, *, strict_schema: dict[str, Any] | None = None
-) -> dict[str, Any] | None:
-    """The ``response_format`` request field for a mode (``strict_schema``: an OpenAI-strict variant)."""
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` in the subset OpenAI's strict mode accepts: no length bounds, no enums of arrays.
+
+    An enum of lists (the ranking schema's list of permutations) becomes an array
+    of the values they contain, so the ranking still reads as a list of answer numbers.
+    """
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _STRICT_DROPS:
+            continue
+        if key == "enum" and value and all(isinstance(v, list) for v in value):
+            items = sorted({x for v in value for x in v})
+            out.update({"type": "array", "items": {"type": "integer", "enum": items}})
+        elif key == "properties":
+            out[key] = {name: strict_schema(sub) for name, sub in value.items()}
+        elif key == "items" and isinstance(value, dict):
+            sub = strict_schema(value)
+            if "enum" in sub and "type" not in sub and all(isinstance(v, int) for v in sub["enum"]):
+                sub = {"type": "integer", **sub}
+            out[key] = sub
+        else:
+            out[key] = value
+    return out
+
+
+def response_format(mode: FormatMode, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``response_format`` request field for a mode.
+
+    ``json_schema`` goes strict when the schema can be (every property required,
+    no others allowed), after :func:`strict_schema` has removed what strict mode rejects.
+    """
     if mode == "schema_object":
         return {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
-    if mode == "json_schema" and (strict_schema or schema):
+    if mode == "json_schema" and schema:
+        strict = strict_schema(schema)
+        can_be_strict = strict.get("additionalProperties") is False and set(strict.get("required", [])) == set(
+            strict.get("properties", {})
+        )
         return {
             "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": strict_schema or schema, "strict": strict_schema is not None},
+            "json_schema": {"name": "answer", "schema": strict if can_be_strict else schema, "strict": can_be_strict},
         }
     if mode in ("json_schema", "json_object"):
         return {"type": "json_object"}

@@ -10,8 +10,6 @@ an evaluation item.  docs/data.md lists them with the counts on the real data.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 import warnings
@@ -21,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cyclealign.data.jsonl import DataError
+from cyclealign.errors import DataError
+from cyclealign.jsonl import JsonlReader
 from cyclealign.protocols import Message, Prompt
 
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 HUB_ID = "Anthropic/hh-rlhf"
 INSTALL_HINT = 'pip install "cyclealign-core[eval]" (or "cyclealign-core[data]" for loading only)'
 _MARKER = re.compile(r"\n\n(Human|Assistant):")
+ROLES = {"Human": "user", "Assistant": "assistant"}  # HH-RLHF speaker -> chat role
 
 # Drop reasons, in the order they are checked: the first that applies is counted.
 FILTER_RULES: dict[str, str] = {
@@ -128,33 +128,32 @@ def parse_pair(chosen: str, rejected: str) -> tuple[list[tuple[str, str]], str, 
 
 
 def _prompt(pid: str, context: Sequence[tuple[str, str]]) -> Prompt:
-    roles = {"Human": "user", "Assistant": "assistant"}
-    return Prompt(pid, tuple(Message(roles[role], content) for role, content in context))
+    return Prompt(pid, tuple(Message(ROLES[role], content) for role, content in context))
+
+
+def dialogue_text(prompt: Prompt | str) -> str:
+    """A dialogue in HH-RLHF's turn format (``Human: …`` / ``Assistant: …`` paragraphs, as ``split_dialogue`` reads).
+
+    A single turn is its text alone.  This is the question as pair-input reward models
+    and the judge see it, and as ``answers.jsonl`` stores it; the oracle's rendering of
+    a prompt is ``Prompt.text``.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt.messages) == 1:
+        return prompt.messages[0].content
+    return "\n\n".join(f"{'Human' if m.role == 'user' else 'Assistant'}: {m.content}" for m in prompt.messages)
 
 
 def _read_rows(path: Path, lenient: bool, report: FilterReport) -> Iterable[tuple[int, dict]]:
     """Rows with their 1-based line numbers; a malformed row raises naming file:line, or is counted."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict) or not all(
-                        isinstance(row.get(k), str) for k in ("chosen", "rejected")
-                    ):
-                        raise ValueError('expected an object with string fields "chosen" and "rejected"')
-                except ValueError as e:
-                    if lenient:
-                        report.malformed_skipped += 1
-                        continue
-                    msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
-                    raise DataError(f"{path}:{n}: {msg} (lenient loading skips and counts such rows)") from None
-                yield n, row
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from None
+    rows = JsonlReader(path, lenient=lenient, hint="lenient loading skips and counts such rows")
+    for n, row in rows:
+        if isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("chosen", "rejected")):
+            yield n, row
+        else:
+            rows.reject(n, 'expected an object with string fields "chosen" and "rejected"')
+    report.malformed_skipped += rows.skipped
 
 
 def load_hh_rlhf(

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
+from cyclealign.errors import DataError
+from cyclealign.jsonl import JsonlReader
 from cyclealign.protocols import Message, Prompt
-
-
-class DataError(ValueError):
-    """A data file or row is unusable; the message names the file and line."""
 
 
 def parse_prompt_row(row: Any, pid: str) -> Prompt:
@@ -49,27 +46,14 @@ def load_jsonl_prompts(path: str | Path, *, lenient: bool = False) -> list[Promp
     if not path.is_file():
         raise DataError(f"data.source: {path} does not exist")
     prompts: list[Prompt] = []
-    skipped = 0
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                if lenient:
-                    skipped += 1
-                    continue
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            try:
-                prompts.append(parse_prompt_row(row, f"{path.stem}-{n}"))
-            except ValueError as e:
-                if lenient:
-                    skipped += 1
-                    continue
-                raise DataError(f"{path}:{n}: {e}") from None
-    if skipped:
-        warnings.warn(f"{path}: skipped {skipped} malformed rows (data.lenient)", stacklevel=2)
+    rows = JsonlReader(path, lenient=lenient)
+    for n, row in rows:
+        try:
+            prompts.append(parse_prompt_row(row, f"{path.stem}-{n}"))
+        except ValueError as e:
+            rows.reject(n, str(e))
+    if rows.skipped:
+        warnings.warn(f"{path}: skipped {rows.skipped} malformed rows (data.lenient)", stacklevel=2)
     if not prompts:
         raise DataError(f"data.source: {path} holds no prompts")
     return prompts

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cyclealign.config import Config, ConfigError, load_config
+from cyclealign.config import Config, load_config
+from cyclealign.errors import ConfigError
 
 eval_app = typer.Typer(
     help="Evaluate as in the paper: reward-model scores (Table 1), LLM-judge win rates (Tables 2-3), "
@@ -44,21 +45,9 @@ def _config(config: Path | None, sets: list[str] | None) -> Config:
 
 def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """Call an evaluation function; bad input becomes one red line and exit code 2, not a traceback."""
-    from rich.console import Console
-    from rich.markup import escape
+    from cyclealign.cli_common import guarded
 
-    from cyclealign.cli import SETUP_ERRORS
-    from cyclealign.plugins import PluginError
-    from cyclealign.store import RunDirError
-
-    try:
-        return fn(**kwargs)
-    except (ValueError, FileNotFoundError, ImportError, PluginError, RunDirError, RuntimeError) as e:
-        # DataError and RewardModelError are ValueErrors; of RuntimeErrors only the oracle/white-box setup ones.
-        if isinstance(e, RuntimeError) and not isinstance(e, RunDirError) and type(e).__name__ not in SETUP_ERRORS:
-            raise
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    return guarded(fn, **kwargs)
 
 
 @eval_app.command("reward")

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from cyclealign.config import CycleConfig, OracleConfig
-from cyclealign.data.hh_rlhf import SUBSETS, HHExample, load_hh_rlhf, stratified_sample
+from cyclealign.data.hh_rlhf import SUBSETS, HHExample, dialogue_text, load_hh_rlhf, stratified_sample
 from cyclealign.evaluate.tables import merge_row, print_table, write_table
 from cyclealign.store import atomic_write_jsonl, atomic_write_text
 
@@ -83,7 +83,7 @@ def eval_reward(
     ``answers`` skips generation (score answers produced elsewhere, in the sample's
     order); ``table`` also merges this system's row into a shared CSV, one row per system.
     """
-    from cyclealign.evaluate.reward import RewardScorer, ScoredAnswer, question_text, table1
+    from cyclealign.evaluate.reward import RewardScorer, ScoredAnswer, table1
 
     console = console or Console()
     examples = _examples(data, subsets, split, k, seed, lenient, console)
@@ -108,7 +108,7 @@ def eval_reward(
         scorer = RewardScorer(reward_model, reward_kind, batch_size=batch_size, device=device, dtype=dtype)
         scores = scorer.score([ex.prompt for ex in examples], list(answers))
     scored = [
-        ScoredAnswer(ex.id, ex.subset, question_text(ex.prompt), a, s)
+        ScoredAnswer(ex.id, ex.subset, dialogue_text(ex.prompt), a, s)
         for ex, a, s in zip(examples, answers, scores, strict=True)
     ]
     atomic_write_jsonl(

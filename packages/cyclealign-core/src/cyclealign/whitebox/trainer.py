@@ -1,8 +1,8 @@
 """The optimisation step: one padded forward over all candidates, the loss, one backend step.
 
 The backend is the only part that knows *how* parameters are updated (plain
-PyTorch here; DeepSpeed ZeRO-2 slots in behind the same three methods), so the
-engine and the trainer never change when the backend does.
+PyTorch on one device here; another backend would slot in behind the same
+methods), so the engine and the trainer never change when the backend does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from cyclealign.errors import ConfigError
 from cyclealign.protocols import LossBatch, RankLoss
 from cyclealign.whitebox.batching import EncodedBatch, encode_candidates, sequence_logps
 from cyclealign.whitebox.loading import WhiteBox
@@ -25,7 +26,7 @@ class TrainingBackend(Protocol):
     """Applies a loss to the trainable parameters and owns the optimizer state.
 
     The trainer only computes the loss; how gradients are reduced, clipped and
-    applied (one device, or sharded under DeepSpeed ZeRO-2) is the backend's
+    applied (on one device, or sharded across several) is the backend's
     business, so a new backend never touches the trainer or the engine.
     """
 
@@ -182,14 +183,9 @@ class PolicyTrainer:
 
 def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any) -> PolicyTrainer:
     """The trainer with the backend ``train.backend`` names."""
-    if train.backend == "torch":
-        backend: TrainingBackend = TorchBackend(whitebox.model, train.lr, train.weight_decay, train.max_grad_norm)
-    elif train.backend == "deepspeed":
-        from cyclealign.whitebox.deepspeed_backend import DeepSpeedBackend
-
-        backend = DeepSpeedBackend(whitebox.model, train)
-    else:
-        raise ValueError(f"train.backend: unknown backend {train.backend!r} (torch, deepspeed)")
+    if train.backend != "torch":
+        raise ConfigError(f"train.backend: unknown backend {train.backend!r} (known: torch)")
+    backend = TorchBackend(whitebox.model, train.lr, train.weight_decay, train.max_grad_norm)
     return PolicyTrainer(whitebox, loss, backend, train.max_length)
 
 

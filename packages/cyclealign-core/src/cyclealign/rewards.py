@@ -1,8 +1,13 @@
-"""From an ordinal ranking to reward values.
+"""Turning the agreed ranking into the reward numbers a loss trains on.
 
-The oracle gives ranks, but PRO weights candidates by reward *differences* and
-every loss here treats equal rewards as a tie that teaches nothing, so each
-scheme gives strictly decreasing values down the ranking.
+An oracle (or the agreement of oracle and self-ranking) yields only an order:
+candidate indices, best first.  Ranking losses need numbers: PRO weighs pairs by
+the *difference* of their rewards, and every loss skips pairs whose rewards are
+equal.  So each scheme maps positions to values that fall strictly from the top
+of the list to the bottom, and no two candidates of one ranking ever tie.
+
+This lives in core, not in a loss plugin, because the engine assigns rewards
+before any loss sees them; every loss, built in or third party, gets the same ones.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What keeps a long run polite and solvent: backoff, ``Retry-After``, a requests-per-minute pacer, a budget.
+"""What keeps a long run polite and solvent: backoff, a requests-per-minute pacer, a budget.
 
 The pacer and the budget live on the oracle (not on one ``rank_many`` call), so
 their limits hold across the whole run however the engine batches its prompts.
@@ -9,10 +9,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-from cyclealign.protocols import BudgetExceeded
+from cyclealign.errors import BudgetExceeded
 
 
 def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
@@ -22,34 +21,6 @@ def backoff_delay(retry: int, base_s: float, max_s: float, rng: random.Random | 
     """
     delay = min(max_s, base_s * 2**retry)
     return min(max_s, delay * (0.5 + (rng or random).random()))
-
-
-def retry_after_s(error: BaseException) -> float | None:
-    """Seconds the server asked us to wait (``Retry-After`` or ``retry-after-ms``), if the error carries it."""
-    for carrier in (getattr(error, "response", None), getattr(error, "litellm_response_headers", None)):
-        headers = getattr(carrier, "headers", carrier)
-        if headers is None or not hasattr(headers, "get"):
-            continue
-        try:
-            ms = headers.get("retry-after-ms")
-            value = headers.get("retry-after") or headers.get("Retry-After")
-        except Exception:
-            continue
-        if ms is not None:
-            try:
-                return max(0.0, float(ms) / 1000.0)
-            except ValueError:
-                pass
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
 
 
 class RequestPacer:

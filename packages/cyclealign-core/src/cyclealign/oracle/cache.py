@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cyclealign.usage import Usage
+
 log = logging.getLogger("cyclealign.oracle.cache")
 
-KEY_VERSION = 1  # bump when what goes into a key changes, so old entries are never misread
+KEY_VERSION = 2  # bump when what goes into a key changes, so old entries are never misread
 
 
 def cache_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
@@ -39,10 +41,10 @@ def cache_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]
 
 @dataclass(frozen=True)
 class CachedAnswer:
+    """A stored reply and what it cost when it was first paid for (a replay costs nothing)."""
+
     text: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
+    usage: Usage
 
 
 _SCHEMA = (
@@ -123,7 +125,10 @@ class OracleCache:
             except (sqlite3.Error, OSError) as e:
                 self._warn("a read", e)
                 return None
-        return CachedAnswer(*row) if row else None
+        if not row:
+            return None
+        text, prompt_tokens, completion_tokens, cost_usd = row
+        return CachedAnswer(text, Usage(1, int(prompt_tokens or 0), int(completion_tokens or 0), float(cost_usd or 0)))
 
     def put(self, key: str, model: str, answer: CachedAnswer) -> None:
         with self._lock:
@@ -134,9 +139,9 @@ class OracleCache:
                         key,
                         model,
                         answer.text,
-                        answer.prompt_tokens,
-                        answer.completion_tokens,
-                        answer.cost_usd,
+                        answer.usage.prompt_tokens,
+                        answer.usage.completion_tokens,
+                        answer.usage.cost_usd,
                         time.time(),
                     ),
                 )

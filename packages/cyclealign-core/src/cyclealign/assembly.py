@@ -1,0 +1,126 @@
+"""Turn a config into the parts of a run: pure wiring, no policy.
+
+Each ``build_*`` makes one part from its config section; what a run does with
+them (status, checkpoints, resume, stop) is :mod:`cyclealign.session`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+from cyclealign import plugins
+from cyclealign.agreement import make_agreement
+from cyclealign.checkpoint import reseed_all
+from cyclealign.config import Config
+from cyclealign.demos import DemoPool
+from cyclealign.engine import Cycle, CycleSettings, CycleTotals
+from cyclealign.errors import DataError
+from cyclealign.prompts import STATIC_DEMONSTRATION
+from cyclealign.protocols import Oracle, Prompt, RankLoss
+from cyclealign.rewards import ranks_to_rewards
+from cyclealign.store import RunDir
+from cyclealign.usage import Usage
+
+
+def load_training_prompts(config: Config) -> list[Prompt]:
+    from cyclealign.data import load_prompts
+
+    return load_prompts(config.data, seed=config.run.seed)
+
+
+def build_loss(config: Config) -> RankLoss:
+    entry = plugins.get_registry().get("loss", config.loss.name, field="loss.name")
+    return entry.factory(config.loss, num_samples=config.cycle.num_samples)
+
+
+def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
+    """What can be checked in a second, before the run directory is touched: prompts, loss, model, oracle name."""
+    from cyclealign.whitebox.loading import resolve_model
+
+    prompts = load_training_prompts(config)
+    loss = build_loss(config)
+    resolve_model(config.whitebox.model, config.whitebox.gguf_file)
+    plugins.get_registry().get("oracle", config.oracle.name, field="oracle.name")
+    return prompts, loss
+
+
+def build_oracle(config: Config, store: RunDir, spent: Usage | None = None) -> Oracle:
+    """The configured oracle, caching into the run directory unless told otherwise."""
+    oracle_cfg = config.oracle
+    if oracle_cfg.cache and oracle_cfg.cache_path is None:
+        oracle_cfg = oracle_cfg.model_copy(update={"cache_path": store.cache_path})
+    return plugins.create_oracle(oracle_cfg, spent=spent)
+
+
+def fit_prompts(prompts: list[Prompt], tokenizer: Any, config: Config, console: Console) -> list[Prompt]:
+    """Prompts longer than ``whitebox.max_prompt_tokens``: keep their tail (counted) or reject the run."""
+    from cyclealign.whitebox import encode_prompt
+
+    limit = config.whitebox.max_prompt_tokens
+    too_long = [p for p in prompts if encode_prompt(tokenizer, p, limit)[1]]
+    if too_long and config.data.overlong == "reject":
+        ids = ", ".join(p.id for p in too_long[:5])
+        raise DataError(
+            f"{len(too_long)} prompt(s) exceed whitebox.max_prompt_tokens={limit} (e.g. {ids}); "
+            "shorten them, raise the limit, or set data.overlong=truncate"
+        )
+    if too_long:
+        console.print(f"[yellow]{len(too_long)} prompt(s) longer than {limit} tokens keep their last {limit}[/yellow]")
+    return prompts
+
+
+def build_whitebox(config: Config, loss: RankLoss) -> tuple[Any, Any]:
+    """The white-box model (seeded) and its trainer."""
+    from cyclealign.whitebox import build_trainer, load_whitebox
+
+    reseed_all(f"{config.run.seed}:init")
+    whitebox = load_whitebox(config.whitebox, seed=config.run.seed)
+    return whitebox, build_trainer(whitebox, loss, config.train)
+
+
+def build_pool(config: Config, store: RunDir) -> DemoPool:
+    """The demonstration pool over the run directory's journal of demonstrations."""
+    c = config.cycle
+    return DemoPool(
+        STATIC_DEMONSTRATION,
+        use_static=c.icl,
+        use_dynamic=c.icl and c.dynamic_demos,
+        max_dynamic=c.max_dynamic_demos,
+        selection=c.demo_selection,
+        token_budget=c.demo_token_budget,
+        journal=store,
+    )
+
+
+def build_cycle(
+    config: Config,
+    *,
+    whitebox: Any,
+    oracle: Oracle,
+    trainer: Any,
+    store: RunDir,
+    totals: CycleTotals,
+    should_stop: Callable[[], bool],
+) -> Cycle:
+    """The engine of Figure 2, wired to the real parts and journalling into ``store``."""
+    from cyclealign.whitebox import MeanLogProbRanker
+    from cyclealign.whitebox.sampler import HFSampler
+
+    c = config.cycle
+    return Cycle(
+        sampler=HFSampler(whitebox, config.whitebox),
+        oracle=oracle,
+        self_ranker=MeanLogProbRanker(),
+        agreement=make_agreement(c.agreement),
+        trainer=trainer,
+        demos=build_pool(config, store),
+        rewards=lambda order: ranks_to_rewards(order, c.reward_scheme),
+        settings=CycleSettings.from_config(c, seed=config.run.seed),
+        on_record=store.add_interaction,
+        reseed=reseed_all,
+        should_stop=should_stop,
+        totals=totals,
+    )

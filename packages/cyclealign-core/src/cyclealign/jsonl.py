@@ -1,0 +1,62 @@
+"""The one JSONL reader: ``.jsonl`` or ``.jsonl.gz``, rows with their 1-based line numbers.
+
+A line that is not JSON, or a row its caller cannot use (``reject``), raises
+``DataError`` naming ``file:line``; in lenient mode it is skipped and counted in
+``skipped`` instead, so leniency never hides how much was lost.  Blank lines are
+ignored.  A file that cannot be read at all (missing, truncated gzip, not UTF-8)
+is a ``DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cyclealign.errors import DataError
+
+
+class JsonlReader:
+    """``for line, row in JsonlReader(path): ...``; ``reader.reject(line, why)`` for rows the caller cannot use.
+
+    ``hint`` is appended to every ``file:line`` error (e.g. which setting makes loading lenient).
+    """
+
+    def __init__(self, path: str | Path, *, lenient: bool = False, hint: str = "") -> None:
+        self.path = Path(path)
+        self.lenient = lenient
+        self.hint = hint
+        self.skipped = 0
+
+    def reject(self, line: int, reason: str) -> None:
+        """Row ``line`` is unusable: raise ``DataError`` naming ``file:line``, or count it when lenient."""
+        if self.lenient:
+            self.skipped += 1
+            return
+        raise DataError(f"{self.path}:{line}: {reason}{f' ({self.hint})' if self.hint else ''}")
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        opener: Any = gzip.open if self.path.suffix == ".gz" else open
+        try:
+            with opener(self.path, "rt", encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        self.reject(n, f"not valid JSON ({e.msg} at column {e.colno})")
+                        continue
+                    yield n, row
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise DataError(f"{self.path}: cannot be read ({e})") from None
+
+
+def read_jsonl(path: str | Path, *, lenient: bool = False) -> list[Any]:
+    """Every row of the file, in order (strict unless ``lenient``)."""
+    return [row for _, row in JsonlReader(path, lenient=lenient)]
+
+
+__all__ = ["JsonlReader", "read_jsonl"]

@@ -1,0 +1,199 @@
+"""A run's life: status, checkpoint cadence, resume, graceful stop, summary.
+
+``RunSession`` follows a recipe's shape: ``setup`` (check cheaply, then build the
+parts through :mod:`cyclealign.assembly`, restoring a checkpoint on resume),
+``train`` (the cycle under a progress bar and the stop flag), ``cleanup``
+(always: stop the oracle, save the weights, the records and the summary, set the
+status).  Nothing in a run directory is ever half-written: every file is swapped
+in atomically and the checkpoint says which records it covers.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cyclealign import assembly
+from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, read_checkpoint
+from cyclealign.config import Config
+from cyclealign.engine import CycleTotals
+from cyclealign.store import RunDir
+from cyclealign.summary import print_summary, summarize
+from cyclealign.usage import Usage
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    totals: CycleTotals
+    summary: dict[str, Any]
+
+
+class StopFlag:
+    """First Ctrl+C / SIGTERM asks the cycle to stop after the current step; the second one aborts."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.console.print(
+            f"[yellow]{signal.Signals(signum).name}: finishing the current step, then saving "
+            "(press Ctrl+C again to abort at once)[/yellow]",
+            soft_wrap=True,
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+class RunSession:
+    """One run of ``cyclealign run`` (``resume=True``: continue the run in ``config.run.dir``)."""
+
+    def __init__(self, config: Config, *, console: Console | None = None, resume: bool = False) -> None:
+        self.config = config
+        self.console = console or Console()
+        self.resume = resume
+        self.store = RunDir(config.run.dir)
+        self.public = config.public_dict()
+        self.fingerprint = config_fingerprint(self.public)
+        self.stop = StopFlag(self.console)
+        self.status = "failed"
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg, store = self.config, self.store
+        self.prompts, self.loss = assembly.check_cheaply(cfg)  # before the run directory is touched
+        if self.resume:
+            store.require_existing()
+        else:
+            store.check_free(overwrite=cfg.run.overwrite)
+        state = read_checkpoint(store, self.fingerprint) if self.resume else None
+        spent = Usage.from_dict(state.extra.get("oracle_spend")) if state else None
+        with self.console.status(f"starting the oracle {cfg.oracle.name!r}…"):
+            self.oracle = assembly.build_oracle(cfg, store, spent)
+        try:
+            self.oracle.preflight()
+            if self.resume:
+                store.set_status("running")
+            else:
+                store.prepare(self.public, overwrite=cfg.run.overwrite)
+            with self.console.status("loading the white-box model…"):
+                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss)
+            self.prompts = assembly.fit_prompts(self.prompts, self.whitebox.tokenizer, cfg, self.console)
+            self.totals = self._load(state)
+            self.cycle = assembly.build_cycle(
+                cfg,
+                whitebox=self.whitebox,
+                oracle=self.oracle,
+                trainer=self.trainer,
+                store=store,
+                totals=self.totals,
+                should_stop=self.stop,
+            )
+            self.checkpoints = Checkpointer(
+                store,
+                self.trainer,
+                fingerprint=self.fingerprint,
+                every=cfg.run.checkpoint_every,
+                total_prompts=len(self.prompts),
+                start_prompts=self.totals.prompts,
+            )
+            if state is None:
+                self.checkpoint(force=True)  # a run stopped before its first prompt ends still resumes from here
+        except BaseException:
+            self.oracle.close()
+            if store.path.joinpath("run.json").exists():
+                store.set_status("failed")
+            raise
+
+    def _load(self, state: Any) -> CycleTotals:
+        """The totals to start from: the checkpoint's on resume (weights, RNG and records restored too)."""
+        if state is None:
+            self.store.interactions, self.store.demos = [], []
+            return CycleTotals()
+        load_checkpoint(self.store, self.trainer, state)
+        self.console.print(f"resuming {self.store.path} after {state.prompts_done} of {len(self.prompts)} prompts")
+        return CycleTotals(**{**state.totals, "stopped": None})
+
+    def checkpoint(self, force: bool = False) -> None:
+        self.checkpoints.maybe_save(self.cycle.totals, self.oracle.stats.usage.as_dict(), force=force)
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> CycleTotals:
+        progress = Progress(
+            TextColumn("[bold]aligning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("prompts · {task.fields[interactions]} interactions · agree {task.fields[agree]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not self.config.run.progress,
+        )
+        t = self.totals
+        with progress, self.stop.installed():
+            task = progress.add_task(
+                "run", total=len(self.prompts), completed=t.prompts, interactions=t.interactions, agree="–"
+            )
+
+            def prompt_done(_prompt: Any) -> None:
+                t = self.cycle.totals
+                progress.update(task, advance=1, interactions=t.interactions, agree=f"{t.agreement_rate:.0%}")
+
+            totals = self.cycle.run(self.prompts[t.prompts :], on_prompt_done=prompt_done, on_wave_done=self.checkpoint)
+        if not totals.stopped:
+            self.status = "completed"
+        else:
+            self.status = "budget" if totals.stopped.startswith("budget") else "interrupted"
+        return totals
+
+    # ------------------------------------------------------------------ cleanup
+    def cleanup(self) -> dict[str, Any]:
+        """Always: stop the oracle, then save the weights, the records, the summary and the status."""
+        from cyclealign.whitebox import save_trainable
+
+        self.oracle.close()
+        self.store.flush()
+        save_trainable(self.whitebox, self.store.adapter_dir)
+        summary = summarize(self.loss, self.cycle.totals, self.oracle.stats, self.started)
+        self.store.write_summary(summary)
+        self.store.set_status(self.status)
+        return summary
+
+    def run(self) -> RunResult:
+        self.setup()
+        try:
+            self.train()
+        finally:
+            summary = self.cleanup()
+        totals = self.cycle.totals
+        print_summary(self.console, summary, self.store.path)
+        if self.status != "completed":
+            self.console.print(f"[yellow]stopped ({totals.stopped}); continue with:[/yellow]")
+            print(f"  cyclealign run --resume {self.store.path}", file=self.console.file, flush=True)  # never wrapped
+        return RunResult(self.store.path, totals, summary)

@@ -1,0 +1,55 @@
+"""The numbers a run ends with: ``summary.json`` and the table printed at the end."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cyclealign.engine import CycleTotals
+from cyclealign.usage import OracleStats
+
+
+def summarize(loss: Any, totals: CycleTotals, stats: OracleStats, started: float) -> dict[str, Any]:
+    return {
+        "prompts_done": totals.prompts,
+        "interactions": totals.interactions,
+        "full_agreements": totals.full_agreements,
+        "agreement_rate": totals.agreement_rate,
+        "oracle_failures": totals.oracle_failures,
+        "trained_steps": totals.trained_steps,
+        "mean_loss": totals.mean_loss,
+        "stopped": totals.stopped,
+        "oracle": stats.as_dict(),
+        "wall_s": round(time.monotonic() - started, 2),
+        "loss": loss.name,
+        "sft_weight": loss.sft_weight,
+    }
+
+
+def print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title="CycleAlign run", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    mean_loss = summary["mean_loss"]
+    oracle = summary["oracle"]
+    rows = [
+        ("prompts done", str(summary["prompts_done"])),
+        ("interactions", str(summary["interactions"])),
+        ("agreement rate", f"{summary['agreement_rate']:.1%} ({summary['full_agreements']} full agreements)"),
+        ("oracle parse failures", str(summary["oracle_failures"])),
+        ("training steps", str(summary["trained_steps"])),
+        ("mean loss", "n/a" if mean_loss is None else f"{mean_loss:.4f}"),
+        ("oracle cost", f"${oracle['cost_usd']:.4f}"),
+        ("oracle HTTP calls", f"{oracle['http_calls']} (cache hits {oracle['cache_hits']})"),
+        ("wall time", f"{summary['wall_s']:.1f} s"),
+    ]
+    if summary.get("stopped"):
+        rows.append(("stopped", str(summary["stopped"])))
+    rows.append(("run directory", str(run_dir)))
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
