@@ -362,8 +362,8 @@ def test_hub_loading_maps_rows_like_the_local_folder(monkeypatch) -> None:
 
 
 def test_paper_configs_hold_the_papers_settings() -> None:
-    from cyclealign.config import load_config
     from cyclealign.assembly import build_loss
+    from cyclealign.config import load_config
 
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
     assert {p.stem for p in paths} >= {"cyclealign-pro-llama7b", "cyclealign-pro-alpaca7b", "ablation-no-icl"}

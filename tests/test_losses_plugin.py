@@ -65,7 +65,7 @@ def test_a_test_plugins_loss_sits_beside_the_first_party_ones(registered: object
     for name in FIRST_PARTY:
         assert losses[name].distribution == "cyclealign-losses", losses[name]
     assert losses["scaled-pro"].distribution == "test-scaled-pro"
-    loss = plugins.create_loss(LossConfig(name="scaled-pro"))
+    loss = plugins.get_registry().get("loss", "scaled-pro").factory(LossConfig(name="scaled-pro"))
     logps, lengths, rewards, _ = _tensors()
     assert loss(logps, lengths, rewards).total.item() == pytest.approx(2 * pro_loss(logps, lengths, rewards).item())
 
@@ -88,7 +88,7 @@ def test_engine_builds_each_first_party_loss_with_lambda_from_l(name: str) -> No
     out.total.backward()
     assert logps.grad is not None and torch.isfinite(logps.grad).all() and float(logps.grad.abs().sum()) > 0
     assert set(out.parts) == {"rank", "sft", "total"}
-    assert plugins.create_loss(config.loss).sft_weight == 4.0  # no l given: the factory assumes l = 3
+    assert plugins.get_registry().get("loss", name).factory(config.loss).sft_weight == 4.0  # no l given: the factory assumes l = 3
 
 
 def _documented_loss_module() -> types.ModuleType:

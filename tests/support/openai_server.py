@@ -38,6 +38,8 @@ class Call:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    done_at: float | None = None  # when the server answered it, or saw its client hang up
+    abandoned: bool = False  # the client hung up before the answer
 
     @property
     def last_user(self) -> str:
@@ -163,6 +165,7 @@ class OpenAIServer:
                     if not self._wait(outer.latency_s + reply.delay_s):
                         with outer._lock:
                             outer.abandoned += 1  # the client hung up before the answer: it gave up on the call
+                            call.abandoned = True
                         return
                     if reply.body is not None or reply.status != 200:
                         body_text = reply.body
@@ -175,7 +178,7 @@ class OpenAIServer:
                 finally:
                     with outer._lock:
                         outer.in_flight -= 1
-                        outer.last_done = time.monotonic()
+                        outer.last_done = call.done_at = time.monotonic()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -231,7 +234,7 @@ def _completion(request: dict[str, Any], content: str, finish_reason: str = "sto
 
 
 def oracle_for(server: OpenAIServer, cache_dir: Path | None = None, **overrides: Any) -> Any:
-    """A ``local`` litellm oracle aimed at ``server``, with test-sized timeouts and backoff (overridable)."""
+    """A ``local`` litellm oracle aimed at ``server``, with test-sized backoff (overridable)."""
     from cyclealign.config import OracleConfig
     from cyclealign.plugins import create_oracle
 
@@ -240,7 +243,8 @@ def oracle_for(server: OpenAIServer, cache_dir: Path | None = None, **overrides:
         "api_base": server.api_base,
         "model": "openai/test-oracle",
         "serve_gguf": None,
-        "timeout_s": 0.5,
+        # Generous: a loaded machine must not turn a slow answer into a retry; tests of the timeout set their own.
+        "timeout_s": 10.0,
         "max_retries": 2,
         "max_parse_retries": 1,
         "backoff_base_s": 0.05,

@@ -169,6 +169,15 @@ class Sampler(Protocol):
 
 
 @runtime_checkable
+class Chat(Protocol):
+    """Free-form chats with an oracle's robustness (what the LLM judge needs): ``(text, error)`` each."""
+
+    def complete_many(
+        self, conversations: Sequence[list[dict[str, str]]], response_format: dict[str, Any] | None = None
+    ) -> list[tuple[str | None, str | None]]: ...
+
+
+@runtime_checkable
 class Oracle(Protocol):
     """The black-box ranker.  ``rank_many`` may overlap its calls; order is preserved.
 
@@ -209,10 +218,12 @@ class RankLoss(Protocol):
     All tensors are ``[B, n]``: ``logps`` summed response log-probs (differentiable),
     ``lengths`` true token counts, ``rewards`` higher-is-better in any order,
     ``ref_logps`` the frozen reference's summed log-probs (only if ``needs_reference``).
+    ``sft_weight`` is the λ in use (recorded in the run summary).
     """
 
     name: str
     needs_reference: bool
+    sft_weight: float
 
     def __call__(self, logps: Any, lengths: Any, rewards: Any, ref_logps: Any | None = None) -> LossOutput: ...
 
