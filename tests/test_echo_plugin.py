@@ -27,8 +27,9 @@ def code_lines(path: Path) -> int:
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and ast.get_docstring(node) is not None:
             docs.update(range(node.body[0].lineno, node.body[0].end_lineno + 1))
     return sum(
-        1 for n, line in enumerate(source.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
-        and n not in docs
+        1
+        for n, line in enumerate(source.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#") and n not in docs
     )
 
 

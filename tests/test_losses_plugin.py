@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from cyclealign import plugins
+from cyclealign.assembly import build_loss
 from cyclealign.config import LossConfig, load_config
 from cyclealign.protocols import LossOutput, RankLoss
-from cyclealign.assembly import build_loss
 from cyclealign_losses import DpoLoss, ProLoss, RrhfLoss, pro_loss, sft_loss
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
@@ -88,7 +88,9 @@ def test_engine_builds_each_first_party_loss_with_lambda_from_l(name: str) -> No
     out.total.backward()
     assert logps.grad is not None and torch.isfinite(logps.grad).all() and float(logps.grad.abs().sum()) > 0
     assert set(out.parts) == {"rank", "sft", "total"}
-    assert plugins.get_registry().get("loss", name).factory(config.loss).sft_weight == 4.0  # no l given: the factory assumes l = 3
+    assert (
+        plugins.get_registry().get("loss", name).factory(config.loss).sft_weight == 4.0
+    )  # no l given: the factory assumes l = 3
 
 
 def _documented_loss_module() -> types.ModuleType:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cyclealign.config import OracleConfig
+from cyclealign.errors import OracleSetupError
 from cyclealign.plugins import create_oracle, get_registry
 from cyclealign.protocols import Oracle, OracleRequest
-from cyclealign.errors import OracleSetupError
 from cyclealign_oracles import LiteLLMOracle
 from cyclealign_oracles.providers import local_model_name
 from tests.support.openai_server import OpenAIServer, oracle_for

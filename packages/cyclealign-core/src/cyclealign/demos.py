@@ -125,6 +125,4 @@ class DemoPool:
             dynamic = [d for _, d in indexed]
         else:
             dynamic.reverse()
-        return fit_demonstrations(
-            [*chosen, *dynamic], dynamic_budget=self.token_budget, max_dynamic=self.max_dynamic
-        )
+        return fit_demonstrations([*chosen, *dynamic], dynamic_budget=self.token_budget, max_dynamic=self.max_dynamic)

@@ -14,7 +14,7 @@ Register = Callable[..., None]
 
 @hookspec
 def register_oracles(register: Register) -> None:
-    """Call ``register(name, factory, description="")``; ``factory(OracleConfig)`` returns a ChatBackend or an Oracle."""
+    """Call ``register(name, factory, description="")``; ``factory(OracleConfig)`` gives a ChatBackend or an Oracle."""
 
 
 @hookspec

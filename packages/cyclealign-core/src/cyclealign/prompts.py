@@ -111,7 +111,7 @@ def _block(prompt: str, responses: tuple[str, ...]) -> str:
 
 def _demo_block(k: int, demo: Demonstration) -> str:
     order = json.dumps(list(demo.order))
-    return f"\n## Example {k}\n{_block(demo.prompt, demo.responses)}\nCorrect order: {{\"{RANK_FIELD}\": {order}}}"
+    return f'\n## Example {k}\n{_block(demo.prompt, demo.responses)}\nCorrect order: {{"{RANK_FIELD}": {order}}}'
 
 
 def render_messages(request: OracleRequest, *, include_static: bool = True) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from cyclealign.errors import BudgetExceeded as BudgetExceeded  # raised by oracles, caught by the engine
-from cyclealign.usage import OracleStats, Usage
+from cyclealign.usage import Costs, OracleStats, Usage
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class OracleRequest:
 
 
 @dataclass(frozen=True)
-class OracleVerdict:
+class OracleVerdict(Costs):
     """The oracle's answer, already validated.
 
     ``order`` indexes ``OracleRequest.responses`` as shown, best first; it is
@@ -125,18 +125,6 @@ class OracleVerdict:
     @property
     def ok(self) -> bool:
         return self.order is not None
-
-    @property
-    def cost_usd(self) -> float:
-        return self.usage.cost_usd
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.usage.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.usage.completion_tokens
 
 
 @dataclass(frozen=True)

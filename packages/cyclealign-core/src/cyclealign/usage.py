@@ -43,20 +43,10 @@ class Usage:
         )
 
 
-@dataclass
-class OracleStats:
-    """What an oracle did over a run, shown in the summary; ``usage`` is what was paid (cache hits are free)."""
+class Costs:
+    """Read-only shortcuts to the fields of ``self.usage`` (for records that carry one)."""
 
-    usage: Usage = field(default_factory=Usage)
-    calls: int = 0  # ranking (or completion) requests
-    http_calls: int = 0  # requests actually sent, retries included
-    cache_hits: int = 0
-    retries: int = 0  # transport retries
-    parse_retries: int = 0  # re-asks after an invalid answer
-    failures: int = 0  # requests that ended without a valid answer
-    waited_s: float = 0.0  # backoff and rate-limit sleeps
-    demos_dropped: int = 0  # demonstrations left out to fit the context
-    format_downgrades: int = 0  # structured-output modes the provider rejected
+    usage: Usage
 
     @property
     def cost_usd(self) -> float:
@@ -70,9 +60,30 @@ class OracleStats:
     def completion_tokens(self) -> int:
         return self.usage.completion_tokens
 
+
+@dataclass
+class OracleStats(Costs):
+    """What an oracle did over a run, shown in the summary; ``usage`` is what was paid (cache hits are free)."""
+
+    usage: Usage = field(default_factory=Usage)
+    calls: int = 0  # ranking (or completion) requests
+    http_calls: int = 0  # requests actually sent, retries included
+    cache_hits: int = 0
+    retries: int = 0  # transport retries
+    parse_retries: int = 0  # re-asks after an invalid answer
+    failures: int = 0  # requests that ended without a valid answer
+    waited_s: float = 0.0  # backoff and rate-limit sleeps
+    demos_dropped: int = 0  # demonstrations left out to fit the context
+    format_downgrades: int = 0  # structured-output modes the provider rejected
+
     def as_dict(self) -> dict[str, Any]:
         """Flat numbers for the summary: the counters, then the usage fields."""
         counters = {k: v for k, v in self.__dict__.items() if k != "usage"}
         u = self.usage
-        return {**counters, "paid_calls": u.calls, "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens, "cost_usd": u.cost_usd}
+        return {
+            **counters,
+            "paid_calls": u.calls,
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "cost_usd": u.cost_usd,
+        }

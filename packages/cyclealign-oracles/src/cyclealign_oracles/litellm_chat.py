@@ -108,7 +108,9 @@ class LiteLLMChat(ChatBackend):
             if self.alias.local and config.api_base is None:
                 self._start_server()
             self.format_mode: FormatMode = (
-                choose_format(self.model, local=self.alias.local, litellm=self._litellm) if config.json_schema else "none"
+                choose_format(self.model, local=self.alias.local, litellm=self._litellm)
+                if config.json_schema
+                else "none"
             )
         except BaseException:
             self.close()
@@ -209,7 +211,9 @@ class LiteLLMChat(ChatBackend):
         if isinstance(error, lit.RateLimitError) and "quota" in str(error).lower():
             return ChatError(message, retryable=False)  # an exhausted quota does not come back within a retry
         hint = retry_after_s(error)
-        if hint is not None or isinstance(error, lit.RateLimitError | lit.APIError | lit.APIConnectionError | lit.Timeout | OSError):
+        if hint is not None or isinstance(
+            error, lit.RateLimitError | lit.APIError | lit.APIConnectionError | lit.Timeout | OSError
+        ):
             return ChatError(message, retry_after_s=hint)
         return error  # not an API error class: the framework retries it and logs it loudly
 

@@ -32,7 +32,6 @@ from cyclealign import embedded
 from cyclealign.errors import LocalServerError
 
 
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

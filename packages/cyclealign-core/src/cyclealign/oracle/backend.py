@@ -92,9 +92,11 @@ class ChatBackend(ABC):
 
     def preflight(self) -> None:
         """Fail fast (raise ``OracleSetupError``) when the endpoint cannot work, before any expensive work."""
+        return None
 
     def close(self) -> None:
         """Release what the backend holds (connections, a server it started)."""
+        return None
 
     def describe(self) -> str:
         return f"{type(self).__name__}(model={self.model!r})"

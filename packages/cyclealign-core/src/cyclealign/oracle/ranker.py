@@ -106,7 +106,9 @@ class ChatOracle:
             guard=SpendGuard(config.budget_usd if paid else None, lambda: self.stats.usage.cost_usd),
             # the backend's timeout bounds each network phase; this bounds the whole call, with room for a
             # library's lazy set-up on the first call of a process
-            policy=RetryPolicy(config.max_retries, config.backoff_base_s, config.backoff_max_s, 2 * config.timeout_s + 10),
+            policy=RetryPolicy(
+                config.max_retries, config.backoff_base_s, config.backoff_max_s, 2 * config.timeout_s + 10
+            ),
         )
         self._busy = threading.Lock()  # one batch at a time: stats and the semaphore belong to it
         self._loop = shared_loop()
@@ -144,7 +146,9 @@ class ChatOracle:
         ``response_format`` may carry a ``schema`` the reply should follow (the evaluation judge uses this).
         """
         schema = (response_format or {}).get("schema")
-        return self._batch([lambda sem, m=m: self._complete_one(m, schema, response_format, sem) for m in conversations])
+        return self._batch(
+            [lambda sem, m=m: self._complete_one(m, schema, response_format, sem) for m in conversations]
+        )
 
     def estimate_cost_usd(self, messages: list[dict[str, str]]) -> float:
         """An upper bound of one call's price (what the budget reserves for it)."""
@@ -187,7 +191,11 @@ class ChatOracle:
     def _request(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, wants_json: bool = True):
         c = self.config
         return ChatRequest(
-            tuple(messages), c.temperature, c.max_tokens, c.timeout_s, schema if c.json_schema else None,
+            tuple(messages),
+            c.temperature,
+            c.max_tokens,
+            c.timeout_s,
+            schema if c.json_schema else None,
             wants_json and c.json_schema,
         )
 
