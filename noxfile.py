@@ -1,4 +1,4 @@
-"""Developer entry points: `nox -s tests`, `nox -s demo`, `nox -s lint`.
+"""Developer entry points: `nox -s tests`, `nox -s demo`, `nox -s lint`, `nox -s install_orders`.
 
 Each session builds its own virtual environment from the project's own files,
 so a fresh machine with Python and pip needs nothing else.
@@ -6,7 +6,11 @@ so a fresh machine with Python and pip needs nothing else.
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
+import time
+from pathlib import Path
 
 import nox
 
@@ -22,13 +26,15 @@ ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "PIP_DISABLE_PIP_VERSION_CHECK": "1",
 }
+# Core first: a pip older than 23.3 matches the oracles' `cyclealign-core[openai]` requirement to this
+# editable only once core has been seen (with these extras, not exactly `[openai]`); newer pips take any order.
 WORKSPACE = [
+    "-e",
+    "packages/cyclealign-core[openai,local,eval]",
     "-e",
     "packages/cyclealign-losses",
     "-e",
     "packages/cyclealign-oracles",
-    "-e",
-    "packages/cyclealign-core[openai,local,eval]",
 ]
 
 
@@ -70,3 +76,89 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+# ---------------------------------------------------------------- install_orders (not a default session)
+
+# The three editables a developer installs, in every order. `python3.11 -m venv` gives the pip that
+# CPython 3.11.7 bundles (23.2.1): older than 23.3, whose resolver could not match a dependency on
+# `cyclealign-core` to an editable given as `cyclealign-core[openai]` (packages/cyclealign-oracles
+# /pyproject.toml says how the metadata avoids that). The newest pip is checked alongside it.
+ORDER_PYTHON = "python3.11"
+ORDER_ARGS = (
+    ("-e", "packages/cyclealign-oracles"),
+    ("-e", "packages/cyclealign-core[openai]"),
+    ("-e", "packages/cyclealign-losses"),
+)
+# The order that used to fail on pip 23.2; it is also installed for real, not only dry-run.
+REAL_ORDER = (ORDER_ARGS[2], ORDER_ARGS[0], ORDER_ARGS[1])
+CHECK_IMPORTS = """
+import importlib.metadata as md
+import cyclealign, cyclealign.rewards, cyclealign_losses, cyclealign_oracles
+names = sorted(ep.name for ep in md.entry_points(group="cyclealign"))
+assert {"losses", "oracles"} <= set(names), names
+print("imports ok; cyclealign entry points:", names)
+"""
+CHECK_CORE_ALONE = """
+import importlib.util
+import cyclealign, cyclealign.rewards
+assert importlib.util.find_spec("cyclealign_losses") is None, "core alone must not bring the losses"
+assert importlib.util.find_spec("cyclealign_oracles") is None, "core alone must not bring the oracles"
+print("cyclealign-core imports without cyclealign-losses and cyclealign-oracles")
+"""
+
+
+def _fresh_venv(session: nox.Session, root: Path, flavour: str) -> str:
+    """A new venv under ``root``: the bundled pip for ``bundled``, else upgraded to the newest; torch preinstalled."""
+    where = root / flavour
+    shutil.rmtree(where, ignore_errors=True)
+    session.run(ORDER_PYTHON, "-m", "venv", str(where), external=True)
+    python = str(where / "bin" / "python")
+    if flavour == "newest":
+        session.run(python, "-m", "pip", "install", "--upgrade", "pip", external=True, silent=True, env=ENV)
+    version = str(session.run(python, "-m", "pip", "--version", external=True, silent=True, env=ENV)).strip()
+    session.log(f"{flavour}: {version}")
+    session.run(python, "-m", "pip", "install", TORCH, external=True, silent=True, env=ENV)
+    return python
+
+
+@nox.session(venv_backend="none")
+def install_orders(session: nox.Session) -> None:
+    """Prove the workspace installs editable in all 6 orders, with pip 23.2 (bundled) and the newest pip."""
+    root = Path(session.create_tmp()) / "install_orders"
+    failures: list[str] = []
+    started = time.monotonic()
+
+    def run(python: str, label: str, *args: str) -> bool:
+        t0 = time.monotonic()
+        try:
+            session.run(python, *args, external=True, silent=True, env=ENV)
+        except nox.command.CommandFailed:
+            failures.append(label)
+            session.warn(f"FAILED ({time.monotonic() - t0:.0f}s): {label}")
+            return False
+        session.log(f"ok ({time.monotonic() - t0:.0f}s): {label}")
+        return True
+
+    for flavour in ("bundled", "newest"):
+        python = _fresh_venv(session, root, flavour)
+        for order in itertools.permutations(ORDER_ARGS):
+            args = [a for pair in order for a in pair]
+            run(python, f"{flavour} pip, dry run: {' '.join(args)}", "-m", "pip", "install", "--dry-run", *args)
+        # Core alone resolves (it must not need the losses, which no index has here) ...
+        core = ("-e", "packages/cyclealign-core")
+        run(python, f"{flavour} pip, dry run: {' '.join(core)}", "-m", "pip", "install", "--dry-run", *core)
+        # ... the order that used to fail on pip 23.2 installs for real and imports ...
+        args = [a for pair in REAL_ORDER for a in pair]
+        if run(python, f"{flavour} pip, install: {' '.join(args)}", "-m", "pip", "install", *args):
+            run(python, f"{flavour} pip: imports and entry points", "-c", CHECK_IMPORTS)
+            # ... and core still imports once both plugin packages are gone.
+            uninstall = ("-m", "pip", "uninstall", "-y", "cyclealign-losses", "cyclealign-oracles")
+            if run(python, f"{flavour} pip: uninstall the plugins", *uninstall):
+                run(python, f"{flavour} pip: cyclealign-core alone imports", "-c", CHECK_CORE_ALONE)
+
+    shutil.rmtree(root, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    if failures:
+        session.error(f"{len(failures)} of the install checks failed after {elapsed:.0f}s:\n  " + "\n  ".join(failures))
+    session.log(f"every install order resolved, installed and imported, in {elapsed:.0f}s")

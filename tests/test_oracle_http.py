@@ -16,6 +16,7 @@ import pytest
 from cyclealign.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import OracleRequest
 from tests.support.openai_server import Call, OpenAIServer, Reply, default_behaviour, oracle_for, ranking_reply
+from tests.support.waiting import wait_until
 
 REQUEST = OracleRequest(
     prompt="How do I bake bread?",
@@ -39,7 +40,12 @@ def test_valid_json_is_accepted_in_one_call(openai_server: OpenAIServer) -> None
     assert body["response_format"]["schema"]["properties"]["desired rank"]["enum"][0] == [0, 1, 2]
 
 
+@pytest.mark.timing
 def test_429_retry_after_is_honoured() -> None:
+    # litellm sets up its error handling on the first failure of a process (~0.5 s, twice that on a loaded
+    # machine); warm it up so that the time measured below is the retry's own.
+    with OpenAIServer([Reply(status=429, headers={"Retry-After": "0"}), Reply(GOOD)]) as server:
+        assert oracle_for(server).rank(REQUEST).ok
     with OpenAIServer([Reply(status=429, headers={"Retry-After": "1"}), Reply(GOOD)]) as server:
         oracle = oracle_for(server)
         t0 = time.monotonic()
@@ -61,13 +67,17 @@ def test_500_is_retried_with_backoff() -> None:
     assert 0.025 + 0.05 <= verdict.waited_s < 0.075 + 0.15
 
 
+@pytest.mark.timing
 def test_a_hang_past_the_timeout_is_abandoned_and_retried() -> None:
-    with OpenAIServer([Reply(GOOD, delay_s=3.0), Reply(GOOD)]) as server:
+    # The hung answer would come after 30 s, and the oracle's own hard limit is 2 × 0.5 + 10 = 11 s: only the
+    # 0.5 s timeout can end the call within the bound below, which leaves a loaded machine seconds to spare.
+    with OpenAIServer([Reply(GOOD, delay_s=30.0), Reply(GOOD)]) as server:
         oracle = oracle_for(server, timeout_s=0.5)
         t0 = time.monotonic()
         verdict = oracle.rank(REQUEST)
         elapsed = time.monotonic() - t0
-        time.sleep(0.1)
+        # the server sees the hang-up when it polls the connection: wait for it to have no call left open
+        wait_until(lambda: server.in_flight == 0, what="the server to close both calls")
         abandoned = server.abandoned
     assert verdict.ok and verdict.attempts == 2 and oracle.stats.retries == 1
     assert abandoned == 1, "the hung connection was not dropped"

@@ -124,7 +124,9 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     max_length: int = Field(512, ge=16, description="prompt + response tokens in a training sequence")
-    zero_stage: int = Field(2, ge=0, le=3)
+    zero_stage: int = Field(
+        2, ge=0, le=3, description="ZeRO stage for a DeepSpeed backend (none exists yet: no effect with torch)"
+    )
 
 
 class RunConfig(_Section):

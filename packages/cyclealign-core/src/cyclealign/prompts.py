@@ -97,15 +97,15 @@ def demo_tokens(demo: Demonstration) -> int:
     return approx_tokens(demo.prompt) + sum(approx_tokens(r) for r in demo.responses) + 8 * len(demo.responses)
 
 
-def _fence(tag: str, text: str) -> str:
+def fence(tag: str, text: str) -> str:
     # The markers cannot be closed early by the candidate: any marker-like text inside is neutralised.
     clean = text.replace("<<<", "‹‹‹").replace(">>>", "›››")
     return f"{_FENCE.format(tag=tag)}\n{clean}\n{_FENCE.format(tag='END ' + tag)}"
 
 
 def _block(prompt: str, responses: tuple[str, ...]) -> str:
-    parts = [_fence("INSTRUCTION", prompt)]
-    parts += [_fence(f"Response-{i}", r) for i, r in enumerate(responses)]
+    parts = [fence("INSTRUCTION", prompt)]
+    parts += [fence(f"Response-{i}", r) for i, r in enumerate(responses)]
     return "\n".join(parts)
 
 

@@ -165,7 +165,7 @@ def eval_judge(
     try:
         with console.status(f"judging {len(items)} pairs…"):
             judgements = judge(items, judge_oracle, seed=seed, randomize=randomize)
-        stats = getattr(judge_oracle, "stats", None)
+        stats = judge_oracle.stats
     finally:
         judge_oracle.close()
     atomic_write_jsonl(
@@ -186,7 +186,7 @@ def eval_judge(
     header, rows = table2(judgements, name_a, name_b)
     write_table(out_dir, "table2_judge", title, header, rows)
     print_table(console, title, header, rows)
-    if stats is not None and getattr(stats, "cost_usd", None) is not None:
+    if stats.cost_usd:
         console.print(f"judge cost: ${stats.cost_usd:.4f}", highlight=False)
     return {"header": header, "rows": rows, "judgements": judgements}
 
