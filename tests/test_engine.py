@@ -73,9 +73,11 @@ class MeanLogpRanker:
 class RecordingTrainer:
     def __init__(self) -> None:
         self.batches: list[LossBatch] = []
+        self.steps: list[list[str]] = []  # the prompt ids of each optimisation step
 
     def step(self, batches: Sequence[LossBatch]) -> dict[str, float]:
         self.batches.extend(batches)
+        self.steps.append([b.prompt.id for b in batches])
         return {"total": 1.5, "rank": 1.0, "sft": 0.5}
 
 
@@ -227,6 +229,29 @@ def test_prompt_batch_sends_concurrent_oracle_requests() -> None:
     cycle.run(PROMPTS)
     assert oracle.batches == [3, 3]
     assert len(records) == 6
+
+
+def test_a_wave_makes_one_optimisation_step_per_tick_over_all_its_prompts() -> None:
+    cycle, records, trainer = make_cycle(
+        ScoredSampler([3, 1, 2], confidence=lambda q: -q),
+        QualityOracle(),
+        settings=CycleSettings(prompt_batch=3, max_interactions=2, early_stop=False),
+    )
+    totals = cycle.run(PROMPTS)
+    assert trainer.steps == [["p0", "p1", "p2"], ["p0", "p1", "p2"]]
+    assert totals.trained_steps == 2 and totals.waves == 1 and totals.prompts == 3
+    assert [r["loss"]["total"] for r in records] == [1.5] * 6  # each record carries its step's loss
+
+
+def test_records_and_demos_follow_prompt_positions_not_arrival_order() -> None:
+    cycle, records, _ = make_cycle(
+        ScoredSampler([3, 1, 2], confidence=lambda q: -q),
+        QualityOracle(),
+        settings=CycleSettings(prompt_batch=3, max_interactions=1),
+    )
+    cycle.run(list(reversed(PROMPTS)), positions=[2, 1, 0])
+    assert [r["prompt_id"] for r in records] == ["p0", "p1", "p2"]
+    assert [d.prompt for d in cycle.demos.dynamic] == [r["prompt"] for r in records if len(r["agreement"]) >= 2]
 
 
 def test_stop_request_interrupts_between_interactions() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cyclealign.demos import DemoPool
+from cyclealign.lockstep import Lockstep, Solo
 from cyclealign.protocols import (
     AgreementStrategy,
     BudgetExceeded,
@@ -59,6 +60,7 @@ class PromptState:
     """Where one prompt stands inside a wave of concurrently processed prompts."""
 
     prompt: Prompt
+    position: int = 0  # the prompt's index in the run's prompt list: orders what ranks share
     interaction: int = 0
     done: bool = False
 
@@ -66,6 +68,7 @@ class PromptState:
 @dataclass
 class CycleTotals:
     prompts: int = 0
+    waves: int = 0
     interactions: int = 0
     full_agreements: int = 0
     oracle_failures: int = 0
@@ -93,8 +96,31 @@ def to_candidate_order(shown: Sequence[int], verdict_order: Sequence[int]) -> tu
     return tuple(shown[k] for k in verdict_order)
 
 
+@dataclass
+class _Judged:
+    """One interaction after both rankings, before training."""
+
+    state: PromptState
+    cands: list[Candidate]
+    shown: tuple[int, ...]
+    verdict: OracleVerdict
+    oracle_order: tuple[int, ...] | None
+    own: Ranking
+    batch: LossBatch | None
+    timings: dict[str, float]
+    demos_shown: int
+
+
 class Cycle:
-    """Runs CycleAlign over prompts, emitting one record per interaction."""
+    """Runs CycleAlign over prompts, emitting one record per interaction.
+
+    A tick is one interaction for every active prompt of a wave: their oracle
+    calls overlap, and their ranked candidates make one optimisation step.  With
+    a data-parallel ``lockstep`` each process runs its own shard of prompts, and
+    at every tick the processes step together and share their records and new
+    demonstrations in prompt order, so K processes with ``prompt_batch`` 1 do
+    exactly what one process does with ``prompt_batch`` K.
+    """
 
     def __init__(
         self,
@@ -111,6 +137,7 @@ class Cycle:
         reseed: Callable[[str], None] = lambda key: None,
         should_stop: Callable[[], bool] = lambda: False,
         totals: CycleTotals | None = None,
+        lockstep: Lockstep | None = None,
     ) -> None:
         self.sampler = sampler
         self.oracle = oracle
@@ -124,47 +151,81 @@ class Cycle:
         self.reseed = reseed
         self.should_stop = should_stop
         self.totals = totals if totals is not None else CycleTotals()  # a resumed run starts from its own
+        self.lockstep = lockstep or Solo()
 
     # ------------------------------------------------------------------ the loop
     def run(
         self,
         prompts: Sequence[Prompt],
-        on_prompt_done: Callable[[Prompt], None] = lambda p: None,
+        *,
+        positions: Sequence[int] | None = None,
+        waves: int | None = None,
+        on_prompts_done: Callable[[int], None] = lambda n: None,
         on_wave_done: Callable[[], None] = lambda: None,
     ) -> CycleTotals:
         """Process prompts in waves of ``prompt_batch`` (1 = the paper's batch size).
 
-        ``on_wave_done`` runs when every prompt of a wave has finished: the only
-        moments at which the whole state (weights, demos, records) is consistent
-        with a prompt boundary, hence the checkpoints.
+        ``positions`` are the prompts' places in the run's list (default 0, 1, …;
+        a process of a data-parallel run holds a shard).  ``waves`` is how many
+        waves every process runs (its own may be fewer: it then only keeps step).  ``on_wave_done`` runs when every prompt of a wave
+        has finished: the only moments at which the whole state (weights, demos,
+        records) is consistent with a prompt boundary, hence the checkpoints.
         """
-        for start in range(0, len(prompts), self.s.prompt_batch):
+        b = self.s.prompt_batch
+        pairs = list(zip(positions if positions is not None else range(len(prompts)), prompts, strict=True))
+        n_waves = waves if waves is not None else -(-len(prompts) // b)
+        for k in range(n_waves):
             if self.totals.stopped:
                 break
-            wave = [PromptState(p) for p in prompts[start : start + self.s.prompt_batch]]
+            wave = [PromptState(p, position=i) for i, p in pairs[k * b : (k + 1) * b]]
             self.run_wave(wave)
-            if not all(state.done for state in wave):
+            if self.lockstep.any(not all(state.done for state in wave)):
                 break  # stopped inside the wave: the partial prompts are redone on resume
-            for state in wave:
-                self.totals.prompts += 1
-                on_prompt_done(state.prompt)
+            done = self.lockstep.total(len(wave))
+            self.totals.prompts += done
+            self.totals.waves += 1
+            on_prompts_done(done)
             on_wave_done()
         return self.totals
 
     def run_wave(self, wave: list[PromptState]) -> None:
-        """Interactions for a few prompts in lockstep, so their oracle calls overlap."""
-        while not self.totals.stopped:
+        """Ticks until every prompt of the wave (of every process) is done, or the run stops."""
+        while True:
             active = [s for s in wave if not s.done]
-            if not active:
+            if not self.lockstep.any(bool(active)):
                 return
-            if self.should_stop():
-                self.totals.stopped = "interrupted"
+            if self.lockstep.any(self.should_stop() or self.totals.stopped is not None):
+                self.totals.stopped = self.totals.stopped or "interrupted"
                 return
-            self.interact(active)
+            self.tick(active)
 
-    def interact(self, states: list[PromptState]) -> None:
-        """One interaction for each state: sample → oracle rank → self rank → train → agree."""
-        # 1. sample l responses per prompt
+    def tick(self, states: list[PromptState]) -> None:
+        """One interaction for each state: sample → oracle rank → self rank → one training step → agree."""
+        judged = self.interact(states)
+        batches = [j.batch for j in judged if j.batch is not None]
+        t0 = time.perf_counter()
+        loss_parts: dict[str, float] | None = None
+        if self.lockstep.any(bool(batches)):
+            loss_parts = self.trainer.step(batches)
+            self.totals.trained_steps += 1
+            self.totals.loss_sum += float(loss_parts.get("total", 0.0))
+        train_s = time.perf_counter() - t0
+        records, demos = [], []
+        for j in judged:
+            record, demo = self._conclude(j, loss_parts if j.batch is not None else None, train_s)
+            records.append((j.state.position, record))
+            if demo is not None:
+                demos.append((j.state.position, demo))
+        for demo in self.lockstep.merge(demos):
+            self.demos.add(demo)
+        for record in self.lockstep.merge(records):
+            self.totals.interactions += 1
+            self.totals.full_agreements += int(record["agreed_fully"])
+            self.totals.oracle_failures += int(record["oracle"]["order"] is None)
+            self.on_record(record)
+
+    def interact(self, states: list[PromptState]) -> list[_Judged]:
+        """Sample l responses per prompt, have the oracle rank them (concurrently), rank them ourselves."""
         sampled: list[list[Candidate]] = []
         shown: list[tuple[int, ...]] = []
         sample_s: list[float] = []
@@ -178,8 +239,6 @@ class Cycle:
                 interaction_rng(self.s.seed, st.prompt.id, st.interaction).shuffle(order)
             sampled.append(cands)
             shown.append(tuple(order))
-
-        # 2. the oracle ranks them (concurrently across prompts), guided by the demonstrations
         requests = [
             OracleRequest(
                 prompt=st.prompt.text,
@@ -190,91 +249,69 @@ class Cycle:
         ]
         t0 = time.perf_counter()
         try:
-            verdicts = self.oracle.rank_many(requests)
+            verdicts = self.oracle.rank_many(requests) if requests else []
         except BudgetExceeded as e:
             self.totals.stopped = f"budget: {e}"
-            return
+            return []
         oracle_s = time.perf_counter() - t0
-
         if len(verdicts) != len(requests):
             raise RuntimeError(f"oracle {self.oracle.name!r} answered {len(verdicts)} of {len(requests)} requests")
-        rows = zip(states, sampled, shown, requests, verdicts, sample_s, strict=True)
-        for st, cands, order, req, verdict, s_s in rows:
-            self._finish(st, cands, order, verdict, s_s, oracle_s, demos_shown=len(req.demonstrations))
+        judged = []
+        for st, cands, order, req, verdict, s_s in zip(
+            states, sampled, shown, requests, verdicts, sample_s, strict=True
+        ):
+            oracle_order = to_candidate_order(order, verdict.order) if verdict.order is not None else None
+            own = self.self_ranker.rank(st.prompt, cands)
+            batch = self._loss_batch(st.prompt, cands, oracle_order, verdict, own)
+            timings = {"sample_s": s_s, "oracle_s": oracle_s}
+            judged.append(
+                _Judged(st, cands, order, verdict, oracle_order, own, batch, timings, len(req.demonstrations))
+            )
+        return judged
 
-    def _finish(
-        self,
-        st: PromptState,
-        cands: list[Candidate],
-        shown: tuple[int, ...],
-        verdict: OracleVerdict,
-        sample_s: float,
-        oracle_s: float,
-        demos_shown: int = 0,
-    ) -> None:
-        oracle_order = to_candidate_order(shown, verdict.order) if verdict.order is not None else None
-
-        # 3. the white-box model ranks them by its own confidence
-        own = self.self_ranker.rank(st.prompt, cands)
-
-        # 4. train on the ranking (skipped, and said so, when the oracle gave none)
-        loss_parts: dict[str, float] | None = None
-        skipped: str | None = None
-        t0 = time.perf_counter()
-        batch = self._loss_batch(st.prompt, cands, oracle_order, verdict, own)
-        if batch is None:
-            skipped = f"oracle failed: {verdict.error or 'no ranking'}"
-        else:
-            loss_parts = self.trainer.step([batch])
-            self.totals.trained_steps += 1
-            self.totals.loss_sum += float(loss_parts.get("total", 0.0))
-        train_s = time.perf_counter() - t0
-
-        # 5. agreement → a new dynamic demonstration
+    def _conclude(
+        self, j: _Judged, loss_parts: dict[str, float] | None, train_s: float
+    ) -> tuple[dict[str, Any], Demonstration | None]:
+        """The agreement (and a demonstration from it), the interaction's record, the prompt's next state."""
+        st, verdict, oracle_order, own = j.state, j.verdict, j.oracle_order, j.own
         agreement: tuple[int, ...] = ()
         full = False
+        demo = None
         if oracle_order is not None:
             agreement = self.agreement.agree(Ranking(oracle_order), own)
             full = oracle_order == own.order
             if len(agreement) >= self.s.min_agreement:
-                demo = self._demonstration(st, cands, agreement)
-                self.demos.add(demo)
-        else:
-            self.totals.oracle_failures += 1
-
-        self.totals.interactions += 1
-        self.totals.full_agreements += int(full)
-        self.on_record(
-            {
-                "prompt_id": st.prompt.id,
-                "prompt": st.prompt.text,
-                "interaction": st.interaction,
-                "candidates": [c.text for c in cands],
-                "candidate_mean_logps": [c.mean_logp for c in cands],
-                "shown_order": list(shown),
-                "oracle": {
-                    "raw": verdict.raw,
-                    "order": list(oracle_order) if oracle_order is not None else None,
-                    "shown_order_answer": list(verdict.order) if verdict.order is not None else None,
-                    "response": verdict.response,
-                    "error": verdict.error,
-                    "attempts": verdict.attempts,
-                    "cached": verdict.cached,
-                    **verdict.usage.as_dict(),
-                    "latency_s": verdict.latency_s,
-                },
-                "demonstrations_shown": demos_shown,
-                "self_order": list(own.order),
-                "agreement": list(agreement),
-                "agreed_fully": full,
-                "loss": loss_parts,
-                "skipped_reason": skipped,
-                "timings": {"sample_s": sample_s, "oracle_s": oracle_s, "train_s": train_s},
-            }
-        )
+                demo = self._demonstration(st, j.cands, agreement)
+        record = {
+            "prompt_id": st.prompt.id,
+            "prompt": st.prompt.text,
+            "interaction": st.interaction,
+            "candidates": [c.text for c in j.cands],
+            "candidate_mean_logps": [c.mean_logp for c in j.cands],
+            "shown_order": list(j.shown),
+            "oracle": {
+                "raw": verdict.raw,
+                "order": list(oracle_order) if oracle_order is not None else None,
+                "shown_order_answer": list(verdict.order) if verdict.order is not None else None,
+                "response": verdict.response,
+                "error": verdict.error,
+                "attempts": verdict.attempts,
+                "cached": verdict.cached,
+                **verdict.usage.as_dict(),
+                "latency_s": verdict.latency_s,
+            },
+            "demonstrations_shown": j.demos_shown,
+            "self_order": list(own.order),
+            "agreement": list(agreement),
+            "agreed_fully": full,
+            "loss": loss_parts,
+            "skipped_reason": None if j.batch is not None else f"oracle failed: {verdict.error or 'no ranking'}",
+            "timings": {**j.timings, "train_s": train_s},
+        }
         st.interaction += 1
         if (full and self.s.early_stop) or st.interaction >= self.s.max_interactions:
             st.done = True
+        return record, demo
 
     # ------------------------------------------------------------------ helpers
     def _loss_batch(

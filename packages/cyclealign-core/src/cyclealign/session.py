@@ -161,11 +161,17 @@ class RunSession:
                 "run", total=len(self.prompts), completed=t.prompts, interactions=t.interactions, agree="–"
             )
 
-            def prompt_done(_prompt: Any) -> None:
+            def prompts_done(n: int) -> None:
                 t = self.cycle.totals
-                progress.update(task, advance=1, interactions=t.interactions, agree=f"{t.agreement_rate:.0%}")
+                progress.update(task, advance=n, interactions=t.interactions, agree=f"{t.agreement_rate:.0%}")
 
-            totals = self.cycle.run(self.prompts[t.prompts :], on_prompt_done=prompt_done, on_wave_done=self.checkpoint)
+            skip = t.waves * self.config.cycle.prompt_batch
+            totals = self.cycle.run(
+                self.prompts[skip:],
+                positions=range(skip, len(self.prompts)),
+                on_prompts_done=prompts_done,
+                on_wave_done=self.checkpoint,
+            )
         if not totals.stopped:
             self.status = "completed"
         else:
