@@ -1,4 +1,4 @@
-"""Developer entry points: `nox -s tests`, `nox -s demo`, `nox -s lint`, `nox -s install_orders`.
+"""Developer entry points: `nox -s tests`, `nox -s demo`, `nox -s lint`, `nox -s install_orders`, `nox -s stress`.
 
 Each session builds its own virtual environment from the project's own files,
 so a fresh machine with Python and pip needs nothing else.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +60,33 @@ def tests(session: nox.Session) -> None:
     """Run the whole test suite (unit, integration with real local servers, tiny real models)."""
     _install(session, "-e", "examples/cyclealign-oracle-echo", "pytest>=8", "pytest-timeout>=2.3")
     session.run("pytest", *(session.posargs or ["-q"]), env=ENV)
+
+
+STRESS_ROUNDS = 3
+STRESS_BURNERS = 2  # CPU-bound processes beside the tests: CI is a loaded 2-core machine
+
+
+@nox.session
+def stress(session: nox.Session) -> None:
+    """The timing-sensitive tests (`-m timing`) 3 times in a row beside 2 CPU-bound processes (not a default).
+
+    Extra pytest arguments go after `--`, e.g. `nox -s stress -- -m "timing and not slow"` for a quick round.
+    """
+    _install(session, "-e", "examples/cyclealign-oracle-echo", "pytest>=8", "pytest-timeout>=2.3")
+    burners: list[subprocess.Popen] = []
+    started = time.monotonic()
+    try:
+        for _ in range(STRESS_BURNERS):
+            burners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        for n in range(1, STRESS_ROUNDS + 1):
+            t0 = time.monotonic()
+            session.run("pytest", "-q", "-m", "timing", *session.posargs, env=ENV)
+            session.log(f"stress round {n}/{STRESS_ROUNDS} passed in {time.monotonic() - t0:.0f} s")
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    session.log(f"{STRESS_ROUNDS} rounds beside {STRESS_BURNERS} CPU burners in {time.monotonic() - started:.0f} s")
 
 
 @nox.session

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from cyclealign.cli import app
@@ -12,6 +13,7 @@ from cyclealign.cli import app
 runner = CliRunner()
 
 
+@pytest.mark.timing
 def test_unknown_key_fails_fast_with_one_line_naming_it() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cyclealign.cli", "run", "--set", "cycle.bogus=1"],

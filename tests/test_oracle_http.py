@@ -40,12 +40,16 @@ def test_valid_json_is_accepted_in_one_call(openai_server: OpenAIServer) -> None
     assert body["response_format"]["schema"]["properties"]["desired rank"]["enum"][0] == [0, 1, 2]
 
 
-@pytest.mark.timing
-def test_429_retry_after_is_honoured() -> None:
-    # litellm sets up its error handling on the first failure of a process (~0.5 s, twice that on a loaded
-    # machine); warm it up so that the time measured below is the retry's own.
+def warm_up_error_handling() -> None:
+    """litellm sets up its error handling on the first failure of a process (~0.5 s, twice that on a loaded
+    machine); a test that times a retry warms it up first, so that what it measures is the retry's own."""
     with OpenAIServer([Reply(status=429, headers={"Retry-After": "0"}), Reply(GOOD)]) as server:
         assert oracle_for(server).rank(REQUEST).ok
+
+
+@pytest.mark.timing
+def test_429_retry_after_is_honoured() -> None:
+    warm_up_error_handling()
     with OpenAIServer([Reply(status=429, headers={"Retry-After": "1"}), Reply(GOOD)]) as server:
         oracle = oracle_for(server)
         t0 = time.monotonic()
@@ -70,7 +74,8 @@ def test_500_is_retried_with_backoff() -> None:
 @pytest.mark.timing
 def test_a_hang_past_the_timeout_is_abandoned_and_retried() -> None:
     # The hung answer would come after 30 s, and the oracle's own hard limit is 2 × 0.5 + 10 = 11 s: only the
-    # 0.5 s timeout can end the call within the bound below, which leaves a loaded machine seconds to spare.
+    # 0.5 s timeout can end the call within the bound below.
+    warm_up_error_handling()
     with OpenAIServer([Reply(GOOD, delay_s=30.0), Reply(GOOD)]) as server:
         oracle = oracle_for(server, timeout_s=0.5)
         t0 = time.monotonic()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -10,14 +12,17 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.support.openai_server import OpenAIServer
+from tests.support.openai_server import OpenAIServer, default_behaviour
 from tests.support.tiny_models import tiny_llama_dir
+from tests.support.waiting import Output, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
@@ -29,6 +34,7 @@ ENV = {
     "PYTHONPATH": str(ROOT),
 }
 VOLATILE = {"timings", "latency_s", "cached", "step_s"}
+RUN_S = 300  # the most a tiny run may take to reach a state (starting torch and the model included), even loaded
 
 
 def write_config(tmp: Path, model_dir: Path, server: OpenAIServer, run_dir: Path, **extra: dict) -> Path:
@@ -63,6 +69,17 @@ def cli(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
     )
 
 
+@contextlib.contextmanager
+def killed_at_exit(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """A test that fails while waiting on ``proc`` leaves no run behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def strip(record: dict) -> dict:
     out = {}
     for k, v in record.items():
@@ -81,7 +98,11 @@ def model_dir(tmp_path_factory) -> Path:
     return tiny_llama_dir(tmp_path_factory.mktemp("chaos-model"))
 
 
+SETTLE_S = 0.2  # far longer than bytes already sent over loopback take to reach the server's handler thread
+
+
 @pytest.mark.slow
+@pytest.mark.timing
 def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(model_dir: Path, tmp_path: Path) -> None:
     ref_dir, chaos_dir = tmp_path / "reference", tmp_path / "chaos"
     with OpenAIServer(latency_s=0.2) as server:
@@ -114,17 +135,26 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(mode
                 def killer(p=proc, target=target) -> None:
                     while p.poll() is None and len(server.chat_calls) < target:
                         time.sleep(0.01)
-                    time.sleep(rng.uniform(0.0, 0.4))
+                    time.sleep(rng.uniform(0.0, 0.4))  # the random moment: the chaos itself, not a wait
                     # Never while an oracle request is unanswered: a call killed in flight is one the API
                     # may bill and no client can ever have the answer of, so it is outside what a resume can save.
-                    while p.poll() is None and not server.quiet_for(0.05):
-                        time.sleep(0.002)
-                    if p.poll() is None:
-                        p.send_signal(signal.SIGKILL)
+                    while p.poll() is None:
+                        if not server.quiet_for(0.05):
+                            time.sleep(0.002)
+                            continue
+                        # The run goes on between that check and a kill (more so on a loaded machine): freeze
+                        # it, let a request it had already sent reach the server, and kill only if none did.
+                        seen = len(server.requests)
+                        p.send_signal(signal.SIGSTOP)
+                        time.sleep(SETTLE_S)
+                        if server.quiet_for(0.0) and len(server.requests) == seen:
+                            p.send_signal(signal.SIGKILL)
+                            return
+                        p.send_signal(signal.SIGCONT)
 
                 threading.Thread(target=killer, daemon=True).start()
-            proc.communicate(timeout=300)
-            assert proc.returncode == -signal.SIGKILL, f"step {i} ({step}) was not killed: rc={proc.returncode}"
+            _out, err = proc.communicate(timeout=300)
+            assert proc.returncode == -signal.SIGKILL, f"step {i} ({step}) was not killed: rc={proc.returncode}\n{err}"
             kills += 1
             state = json.loads((chaos_dir / "checkpoint" / "state.json").read_text())
             assert state["prompts_done"] <= 5  # the previous checkpoint is intact and readable
@@ -148,15 +178,16 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(mode
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 def test_sigint_stops_cleanly_saves_and_resume_completes(model_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with OpenAIServer(latency_s=0.3) as server:
         config = write_config(tmp_path, model_dir, server, run_dir)
         proc = cli(["run", str(config)])
-        while len(server.chat_calls) < 3 and proc.poll() is None:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        with killed_at_exit(proc):
+            wait_until(lambda: len(server.chat_calls) >= 3, RUN_S, "the run's third oracle call", process=proc)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, (out, err)
         assert "finishing the current step" in out + err
         assert f"cyclealign run --resume {run_dir}" in out + err
@@ -170,23 +201,35 @@ def test_sigint_stops_cleanly_saves_and_resume_completes(model_dir: Path, tmp_pa
     assert summary["prompts_done"] == 5 and summary["interactions"] == 10
 
 
-def _llama_server_children(pid: int) -> list[int]:
-    found = []
+def _llama_server_children(pid: int) -> dict[int, list[str]]:
+    """The llama.cpp servers started by process ``pid``: their pids and command lines."""
+    found = {}
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit():
             continue
         try:
-            cmd = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (proc_dir / "cmdline").read_bytes().decode().split("\0")
             stat = (proc_dir / "stat").read_text().split()
         except OSError:
             continue
-        if "llama_cpp.server" in cmd and int(stat[3]) == pid:
-            found.append(int(proc_dir.name))
+        if "llama_cpp.server" in argv and int(stat[3]) == pid:
+            found[int(proc_dir.name)] = argv
     return found
+
+
+def _answers(argv: list[str]) -> bool:
+    """Whether the llama.cpp server started with ``argv`` is up: it lists its model on its port."""
+    port = argv[argv.index("--port") + 1]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 @pytest.mark.slow
 @pytest.mark.llamacpp
+@pytest.mark.timing
 def test_sigint_leaves_no_managed_llama_server_behind(model_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with OpenAIServer() as unused:
@@ -198,33 +241,58 @@ def test_sigint_leaves_no_managed_llama_server_behind(model_dir: Path, tmp_path:
             oracle={"api_base": None, "serve_gguf": "embedded:smollm2", "model": None},
         )
     proc = cli(["run", str(config)])
-    deadline = time.monotonic() + 120
-    children: list[int] = []
-    while time.monotonic() < deadline and not children and proc.poll() is None:
-        children = _llama_server_children(proc.pid)
-        time.sleep(0.2)
-    assert children, "the managed llama.cpp server never started"
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=180)
+    with killed_at_exit(proc):
+        started = wait_until(
+            lambda: _llama_server_children(proc.pid), RUN_S, "the managed llama.cpp server to start", process=proc
+        )
+        # Ctrl+C once the server is up and serving the run, however long a loaded machine takes to get there
+        serving = wait_until(
+            lambda: {pid: argv for pid, argv in _llama_server_children(proc.pid).items() if _answers(argv)},
+            RUN_S,
+            "the managed llama.cpp server to answer",
+            interval=0.2,
+            process=proc,
+        )
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=180)
     assert proc.returncode in (0, 130), err
-    for child in children:
+    for child in started.keys() | serving.keys():
         assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
 
 
+def hang_from_the_second_call(call, index: int):
+    """Answers the first oracle call and leaves every later one hanging (for longer than any test runs)."""
+    return dataclasses.replace(default_behaviour(call, index), delay_s=0.0 if index == 0 else 3600.0)
+
+
 @pytest.mark.slow
+@pytest.mark.timing
 def test_a_second_ctrl_c_aborts_at_once_and_the_checkpoint_stays_valid(model_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    with OpenAIServer(latency_s=1.0) as server:
+    # The second call never answers: the second Ctrl+C surely comes while the current step's call is in flight,
+    # and only an abort that does not wait for it can end the run within the bound below.
+    with OpenAIServer(hang_from_the_second_call) as server:
         proc = cli(["run", str(write_config(tmp_path, model_dir, server, run_dir))])
-        while len(server.chat_calls) < 2 and proc.poll() is None:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)  # while the oracle call of the current step is still in flight
-        t0 = time.monotonic()
-        _out, err = proc.communicate(timeout=120)
-        elapsed = time.monotonic() - t0
+        output = Output(proc)
+        with killed_at_exit(proc):
+            wait_until(
+                lambda: server.in_flight == 1 and len(server.chat_calls) == 2,
+                RUN_S,
+                "the run's second oracle call to be in flight",
+                process=proc,
+            )
+            proc.send_signal(signal.SIGINT)
+            # Two signals that arrive before Python runs the handler are handled as one: send the second only
+            # once the first was handled (it says so), however long a loaded machine takes.
+            wait_until(
+                lambda: "finishing the current step" in output.out + output.err,
+                what="the first Ctrl+C to be handled",
+                process=proc,
+            )
+            proc.send_signal(signal.SIGINT)
+            t0 = time.monotonic()
+            _out, err = output.finish(timeout=120)
+            elapsed = time.monotonic() - t0
     assert proc.returncode == 130, err
     assert "aborted; the last checkpoint is intact" in err and f"--resume {run_dir}" in err
     assert elapsed < 10

@@ -87,8 +87,8 @@ def test_an_unknown_backend_is_refused_naming_train_backend() -> None:
 
     from cyclealign.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"train\.backend: unknown backend 'deepspeed' \(known: torch\)"):
-        build_trainer(None, HingeLoss(), SimpleNamespace(backend="deepspeed"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"train\.backend: unknown backend 'jax' \(known: torch, deepspeed\)"):
+        build_trainer(None, HingeLoss(), SimpleNamespace(backend="jax"))  # type: ignore[arg-type]
 
 
 def test_training_step_moves_only_the_lora_weights(model_dir: Path) -> None:

@@ -9,9 +9,10 @@ beyond any honest delay, and says what it waited for when the deadline passes.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import IO, TypeVar
 
 T = TypeVar("T")
 
@@ -48,3 +49,45 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+class Output:
+    """Collects a running process's stdout and stderr as they come, so that a test can wait for a message.
+
+    ``communicate()`` only returns once the process has ended; a test that must act on what a process
+    says while it runs (a second Ctrl+C only after the first was handled) reads both pipes on threads.
+    """
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self._parts: dict[str, list[str]] = {"out": [], "err": []}
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._drain, args=(stream, key), daemon=True)
+            for stream, key in ((process.stdout, "out"), (process.stderr, "err"))
+            if stream is not None
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _drain(self, stream: IO[str], key: str) -> None:
+        for line in iter(stream.readline, ""):
+            with self._lock:
+                self._parts[key].append(line)
+
+    @property
+    def out(self) -> str:
+        with self._lock:
+            return "".join(self._parts["out"])
+
+    @property
+    def err(self) -> str:
+        with self._lock:
+            return "".join(self._parts["err"])
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Wait for the process to end and its pipes to close; ``(stdout, stderr)``."""
+        self.process.wait(timeout=timeout)
+        for t in self._threads:
+            t.join(timeout=timeout)
+        return self.out, self.err

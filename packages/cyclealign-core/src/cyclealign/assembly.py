@@ -18,6 +18,7 @@ from cyclealign.config import Config
 from cyclealign.demos import DemoPool
 from cyclealign.engine import Cycle, CycleSettings, CycleTotals
 from cyclealign.errors import DataError
+from cyclealign.lockstep import Lockstep
 from cyclealign.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import Oracle, Prompt, RankLoss
 from cyclealign.rewards import ranks_to_rewards
@@ -47,11 +48,17 @@ def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     return prompts, loss
 
 
-def build_oracle(config: Config, store: RunDir, spent: Usage | None = None) -> Oracle:
-    """The configured oracle, caching into the run directory unless told otherwise."""
+def build_oracle(config: Config, store: RunDir, spent: Usage | None = None, *, share: float = 1.0) -> Oracle:
+    """The configured oracle, caching into the run directory unless told otherwise.
+
+    ``share`` of ``oracle.budget_usd`` is this process's (each of K data-parallel
+    processes may spend 1/K of it, so together they never exceed it).
+    """
     oracle_cfg = config.oracle
     if oracle_cfg.cache and oracle_cfg.cache_path is None:
         oracle_cfg = oracle_cfg.model_copy(update={"cache_path": store.cache_path})
+    if oracle_cfg.budget_usd is not None and share != 1.0:
+        oracle_cfg = oracle_cfg.model_copy(update={"budget_usd": oracle_cfg.budget_usd * share})
     return plugins.create_oracle(oracle_cfg, spent=spent)
 
 
@@ -72,13 +79,13 @@ def fit_prompts(prompts: list[Prompt], tokenizer: Any, config: Config, console: 
     return prompts
 
 
-def build_whitebox(config: Config, loss: RankLoss) -> tuple[Any, Any]:
-    """The white-box model (seeded) and its trainer."""
+def build_whitebox(config: Config, loss: RankLoss, lockstep: Lockstep | None = None) -> tuple[Any, Any]:
+    """The white-box model (seeded: the same initial weights in every process) and its trainer."""
     from cyclealign.whitebox import build_trainer, load_whitebox
 
     reseed_all(f"{config.run.seed}:init")
     whitebox = load_whitebox(config.whitebox, seed=config.run.seed)
-    return whitebox, build_trainer(whitebox, loss, config.train)
+    return whitebox, build_trainer(whitebox, loss, config.train, lockstep)
 
 
 def build_pool(config: Config, store: RunDir) -> DemoPool:
@@ -104,6 +111,7 @@ def build_cycle(
     store: RunDir,
     totals: CycleTotals,
     should_stop: Callable[[], bool],
+    lockstep: Lockstep | None = None,
 ) -> Cycle:
     """The engine of Figure 2, wired to the real parts and journalling into ``store``."""
     from cyclealign.whitebox import MeanLogProbRanker
@@ -123,4 +131,5 @@ def build_cycle(
         reseed=reseed_all,
         should_stop=should_stop,
         totals=totals,
+        lockstep=lockstep,
     )

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +83,12 @@ def _set_rng_state(states: dict[str, Any], torch_state: Any) -> None:
     torch.set_rng_state(torch_state)
 
 
-def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None:
-    """Flush the records, then atomically replace ``checkpoint/`` with the current state."""
+def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState, lockstep: Any = None) -> None:
+    """Flush the records, then atomically replace ``checkpoint/`` with the current state.
+
+    With a data-parallel ``lockstep`` every process writes its part of the trainer
+    state into one staging directory; the first process writes the rest and swaps it in.
+    """
     from safetensors.torch import save_file
 
     store.flush()
@@ -90,11 +96,28 @@ def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None
     state.extra = {**state.extra, "rng": rng, "format": STATE_FORMAT}
 
     def fill(tmp: Path) -> None:
-        trainer.save_state(tmp / "trainer")
         save_file({"torch": torch_rng}, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(asdict(state), sort_keys=True))
 
-    atomic_replace_dir(store.path / "checkpoint", fill)
+    if lockstep is None or lockstep.world_size == 1:
+        atomic_replace_dir(store.path / "checkpoint", lambda tmp: (trainer.save_state(tmp / "trainer"), fill(tmp)))
+        return
+    staging = store.path / ".checkpoint.staging"
+    if store.writer:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    lockstep.barrier()
+    trainer.save_state(staging / "trainer")
+    lockstep.barrier()
+    if store.writer:
+        fill(staging)
+        target, old = store.path / "checkpoint", store.path / ".checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    lockstep.barrier()
 
 
 def has_checkpoint(store: RunDir) -> bool:
@@ -137,9 +160,18 @@ class Checkpointer:
     """The cadence: a checkpoint every ``every`` prompts, at the last prompt, and when forced."""
 
     def __init__(
-        self, store: RunDir, trainer: Any, *, fingerprint: str, every: int, total_prompts: int, start_prompts: int
+        self,
+        store: RunDir,
+        trainer: Any,
+        *,
+        fingerprint: str,
+        every: int,
+        total_prompts: int,
+        start_prompts: int,
+        lockstep: Any = None,
     ) -> None:
         self.store = store
+        self.lockstep = lockstep
         self.trainer = trainer
         self.fingerprint = fingerprint
         self.every = every
@@ -159,5 +191,5 @@ class Checkpointer:
             config_fingerprint=self.fingerprint,
             extra={"oracle_spend": spent},
         )
-        save_checkpoint(self.store, self.trainer, state)
+        save_checkpoint(self.store, self.trainer, state, self.lockstep)
         self.last_prompts = totals.prompts

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cyclealign.errors import ConfigError
 
@@ -29,12 +29,17 @@ class WhiteboxConfig(_Section):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lora_target_modules: list[str] | None = Field(None, description="None: q_proj/k_proj/v_proj/o_proj where present")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype; auto: bfloat16 on CUDA, float32 elsewhere (log-probs are float32)"
+    )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', …")
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_prompt_tokens: int = Field(384, ge=8, description="longer prompts are handled by data.overlong")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="None: transformers' default; flash_attention_2 needs pip install flash-attn and CUDA"
+    )
 
 
 class OracleConfig(_Section):
@@ -119,14 +124,34 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     """The optimisation step."""
 
-    backend: Literal["torch"] = Field("torch", description="how parameters are updated: torch (one device)")
+    backend: Literal["torch", "deepspeed"] = Field(
+        "torch", description="how parameters are updated: torch (one device) or deepspeed (data parallel, ZeRO)"
+    )
     lr: float = Field(5e-5, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     max_length: int = Field(512, ge=16, description="prompt + response tokens in a training sequence")
-    zero_stage: int = Field(
-        2, ge=0, le=3, description="ZeRO stage for a DeepSpeed backend (none exists yet: no effect with torch)"
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage with backend=deepspeed (the paper: 2)")
+    deepspeed_config: Path | None = Field(
+        None, description="your own DeepSpeed JSON; our train.* settings fill what it leaves out"
     )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
+    grad_accum: int = Field(1, ge=1, description="optimizer update every k-th training step, gradients averaged")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="LR after warm-up: constant, or decaying to 0 at train.total_steps"
+    )
+    warmup_steps: int = Field(0, ge=0, description="optimizer updates of linear LR warm-up from 0")
+    total_steps: int | None = Field(
+        None, ge=1, description="optimizer updates (after grad_accum) the LR decays over; linear/cosine need it"
+    )
+
+    @model_validator(mode="after")
+    def _schedule_needs_total_steps(self) -> TrainConfig:
+        if self.lr_scheduler != "constant" and self.total_steps is None:
+            raise ValueError(f"train.total_steps: lr_scheduler={self.lr_scheduler} needs the number of updates")
+        if self.total_steps is not None and self.warmup_steps > self.total_steps:
+            raise ValueError(f"train.warmup_steps: {self.warmup_steps} exceeds train.total_steps={self.total_steps}")
+        return self
 
 
 class RunConfig(_Section):

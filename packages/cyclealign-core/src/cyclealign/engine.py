@@ -167,9 +167,10 @@ class Cycle:
 
         ``positions`` are the prompts' places in the run's list (default 0, 1, …;
         a process of a data-parallel run holds a shard).  ``waves`` is how many
-        waves every process runs (its own may be fewer: it then only keeps step).  ``on_wave_done`` runs when every prompt of a wave
-        has finished: the only moments at which the whole state (weights, demos,
-        records) is consistent with a prompt boundary, hence the checkpoints.
+        waves every process runs (its own may be fewer: it then only keeps step).
+        ``on_wave_done`` runs when every prompt of a wave has finished: the only
+        moments at which the whole state (weights, demos, records) is consistent
+        with a prompt boundary, hence the checkpoints.
         """
         b = self.s.prompt_batch
         pairs = list(zip(positions if positions is not None else range(len(prompts)), prompts, strict=True))

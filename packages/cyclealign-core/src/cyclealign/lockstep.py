@@ -26,6 +26,12 @@ class Lockstep(Protocol):
         """Every process's ``(position, item)`` pairs as one list, ordered by position."""
         ...
 
+    def gather(self, value: Any) -> list[Any]:
+        """``value`` of every process, in rank order."""
+        ...
+
+    def barrier(self) -> None: ...
+
 
 def _ordered(items: list[tuple[int, Any]]) -> list[Any]:
     return [item for _, item in sorted(items, key=lambda pair: pair[0])]
@@ -45,6 +51,12 @@ class Solo:
 
     def merge(self, items: list[tuple[int, Any]]) -> list[Any]:
         return _ordered(items)
+
+    def gather(self, value: Any) -> list[Any]:
+        return [value]
+
+    def barrier(self) -> None:
+        return None
 
 
 class TorchLockstep:
@@ -82,3 +94,18 @@ class TorchLockstep:
         gathered: list[Any] = [None] * self.world_size
         self._dist.all_gather_object(gathered, value)
         return gathered
+
+    def barrier(self) -> None:
+        self._dist.barrier()
+
+
+def lockstep_for(backend: str) -> Lockstep:
+    """The lockstep of this process: DeepSpeed joins the launcher's process group (a world of one without one)."""
+    if backend != "deepspeed":
+        return Solo()
+    import torch.distributed as dist
+
+    from cyclealign.whitebox.deepspeed_backend import init_distributed
+
+    init_distributed()
+    return TorchLockstep() if dist.get_world_size() > 1 else Solo()

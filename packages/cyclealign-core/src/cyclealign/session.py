@@ -10,6 +10,7 @@ in atomically and the checkpoint says which records it covers.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -26,8 +27,9 @@ from cyclealign import assembly
 from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, read_checkpoint
 from cyclealign.config import Config
 from cyclealign.engine import CycleTotals
+from cyclealign.lockstep import lockstep_for
 from cyclealign.store import RunDir
-from cyclealign.summary import print_summary, summarize
+from cyclealign.summary import print_summary, sum_stats, summarize
 from cyclealign.usage import Usage
 
 
@@ -76,9 +78,13 @@ class RunSession:
 
     def __init__(self, config: Config, *, console: Console | None = None, resume: bool = False) -> None:
         self.config = config
+        self.lockstep = lockstep_for(config.train.backend)  # who else runs with us (data parallelism)
+        self.rank, self.world_size = self.lockstep.rank, self.lockstep.world_size
         self.console = console or Console()
+        if self.rank:
+            self.console = Console(quiet=True)  # the first process speaks for all
         self.resume = resume
-        self.store = RunDir(config.run.dir)
+        self.store = RunDir(config.run.dir, writer=self.rank == 0, world_size=self.world_size)
         self.public = config.public_dict()
         self.fingerprint = config_fingerprint(self.public)
         self.stop = StopFlag(self.console)
@@ -94,17 +100,17 @@ class RunSession:
         else:
             store.check_free(overwrite=cfg.run.overwrite)
         state = read_checkpoint(store, self.fingerprint) if self.resume else None
-        spent = Usage.from_dict(state.extra.get("oracle_spend")) if state else None
         with self.console.status(f"starting the oracle {cfg.oracle.name!r}…"):
-            self.oracle = assembly.build_oracle(cfg, store, spent)
+            self.oracle = assembly.build_oracle(cfg, store, self._spent(state), share=1 / self.world_size)
         try:
             self.oracle.preflight()
             if self.resume:
                 store.set_status("running")
             else:
                 store.prepare(self.public, overwrite=cfg.run.overwrite)
+            self.lockstep.barrier()  # the run directory exists for every process from here on
             with self.console.status("loading the white-box model…"):
-                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss)
+                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep)
             self.prompts = assembly.fit_prompts(self.prompts, self.whitebox.tokenizer, cfg, self.console)
             self.totals = self._load(state)
             self.cycle = assembly.build_cycle(
@@ -115,6 +121,7 @@ class RunSession:
                 store=store,
                 totals=self.totals,
                 should_stop=self.stop,
+                lockstep=self.lockstep,
             )
             self.checkpoints = Checkpointer(
                 store,
@@ -123,6 +130,7 @@ class RunSession:
                 every=cfg.run.checkpoint_every,
                 total_prompts=len(self.prompts),
                 start_prompts=self.totals.prompts,
+                lockstep=self.lockstep,
             )
             if state is None:
                 self.checkpoint(force=True)  # a run stopped before its first prompt ends still resumes from here
@@ -141,8 +149,17 @@ class RunSession:
         self.console.print(f"resuming {self.store.path} after {state.prompts_done} of {len(self.prompts)} prompts")
         return CycleTotals(**{**state.totals, "stopped": None})
 
+    def _spent(self, state: Any) -> Usage | None:
+        """What this process's oracle had paid at the checkpoint (each process keeps its own account)."""
+        if state is None:
+            return None
+        spend = state.extra.get("oracle_spend", [])
+        spend = [spend] if isinstance(spend, dict) else spend
+        return Usage.from_dict(spend[self.rank]) if self.rank < len(spend) else None
+
     def checkpoint(self, force: bool = False) -> None:
-        self.checkpoints.maybe_save(self.cycle.totals, self.oracle.stats.usage.as_dict(), force=force)
+        spent = self.lockstep.gather(self.oracle.stats.usage.as_dict())
+        self.checkpoints.maybe_save(self.cycle.totals, spent, force=force)
 
     # ------------------------------------------------------------------ train
     def train(self) -> CycleTotals:
@@ -165,10 +182,13 @@ class RunSession:
                 t = self.cycle.totals
                 progress.update(task, advance=n, interactions=t.interactions, agree=f"{t.agreement_rate:.0%}")
 
-            skip = t.waves * self.config.cycle.prompt_batch
+            batch, world = self.config.cycle.prompt_batch, self.world_size
+            positions = list(range(self.rank, len(self.prompts), world))[t.waves * batch :]  # this process's shard
+            waves = math.ceil(math.ceil(len(self.prompts) / world) / batch) - t.waves  # the largest shard's
             totals = self.cycle.run(
-                self.prompts[skip:],
-                positions=range(skip, len(self.prompts)),
+                [self.prompts[i] for i in positions],
+                positions=positions,
+                waves=waves,
                 on_prompts_done=prompts_done,
                 on_wave_done=self.checkpoint,
             )
@@ -186,7 +206,9 @@ class RunSession:
         self.oracle.close()
         self.store.flush()
         save_trainable(self.whitebox, self.store.adapter_dir)
-        summary = summarize(self.loss, self.cycle.totals, self.oracle.stats, self.started)
+        stats = sum_stats(self.lockstep.gather(self.oracle.stats))
+        summary = summarize(self.loss, self.cycle.totals, stats, self.started)
+        summary["world_size"] = self.world_size
         self.store.write_summary(summary)
         self.store.set_status(self.status)
         return summary

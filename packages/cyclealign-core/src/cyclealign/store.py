@@ -103,8 +103,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 class RunDir:
     """One run's directory, with its records kept in memory and flushed atomically."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, writer: bool = True, world_size: int = 1) -> None:
+        """``writer=False``: a data-parallel process other than the first keeps the journal in memory only."""
         self.path = Path(path)
+        self.writer = writer
+        self.world_size = world_size
         self.interactions: list[dict[str, Any]] = []
         self.demos: list[Demonstration] = []
 
@@ -127,7 +130,7 @@ class RunDir:
 
     def check_free(self, *, overwrite: bool) -> None:
         """Refuse, before any work, to mix two different runs in one place."""
-        if not self.path.exists():
+        if not self.writer or not self.path.exists():
             return
         if not self.path.is_dir():
             raise RunDirError(f"run.dir: {self.path} is a file, not a directory")
@@ -143,6 +146,8 @@ class RunDir:
 
     def prepare(self, config: dict[str, Any], *, overwrite: bool) -> None:
         """Create the directory (after :meth:`check_free`), keeping an open oracle cache if there is one."""
+        if not self.writer:
+            return
         self.check_free(overwrite=overwrite)
         if self.path.exists():
             for child in self.path.iterdir():
@@ -157,9 +162,21 @@ class RunDir:
         self.set_status("running")
 
     def require_existing(self) -> None:
+        """A run to resume, made by as many processes as this one has."""
         if not (self.path / "run.json").is_file() or not (self.path / "config.yaml").is_file():
             raise RunDirError(f"{self.path} holds no run to resume (run.json or config.yaml is missing)")
-        self.clean_temp()
+        try:
+            made_by = int(json.loads((self.path / "run.json").read_text()).get("world_size", 1))
+        except (OSError, ValueError, AttributeError) as e:
+            raise RunDirError(f"{self.path / 'run.json'}: unreadable ({e})") from None
+        if made_by != self.world_size:
+            raise RunDirError(
+                f"{self.path} was run by {made_by} process(es) and this is {self.world_size}: resume it with "
+                f"world size {made_by} (e.g. deepspeed --num_gpus {made_by} --module cyclealign run --resume "
+                f"{self.path}), or the data shards and steps would not match"
+            )
+        if self.writer:
+            self.clean_temp()
 
     def clean_temp(self) -> None:
         """Remove what writes killed half-way left behind (their targets are intact by construction)."""
@@ -170,7 +187,9 @@ class RunDir:
                 leftover.unlink(missing_ok=True)
 
     def set_status(self, status: str, **extra: Any) -> None:
-        atomic_write_json(self.path / "run.json", {"format": 1, "status": status, **extra})
+        if self.writer:
+            record = {"format": 1, "status": status, "world_size": self.world_size, **extra}
+            atomic_write_json(self.path / "run.json", record)
 
     def add_interaction(self, record: dict[str, Any]) -> None:
         self.interactions.append(record)
@@ -180,11 +199,14 @@ class RunDir:
 
     def flush(self) -> None:
         """Write the records so far (called at every checkpoint and at the end)."""
+        if not self.writer:
+            return
         atomic_write_jsonl(self.path / "interactions.jsonl", self.interactions)
         atomic_write_jsonl(self.path / "demos.jsonl", [asdict(d) for d in self.demos])
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.path / "summary.json", summary)
+        if self.writer:
+            atomic_write_json(self.path / "summary.json", summary)
 
 
 def load_demos(path: Path) -> list[Demonstration]:

@@ -30,6 +30,17 @@ def summarize(loss: Any, totals: CycleTotals, stats: OracleStats, started: float
     }
 
 
+def sum_stats(parts: list[OracleStats]) -> OracleStats:
+    """The oracle accounts of every process of a run, as one."""
+    total = OracleStats()
+    for part in parts:
+        total.usage = total.usage + part.usage
+        for name, value in vars(part).items():
+            if name != "usage":
+                setattr(total, name, getattr(total, name) + value)
+    return total
+
+
 def print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> None:
     table = Table(title="CycleAlign run", show_header=False)
     table.add_column(style="bold")

@@ -11,7 +11,8 @@ from cyclealign.whitebox.loading import (
 )
 from cyclealign.whitebox.sampler import HFSampler
 from cyclealign.whitebox.selfrank import MeanLogProbRanker
-from cyclealign.whitebox.trainer import PolicyTrainer, TorchBackend, TrainingBackend, build_trainer, save_trainable
+from cyclealign.whitebox.torch_backend import TorchBackend
+from cyclealign.whitebox.trainer import PolicyTrainer, TrainingBackend, build_trainer, save_trainable
 
 __all__ = [
     "EncodedBatch",

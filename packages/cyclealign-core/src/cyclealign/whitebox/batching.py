@@ -77,7 +77,11 @@ def encode_candidates(
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[target] without materialising the whole log-softmax."""
+    """log softmax(logits)[target] without materialising the whole log-softmax.
+
+    Half-precision logits (bfloat16/float16 weights) are upcast to float32 first,
+    so log-probs, and every loss built on them, are float32 whatever the weights.
+    """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)

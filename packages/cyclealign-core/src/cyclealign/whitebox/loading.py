@@ -45,6 +45,46 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``"auto"``: bfloat16 on CUDA, float32 elsewhere; any other name as torch spells it."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def _has_package(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def check_attn_implementation(name: str | None, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse what ``from_pretrained`` would only fail on later: flash-attn missing, on a CPU, or in float32."""
+    if name != "flash_attention_2":
+        return
+    key = "whitebox.attn_implementation=flash_attention_2"
+    if not _has_package("flash_attn"):
+        raise WhiteboxError(f"{key} needs the flash-attn package: pip install flash-attn (or use sdpa)")
+    if device.type != "cuda":
+        raise WhiteboxError(f"{key} runs on CUDA only (whitebox.device resolves to {device})")
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise WhiteboxError(f"{key} needs half-precision weights: set whitebox.dtype to bfloat16, float16 or auto")
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute activations in backward (``train.gradient_checkpointing``); LoRA also needs input grads."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise WhiteboxError(f"train.gradient_checkpointing: {type(base).__name__} does not support it")
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x; the older name is deprecated there
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if base is not model:  # a peft model: the frozen embeddings' output must carry gradients into checkpoints
+        model.enable_input_require_grads()
+
+
 @dataclass
 class WhiteBox:
     """The trainable model, its tokenizer and where they live."""
@@ -94,14 +134,17 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
         raise WhiteboxError(
             'loading a GGUF model needs the gguf package: pip install gguf (or pip install "cyclealign-core[local]")'
         )
-    dtype = getattr(torch, cfg.dtype)
+    device = pick_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    check_attn_implementation(cfg.attn_implementation, device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    if cfg.attn_implementation is not None:
+        kwargs["attn_implementation"] = cfg.attn_implementation
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     if tokenizer.eos_token is None:
         raise WhiteboxError(f"whitebox.model: the tokenizer of {cfg.model!r} has no EOS token, so responses cannot end")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # only ever used under attention_mask=0 or after EOS
-    device = pick_device(cfg.device)
     model.to(device)
     torch.manual_seed(seed)
     if cfg.finetune == "lora":

@@ -16,9 +16,11 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from cyclealign.errors import ConfigError
+from cyclealign.lockstep import Lockstep, Solo
 from cyclealign.protocols import LossBatch, RankLoss
 from cyclealign.whitebox.batching import EncodedBatch, encode_candidates, sequence_logps
 from cyclealign.whitebox.loading import WhiteBox
+from cyclealign.whitebox.torch_backend import TorchBackend
 
 
 @runtime_checkable
@@ -37,37 +39,11 @@ class TrainingBackend(Protocol):
         """backward, clip, optimizer step, zero the gradients."""
         ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def save(self, directory: Path) -> None:
+        """Write the optimizer's state (and whatever else the backend owns) into ``directory``."""
+        ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class TorchBackend:
-    """AdamW over the trainable parameters, with optional gradient clipping, on one device."""
-
-    def __init__(self, model: Any, lr: float, weight_decay: float = 0.0, max_grad_norm: float | None = 1.0) -> None:
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        if not self._params:
-            raise ValueError("the model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(self._params, lr=lr, weight_decay=weight_decay)
-        self.max_grad_norm = max_grad_norm
-
-    @property
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return self._params
-
-    def step(self, loss: torch.Tensor) -> None:
-        loss.backward()
-        if self.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
+    def load(self, directory: Path) -> None: ...
 
 
 class PolicyTrainer:
@@ -81,11 +57,19 @@ class PolicyTrainer:
     checkpoint, i.e. the wrong reference.
     """
 
-    def __init__(self, whitebox: WhiteBox, loss: RankLoss, backend: TrainingBackend, max_length: int = 512) -> None:
+    def __init__(
+        self,
+        whitebox: WhiteBox,
+        loss: RankLoss,
+        backend: TrainingBackend,
+        max_length: int = 512,
+        lockstep: Lockstep | None = None,
+    ) -> None:
         self.wb = whitebox
         self.loss = loss
         self.backend = backend
         self.max_length = max_length
+        self.lockstep = lockstep or Solo()
         self.forward_passes = 0
         self._frozen_reference: Any = None
         if loss.needs_reference and not whitebox.uses_lora:
@@ -130,7 +114,8 @@ class PolicyTrainer:
         n, one pass per group, and the group losses weighted by their share of
         prompts, so the step equals the loss's own batch mean.
         """
-        if not batches:
+        world = self.lockstep.world_size
+        if not batches and world == 1:
             raise ValueError("a training step needs at least one LossBatch")
         for b in batches:
             if len(b.rewards) != len(b.candidates):
@@ -140,7 +125,7 @@ class PolicyTrainer:
         for b in batches:
             groups.setdefault(len(b.candidates), []).append(b)
         self.wb.model.train()
-        total: torch.Tensor | None = None
+        total = self._zero_loss() if not batches else None
         parts: dict[str, float] = {}
         tokens = 0
         for group in groups.values():
@@ -153,8 +138,25 @@ class PolicyTrainer:
         assert total is not None
         if not torch.isfinite(total):
             raise FloatingPointError(f"non-finite loss {float(total)} (parts {parts})")
-        self.backend.step(total)
-        return {**parts, "train_tokens": float(tokens), "step_s": time.perf_counter() - t0}
+        # Data parallel: the backend averages gradients over processes, so each weighs its loss by its share
+        # of the step's prompts; the step then equals one process's over all of them.
+        shares = self.lockstep.gather((len(batches), parts, tokens))
+        n_all = sum(n for n, _, _ in shares)
+        self.backend.step(total * (world * len(batches) / n_all))
+        merged: dict[str, float] = {}
+        for n, part, _ in shares:
+            for key, value in part.items():
+                merged[key] = merged.get(key, 0.0) + value * n / n_all
+        return {**merged, "train_tokens": float(sum(t for _, _, t in shares)), "step_s": time.perf_counter() - t0}
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A loss of zero that still reaches every trainable parameter: a process with nothing to train keeps step."""
+        from cyclealign.protocols import Candidate, Prompt
+
+        enc = encode_candidates(self.wb.tokenizer, [Prompt.from_text("-", "hi")], [(Candidate("ok"),)], 16, 8).to(
+            self.wb.device
+        )
+        return sequence_logps(self.wb.model, enc)[0].sum() * 0.0
 
     # ------------------------------------------------------------ checkpoints (no pickles)
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -164,8 +166,9 @@ class PolicyTrainer:
         from safetensors.torch import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(self.trainable_state(), str(directory / "trainable.safetensors"))
-        torch.save(self.backend.state_dict(), directory / "optimizer.pt")
+        if self.lockstep.rank == 0:  # the trainable weights are the same on every process
+            save_file(self.trainable_state(), str(directory / "trainable.safetensors"))
+        self.backend.save(directory)
 
     def load_state(self, directory: Path) -> None:
         from safetensors.torch import load_file
@@ -178,15 +181,21 @@ class PolicyTrainer:
         with torch.no_grad():
             for name, tensor in saved.items():
                 params[name].copy_(tensor.to(params[name].device))
-        self.backend.load_state_dict(torch.load(directory / "optimizer.pt", weights_only=True))
+        self.backend.load(directory)
 
 
-def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any) -> PolicyTrainer:
+def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any, lockstep: Lockstep | None = None) -> PolicyTrainer:
     """The trainer with the backend ``train.backend`` names."""
-    if train.backend != "torch":
-        raise ConfigError(f"train.backend: unknown backend {train.backend!r} (known: torch)")
-    backend = TorchBackend(whitebox.model, train.lr, train.weight_decay, train.max_grad_norm)
-    return PolicyTrainer(whitebox, loss, backend, train.max_length)
+    backend: TrainingBackend
+    if train.backend == "torch":
+        backend = TorchBackend.from_config(whitebox.model, train)
+    elif train.backend == "deepspeed":
+        from cyclealign.whitebox.deepspeed_backend import DeepSpeedBackend
+
+        backend = DeepSpeedBackend(whitebox.model, train)
+    else:
+        raise ConfigError(f"train.backend: unknown backend {train.backend!r} (known: torch, deepspeed)")
+    return PolicyTrainer(whitebox, loss, backend, train.max_length, lockstep)
 
 
 def save_trainable(whitebox: WhiteBox, directory: Path) -> None:
