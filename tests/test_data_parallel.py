@@ -52,9 +52,7 @@ def setup(tmp_path_factory):
 
 def overrides(setup, server: OpenAIServer, run_dir: Path, *extra: str) -> list[str]:
     _, model, prompts = setup
-    return tiny_overrides(
-        model, prompts, server.api_base, run_dir, "cycle.max_interactions=2", "train.lr=0.01", *extra
-    )
+    return tiny_overrides(model, prompts, server.api_base, run_dir, "cycle.max_interactions=2", "train.lr=0.01", *extra)
 
 
 def launch(args: list[str], n: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -71,6 +69,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def solo(args: list[str]) -> subprocess.CompletedProcess:
+    """``python -m cyclealign run …`` with no launcher."""
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "cyclealign", "run", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def sets(items: list[str]) -> list[str]:
@@ -128,23 +135,61 @@ def test_a_data_parallel_run_resumes_only_with_its_own_world_size(setup, tmp_pat
         run_dir = tmp_path / "run"
         proc = launch(sets(overrides(setup, server, run_dir, "train.backend=deepspeed")))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        from cyclealign.errors import RunDirError
-        from cyclealign.run import resume
+    proc = solo(["--resume", str(run_dir)])  # the same run, one process
+    assert proc.returncode == 2 and "world size 2" in proc.stderr, proc.stderr[-3000:]
 
-        with pytest.raises(RunDirError, match="world size 2"):
-            resume(run_dir)
+
+def test_a_killed_two_rank_run_resumes_to_the_same_end_without_paying_twice(setup, tmp_path: Path) -> None:
+    import signal
+
+    from tests.support.waiting import wait_until
+
+    def checkpointed_wave(run_dir: Path) -> int:
+        try:
+            return json.loads((run_dir / "checkpoint" / "state.json").read_text())["totals"]["waves"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    ds = ("train.backend=deepspeed", "run.checkpoint_every=1")
+    with OpenAIServer(latency_s=0.3) as server:
+        ref = launch(sets(overrides(setup, server, tmp_path / "ref", *ds)))
+        assert ref.returncode == 0, ref.stderr[-3000:]
+        ref_calls = len(server.chat_calls)
+
+        run_dir = tmp_path / "killed"
+        env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
+        cmd = [launcher, "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "cyclealign", "run"]
+        proc = subprocess.Popen(
+            [*cmd, *sets(overrides(setup, server, run_dir, *ds))],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:  # kill both ranks (and the launcher) after the first wave's checkpoint, with no call unanswered
+            wait_until(lambda: checkpointed_wave(run_dir) >= 1 and server.quiet_for(0.0), 300, "a checkpoint", 0.005)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # killed mid-run
+        resumed = launch(["--resume", str(run_dir)])
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        total_calls = len(server.chat_calls) - ref_calls
+    a = load_file(str(tmp_path / "ref" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert (tmp_path / "ref" / "demos.jsonl").read_text() == (run_dir / "demos.jsonl").read_text()
+    assert strip(records(tmp_path / "ref")) == strip(records(run_dir))
+    assert total_calls == ref_calls  # what was paid before the kill came from the cache after it
 
 
 def test_deepspeed_without_a_launcher_is_a_world_of_one(setup, tmp_path: Path) -> None:
     with OpenAIServer() as server:
         args = overrides(setup, server, tmp_path / "solo", "train.backend=deepspeed", "data.max_prompts=1")
-        env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
-        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-            env.pop(key, None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "cyclealign", "run", *sets(args)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )
+        proc = solo(sets(args))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     status = json.loads((tmp_path / "solo" / "run.json").read_text())
     assert status["status"] == "completed" and status["world_size"] == 1

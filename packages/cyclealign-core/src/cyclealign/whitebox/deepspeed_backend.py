@@ -28,14 +28,23 @@ def init_distributed() -> None:
         import deepspeed
     except ImportError:
         raise SetupError('train.backend=deepspeed needs DeepSpeed: pip install "cyclealign-core[deepspeed]"') from None
-    if not torch.distributed.is_initialized():
-        if "WORLD_SIZE" not in os.environ:  # no launcher: a world of one on a free local port
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(port))
+    if torch.distributed.is_initialized():
+        return
+    if "WORLD_SIZE" in os.environ:  # started by a launcher (deepspeed, torchrun): join its group
         deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False)
+        return
+    with socket.socket() as s:  # no launcher: a world of one on a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.setdefault("LOCAL_RANK", "0")
+    deepspeed.init_distributed(
+        dist_backend=None,
+        auto_mpi_discovery=False,
+        verbose=False,
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=0,
+        world_size=1,
+    )
 
 
 def _merge(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
