@@ -112,6 +112,17 @@ def test_two_ranks_equal_one_process_with_a_wave_of_two(setup, tmp_path: Path) -
     assert one_calls == two_calls == len(records(one))
 
 
+def test_zero_3_with_full_fine_tuning_ends_with_the_same_weights_on_both_ranks(setup, tmp_path: Path) -> None:
+    with OpenAIServer() as server:
+        extra = ("train.backend=deepspeed", "train.zero_stage=3", "whitebox.finetune=full", "data.max_prompts=2")
+        proc = launch(sets(overrides(setup, server, tmp_path / "z3", *extra)), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "z3" / "summary.json").read_text())
+    digests = summary["weights_digest_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1] and summary["trained_steps"] >= 1
+    assert (tmp_path / "z3" / "adapter" / "config.json").exists()  # the full model, saved by rank 0
+
+
 def test_a_rank_whose_prompts_stop_early_keeps_step_without_hanging(setup, tmp_path: Path) -> None:
     def agree_with_the_model_on_rank_0_prompts(call, index):
         from tests.support.openai_server import default_behaviour, ranking_reply, shown_responses

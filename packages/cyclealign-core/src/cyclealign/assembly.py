@@ -132,4 +132,5 @@ def build_cycle(
         should_stop=should_stop,
         totals=totals,
         lockstep=lockstep,
+        full_weights=trainer.backend.full_weights,
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, fields
 from typing import Any
 
 from cyclealign.demos import DemoPool
@@ -75,7 +76,6 @@ class CycleTotals:
     trained_steps: int = 0
     loss_sum: float = 0.0
     stopped: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def agreement_rate(self) -> float:
@@ -138,6 +138,7 @@ class Cycle:
         should_stop: Callable[[], bool] = lambda: False,
         totals: CycleTotals | None = None,
         lockstep: Lockstep | None = None,
+        full_weights: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
         self.sampler = sampler
         self.oracle = oracle
@@ -152,6 +153,7 @@ class Cycle:
         self.should_stop = should_stop
         self.totals = totals if totals is not None else CycleTotals()  # a resumed run starts from its own
         self.lockstep = lockstep or Solo()
+        self.full_weights = full_weights  # sharded weights (ZeRO-3) are gathered once per tick to sample
 
     # ------------------------------------------------------------------ the loop
     def run(
@@ -230,16 +232,17 @@ class Cycle:
         sampled: list[list[Candidate]] = []
         shown: list[tuple[int, ...]] = []
         sample_s: list[float] = []
-        for st in states:
-            self.reseed(f"{self.s.seed}:{st.prompt.id}:{st.interaction}")
-            t0 = time.perf_counter()
-            cands = self.sampler.sample(st.prompt, self.s.num_samples)
-            sample_s.append(time.perf_counter() - t0)
-            order = list(range(len(cands)))
-            if self.s.shuffle:
-                interaction_rng(self.s.seed, st.prompt.id, st.interaction).shuffle(order)
-            sampled.append(cands)
-            shown.append(tuple(order))
+        with self.full_weights():
+            for st in states:
+                self.reseed(f"{self.s.seed}:{st.prompt.id}:{st.interaction}")
+                t0 = time.perf_counter()
+                cands = self.sampler.sample(st.prompt, self.s.num_samples)
+                sample_s.append(time.perf_counter() - t0)
+                order = list(range(len(cands)))
+                if self.s.shuffle:
+                    interaction_rng(self.s.seed, st.prompt.id, st.interaction).shuffle(order)
+                sampled.append(cands)
+                shown.append(tuple(order))
         requests = [
             OracleRequest(
                 prompt=st.prompt.text,

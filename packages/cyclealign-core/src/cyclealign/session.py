@@ -201,14 +201,16 @@ class RunSession:
     # ------------------------------------------------------------------ cleanup
     def cleanup(self) -> dict[str, Any]:
         """Always: stop the oracle, then save the weights, the records, the summary and the status."""
-        from cyclealign.whitebox import save_trainable
+        from cyclealign.whitebox.trainer import save_trainable, weights_digest
 
         self.oracle.close()
         self.store.flush()
-        save_trainable(self.whitebox, self.store.adapter_dir)
+        save_trainable(self.whitebox, self.store.adapter_dir, self.trainer)
         stats = sum_stats(self.lockstep.gather(self.oracle.stats))
         summary = summarize(self.loss, self.cycle.totals, stats, self.started)
         summary["world_size"] = self.world_size
+        if self.world_size > 1:  # equal digests: every process ends with the same weights
+            summary["weights_digest_by_rank"] = self.lockstep.gather(weights_digest(self.whitebox, self.trainer))
         self.store.write_summary(summary)
         self.store.set_status(self.status)
         return summary

@@ -9,6 +9,7 @@ DeepSpeed itself.  Without a launcher the backend runs as a world of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -88,7 +89,16 @@ def deepspeed_config(train: Any, dtype: torch.dtype, world_size: int) -> dict[st
 
 
 class DeepSpeedBackend:
-    """``deepspeed.initialize`` over the trainable parameters; ``step`` is backward + step of the engine."""
+    """``deepspeed.initialize`` over the trainable parameters; ``step`` is backward + step of the engine.
+
+    Its checkpoints hold the module's weights too (``saves_weights``).  Under ZeRO-3
+    each process holds a slice of every weight: :meth:`full_weights` gathers them
+    (every process at once) for generation and saving, as one collective per use
+    instead of one per layer and decoding step, which would need every process to
+    decode exactly as many tokens as the others.
+    """
+
+    saves_weights = True
 
     def __init__(self, model: Any, train: Any) -> None:
         import deepspeed
@@ -105,6 +115,15 @@ class DeepSpeedBackend:
             model=model, model_parameters=self._params, config=self.config
         )
         self.zero_stage = int(self.config["zero_optimization"].get("stage", 0))
+        self.module = model
+
+    def full_weights(self) -> Any:
+        """A context in which every process holds all weights (ZeRO-3); otherwise nothing to do."""
+        if self.zero_stage < 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
 
     @property
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ class TorchBackend:
     through an accumulation, CPU copies of the accumulated gradients: a resume
     continues exactly.  ``flush`` applies a partial accumulation (e.g. at the end).
     """
+
+    saves_weights = False  # the trainer saves the trainable weights beside the optimizer state
+
+    def full_weights(self) -> Any:
+        """All weights are here already (one device)."""
+        return contextlib.nullcontext()
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ methods), so the engine and the trainer never change when the backend does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Sequence
@@ -39,8 +40,14 @@ class TrainingBackend(Protocol):
         """backward, clip, optimizer step, zero the gradients."""
         ...
 
+    saves_weights: bool  # True: ``save`` keeps the module's weights too
+
     def save(self, directory: Path) -> None:
         """Write the optimizer's state (and whatever else the backend owns) into ``directory``."""
+        ...
+
+    def full_weights(self) -> Any:
+        """A context in which this process holds every weight (entered by all processes at once)."""
         ...
 
     def load(self, directory: Path) -> None: ...
@@ -125,7 +132,10 @@ class PolicyTrainer:
         for b in batches:
             groups.setdefault(len(b.candidates), []).append(b)
         self.wb.model.train()
-        total = self._zero_loss() if not batches else None
+        # Every process makes as many forward passes as the busiest one (ZeRO-3 gathers weights in each).
+        busiest = max(self.lockstep.gather(max(len(groups), 1))) if world > 1 else len(groups)
+        padding = [self._zero_loss() for _ in range(busiest - len(groups))]  # zero-weight passes
+        total: torch.Tensor | None = sum(padding[1:], start=padding[0]) if padding else None
         parts: dict[str, float] = {}
         tokens = 0
         for group in groups.values():
@@ -156,7 +166,10 @@ class PolicyTrainer:
         enc = encode_candidates(self.wb.tokenizer, [Prompt.from_text("-", "hi")], [(Candidate("ok"),)], 16, 8).to(
             self.wb.device
         )
-        return sequence_logps(self.wb.model, enc)[0].sum() * 0.0
+        loss = sequence_logps(self.wb.model, enc)[0].sum() * 0.0
+        if self.loss.needs_reference:  # the reference pass of a real group, matched too
+            loss = loss + self.reference_logps(enc).sum() * 0.0
+        return loss
 
     # ------------------------------------------------------------ checkpoints (no pickles)
     def trainable_state(self) -> dict[str, torch.Tensor]:
@@ -166,11 +179,14 @@ class PolicyTrainer:
         from safetensors.torch import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
-        if self.lockstep.rank == 0:  # the trainable weights are the same on every process
+        if self.lockstep.rank == 0 and not self.backend.saves_weights:
             save_file(self.trainable_state(), str(directory / "trainable.safetensors"))
         self.backend.save(directory)
 
     def load_state(self, directory: Path) -> None:
+        if self.backend.saves_weights:
+            self.backend.load(directory)
+            return
         from safetensors.torch import load_file
 
         saved = load_file(str(directory / "trainable.safetensors"))
@@ -198,8 +214,11 @@ def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any, lockstep: Lock
     return PolicyTrainer(whitebox, loss, backend, train.max_length, lockstep)
 
 
-def save_trainable(whitebox: WhiteBox, directory: Path) -> None:
-    """The trained weights, atomically: the LoRA adapter (``save_pretrained``) or the full model."""
+def save_trainable(whitebox: WhiteBox, directory: Path, trainer: PolicyTrainer | None = None) -> None:
+    """The trained weights, atomically: the LoRA adapter (``save_pretrained``) or the full model.
+
+    With a data-parallel ``trainer`` every process must call this (ZeRO-3 gathers the weights); the first writes.
+    """
     from cyclealign.store import atomic_replace_dir
 
     def fill(tmp: Path) -> None:
@@ -207,4 +226,19 @@ def save_trainable(whitebox: WhiteBox, directory: Path) -> None:
         if not whitebox.uses_lora:
             whitebox.tokenizer.save_pretrained(tmp)
 
-    atomic_replace_dir(Path(directory), fill)
+    with trainer.backend.full_weights() if trainer is not None else contextlib.nullcontext():
+        if trainer is None or trainer.lockstep.rank == 0:
+            atomic_replace_dir(Path(directory), fill)
+
+
+def weights_digest(whitebox: WhiteBox, trainer: PolicyTrainer) -> str:
+    """A hash of this process's full trainable weights (every process calls it): equal digests, equal weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with trainer.backend.full_weights():
+        for name, p in whitebox.model.named_parameters():
+            if p.requires_grad:
+                digest.update(name.encode())
+                digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
