@@ -100,7 +100,12 @@ def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState, lockste
         (tmp / "state.json").write_text(json.dumps(asdict(state), sort_keys=True))
 
     if lockstep is None or lockstep.world_size == 1:
-        atomic_replace_dir(store.path / "checkpoint", lambda tmp: (trainer.save_state(tmp / "trainer"), fill(tmp)))
+
+        def fill_all(tmp: Path) -> None:
+            trainer.save_state(tmp / "trainer")
+            fill(tmp)
+
+        atomic_replace_dir(store.path / "checkpoint", fill_all)
         return
     staging = store.path / ".checkpoint.staging"
     if store.writer:

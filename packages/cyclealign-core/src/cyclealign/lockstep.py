@@ -85,9 +85,7 @@ class TorchLockstep:
         return self._sum(count)
 
     def merge(self, items: list[tuple[int, Any]]) -> list[Any]:
-        gathered: list[Any] = [None] * self.world_size
-        self._dist.all_gather_object(gathered, items)
-        return _ordered([pair for part in gathered for pair in part])
+        return _ordered([pair for part in self.gather(items) for pair in part])
 
     def gather(self, value: Any) -> list[Any]:
         """``value`` of every process, in rank order."""
