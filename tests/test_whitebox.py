@@ -241,6 +241,7 @@ def test_batching_gradients_reach_only_through_response_tokens(whitebox) -> None
 
 
 def test_overlong_pairs_cut_the_prompt_from_the_left_first_then_the_response(whitebox) -> None:
+    """The prompt is cut to fit its longest candidate: every candidate is ranked under the same prompt."""
     tok = whitebox.tokenizer
     prompt_ids = _template_ids(tok, PROMPTS[0])
     short, long = _text_ids(tok, "No."), _text_ids(tok, TEXTS[0][2])
@@ -248,7 +249,7 @@ def test_overlong_pairs_cut_the_prompt_from_the_left_first_then_the_response(whi
     assert len(prompt_ids) > 4 and len(long) > max_length
     enc = encode_candidates(tok, [PROMPTS[0]], [[Candidate("No."), Candidate(TEXTS[0][2])]], max_length)
     rows = [enc.input_ids[r][enc.attention_mask[r].bool()].tolist() for r in range(2)]
-    assert rows[0] == prompt_ids[-4:] + short
+    assert rows[0] == prompt_ids[-1:] + short
     assert rows[1] == prompt_ids[-1:] + long[: max_length - 1]
     assert enc.response_mask.sum(-1).tolist() == [len(short), max_length - 1]
 

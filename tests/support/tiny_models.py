@@ -91,3 +91,33 @@ def tiny_gpt2_dir(path: Path, padding_side: str = "left", seed: int = 0) -> Path
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_family_dir(path: Path, family: str, padding_side: str = "left", seed: int = 0) -> Path:
+    """A tiny model of one of the families prefix sharing is proven for (llama, mistral, qwen2, gpt2)."""
+    if family == "llama":
+        return tiny_llama_dir(path, padding_side, seed)
+    if family == "gpt2":
+        return tiny_gpt2_dir(path, padding_side, seed)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    tokenizer = tiny_tokenizer(padding_side)
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        family,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -136,6 +136,11 @@ class TrainConfig(_Section):
         None, description="your own DeepSpeed JSON; our train.* settings fill what it leaves out"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
+    prefix_sharing: bool | Literal["auto"] = Field(
+        "auto",
+        description="encode each prompt once for all its candidates; auto: on for the families proven exact "
+        "(llama, mistral, qwen2, gpt2) unless gradient checkpointing is on",
+    )
     grad_accum: int = Field(1, ge=1, description="optimizer update every k-th training step, gradients averaged")
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="LR after warm-up: constant, or decaying to 0 at train.total_steps"

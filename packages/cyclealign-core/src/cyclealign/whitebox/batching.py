@@ -41,6 +41,34 @@ def response_ids(tokenizer: Any, candidate: Candidate) -> list[int]:
     return [*ids, tokenizer.eos_token_id]
 
 
+def encode_pairs(
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    candidates: Sequence[Sequence[Candidate]],
+    max_length: int,
+    max_prompt_tokens: int | None = None,
+) -> list[tuple[list[int], list[list[int]]]]:
+    """(prompt ids, response ids of each candidate) per prompt, every pair fitting in ``max_length``.
+
+    A response keeps at most ``max_length - 1`` tokens; the prompt loses its
+    oldest tokens until its longest candidate fits (one token always stays).
+    Every candidate of a prompt is thus conditioned on the same prompt, which a
+    ranking loss compares them under, and which prefix sharing needs.
+    """
+    if len(prompts) != len(candidates):
+        raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
+    n = len(candidates[0])
+    if any(len(c) != n for c in candidates):
+        raise ValueError("every prompt in one batch needs the same number of candidates")
+    pairs = []
+    for prompt, cands in zip(prompts, candidates, strict=True):
+        p_ids, _ = encode_prompt(tokenizer, prompt, max_prompt_tokens or max_length)
+        r_ids = [response_ids(tokenizer, cand)[: max_length - 1] for cand in cands]
+        keep = max(1, max_length - max(len(r) for r in r_ids))
+        pairs.append((p_ids[-keep:], r_ids))
+    return pairs
+
+
 def encode_candidates(
     tokenizer: Any,
     prompts: Sequence[Prompt],
@@ -48,20 +76,9 @@ def encode_candidates(
     max_length: int,
     max_prompt_tokens: int | None = None,
 ) -> EncodedBatch:
-    """Tokenize every (prompt, candidate) pair, cutting the prompt's oldest tokens first when too long."""
-    if len(prompts) != len(candidates):
-        raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
-    n = len(candidates[0])
-    if any(len(c) != n for c in candidates):
-        raise ValueError("every prompt in one batch needs the same number of candidates")
-    rows: list[tuple[list[int], int]] = []  # (ids, index where the response starts)
-    for prompt, cands in zip(prompts, candidates, strict=True):
-        p_ids, _ = encode_prompt(tokenizer, prompt, max_prompt_tokens or max_length)
-        for cand in cands:
-            r_ids = response_ids(tokenizer, cand)[: max_length - 1]
-            keep = max(1, max_length - len(r_ids))
-            ids = p_ids[-keep:] + r_ids
-            rows.append((ids, len(ids) - len(r_ids)))
+    """Every (prompt, candidate) pair as one padded row (the tokenizer's padding side), see ``encode_pairs``."""
+    pairs = encode_pairs(tokenizer, prompts, candidates, max_length, max_prompt_tokens)
+    rows = [(p_ids + r_ids, len(p_ids)) for p_ids, responses in pairs for r_ids in responses]
     width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.pad_token_id
     left = getattr(tokenizer, "padding_side", "right") == "left"
@@ -73,7 +90,7 @@ def encode_candidates(
         input_ids[r, offset : offset + len(ids)] = torch.tensor(ids)
         attention[r, offset : offset + len(ids)] = 1
         response[r, offset + start : offset + len(ids)] = True
-    return EncodedBatch(input_ids, attention, response, len(prompts), n)
+    return EncodedBatch(input_ids, attention, response, len(prompts), len(candidates[0]))
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -87,7 +104,7 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def _keep_kwarg(model: Any) -> str | None:
+def keep_kwarg(model: Any) -> str | None:
     """The name under which this model's forward accepts "project only the last k positions", if any."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
@@ -107,7 +124,7 @@ def sequence_logps(model: Any, enc: EncodedBatch) -> tuple[torch.Tensor, torch.T
     predicts = enc.response_mask[:, 1:].any(0)  # column c's logits predict token c + 1
     first = int(predicts.nonzero()[0]) if bool(predicts.any()) else width - 1
     kwargs: dict[str, Any] = {"use_cache": False}
-    keep_name = _keep_kwarg(model)
+    keep_name = keep_kwarg(model)
     if keep_name is not None:
         kwargs[keep_name] = width - first
     else:

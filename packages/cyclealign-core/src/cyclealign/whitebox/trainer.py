@@ -18,9 +18,10 @@ import torch
 
 from cyclealign.errors import ConfigError
 from cyclealign.lockstep import Lockstep, Solo
-from cyclealign.protocols import LossBatch, RankLoss
-from cyclealign.whitebox.batching import EncodedBatch, encode_candidates, sequence_logps
+from cyclealign.protocols import Candidate, LossBatch, Prompt, RankLoss
+from cyclealign.whitebox.batching import encode_candidates, sequence_logps
 from cyclealign.whitebox.loading import WhiteBox
+from cyclealign.whitebox.prefix import SharedBatch, choose_prefix_sharing, encode_shared, shared_sequence_logps
 from cyclealign.whitebox.torch_backend import TorchBackend
 
 
@@ -71,6 +72,7 @@ class PolicyTrainer:
         backend: TrainingBackend,
         max_length: int = 512,
         lockstep: Lockstep | None = None,
+        prefix_sharing: bool = False,
     ) -> None:
         self.wb = whitebox
         self.loss = loss
@@ -78,35 +80,43 @@ class PolicyTrainer:
         self.max_length = max_length
         self.lockstep = lockstep or Solo()
         self.forward_passes = 0
+        self.prefix_sharing = prefix_sharing  # encode each prompt once for all its candidates (prefix.py)
         self._frozen_reference: Any = None
         if loss.needs_reference and not whitebox.uses_lora:
             self._frozen_reference = copy.deepcopy(whitebox.model).eval().requires_grad_(False)
 
-    def reference_logps(self, enc: EncodedBatch) -> torch.Tensor:
+    def encode(
+        self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[Candidate]], max_length: int | None = None
+    ) -> Any:
+        """The candidates laid out for this trainer's path: prompt shared (``SharedBatch``) or padded rows."""
+        encode = encode_shared if self.prefix_sharing else encode_candidates
+        tok, cfg = self.wb.tokenizer, self.wb.config
+        return encode(tok, prompts, candidates, max_length or self.max_length, cfg.max_prompt_tokens).to(self.wb.device)
+
+    @staticmethod
+    def logps(model: Any, enc: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed response log-probs and lengths ``[B, n]`` by whichever path ``enc`` was laid out for."""
+        return shared_sequence_logps(model, enc) if isinstance(enc, SharedBatch) else sequence_logps(model, enc)
+
+    def reference_logps(self, enc: Any) -> torch.Tensor:
         """The frozen reference's summed log-probs, in eval mode (no dropout) and without gradients."""
         self.forward_passes += 1
         with torch.no_grad():
             if self._frozen_reference is not None:
-                return sequence_logps(self._frozen_reference, enc)[0]
+                return self.logps(self._frozen_reference, enc)[0]
             model = self.wb.model
             was_training = model.training
             model.eval()
             try:
                 with model.disable_adapter():
-                    return sequence_logps(model, enc)[0]
+                    return self.logps(model, enc)[0]
             finally:
                 model.train(was_training)
 
     def _group_loss(self, batches: Sequence[LossBatch]) -> tuple[torch.Tensor, dict[str, float], int]:
-        """One padded forward over every candidate of ``batches`` (all with the same n), then the loss."""
-        enc = encode_candidates(
-            self.wb.tokenizer,
-            [b.prompt for b in batches],
-            [b.candidates for b in batches],
-            self.max_length,
-            self.wb.config.max_prompt_tokens,
-        ).to(self.wb.device)
-        logps, lengths = sequence_logps(self.wb.model, enc)
+        """One forward over every candidate of ``batches`` (all with the same n), then the loss."""
+        enc = self.encode([b.prompt for b in batches], [b.candidates for b in batches])
+        logps, lengths = self.logps(self.wb.model, enc)
         self.forward_passes += 1
         ref = self.reference_logps(enc) if self.loss.needs_reference else None
         rewards = torch.tensor([list(b.rewards) for b in batches], dtype=logps.dtype, device=logps.device)
@@ -160,13 +170,12 @@ class PolicyTrainer:
         return {**merged, "train_tokens": float(sum(t for _, _, t in shares)), "step_s": time.perf_counter() - t0}
 
     def _zero_loss(self) -> torch.Tensor:
-        """A loss of zero that still reaches every trainable parameter: a process with nothing to train keeps step."""
-        from cyclealign.protocols import Candidate, Prompt
+        """A loss of zero that still reaches every trainable parameter: a process with nothing to train keeps step.
 
-        enc = encode_candidates(self.wb.tokenizer, [Prompt.from_text("-", "hi")], [(Candidate("ok"),)], 16, 8).to(
-            self.wb.device
-        )
-        loss = sequence_logps(self.wb.model, enc)[0].sum() * 0.0
+        It takes the same path (and so the same number of forward calls) as a real group: ZeRO-3 gathers per call.
+        """
+        enc = self.encode([Prompt.from_text("-", "hi")], [(Candidate("ok"),)], max_length=16)
+        loss = self.logps(self.wb.model, enc)[0].sum() * 0.0
         if self.loss.needs_reference:  # the reference pass of a real group, matched too
             loss = loss + self.reference_logps(enc).sum() * 0.0
         return loss
@@ -211,7 +220,8 @@ def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any, lockstep: Lock
         backend = DeepSpeedBackend(whitebox.model, train)
     else:
         raise ConfigError(f"train.backend: unknown backend {train.backend!r} (known: torch, deepspeed)")
-    return PolicyTrainer(whitebox, loss, backend, train.max_length, lockstep)
+    sharing = choose_prefix_sharing(whitebox.model, train.prefix_sharing, train.gradient_checkpointing)
+    return PolicyTrainer(whitebox, loss, backend, train.max_length, lockstep, prefix_sharing=sharing)
 
 
 def save_trainable(whitebox: WhiteBox, directory: Path, trainer: PolicyTrainer | None = None) -> None:
