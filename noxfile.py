@@ -1,4 +1,5 @@
-"""Developer entry points: `nox -s tests`, `nox -s demo`, `nox -s lint`, `nox -s install_orders`, `nox -s stress`.
+"""Developer entry points: `nox -s tests`, `nox -s demo`, `nox -s lint`, `nox -s bench`, `nox -s install_orders`,
+`nox -s stress`.
 
 Each session builds its own virtual environment from the project's own files,
 so a fresh machine with Python and pip needs nothing else.
@@ -92,6 +93,20 @@ def stress(session: nox.Session) -> None:
             burner.kill()
             burner.wait()
     session.log(f"{STRESS_ROUNDS} rounds beside {STRESS_BURNERS} CPU burners in {time.monotonic() - started:.0f} s")
+
+
+# The benchmarks under bench/, each printing ratios measured side by side in one run. TRL is installed here
+# only, for the comparison: it never becomes a dependency of the packages.
+BENCH_EXTRAS = ("trl==1.16.*", "datasets>=3")
+BENCHES = ("train_step.py", "sampling.py", "cycle_throughput.py", "oracle_throughput.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every benchmark under bench/ (not a default session); `nox -s bench -- train_step.py` runs one."""
+    _install(session, *BENCH_EXTRAS)
+    for script in session.posargs or BENCHES:
+        session.run("python", f"bench/{script}", env=ENV)
 
 
 @nox.session

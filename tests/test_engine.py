@@ -32,10 +32,13 @@ class ScoredSampler:
         self.confidence = confidence
         self.calls = 0
 
-    def sample(self, prompt: Prompt, n: int) -> list[Candidate]:
+    def sample_many(self, prompts: Sequence[Prompt], n: int, keys: Sequence[str]) -> list[list[Candidate]]:
         self.calls += 1
         qs = self.qualities[:n]
-        return [Candidate(text=f"{prompt.id} q={q}", token_ids=(1, 2), sum_logp=2 * self.confidence(q)) for q in qs]
+        return [
+            [Candidate(text=f"{p.id} q={q}", token_ids=(1, 2), sum_logp=2 * self.confidence(q)) for q in qs]
+            for p in prompts
+        ]
 
 
 class QualityOracle:

@@ -23,6 +23,7 @@ from cyclealign.whitebox import (
     sequence_logps,
 )
 from cyclealign.whitebox.loading import lora_targets, resolve_model
+from cyclealign.whitebox.sampler import GumbelSampling, row_generator
 from tests.support.tiny_models import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer
 
 PROMPTS = [
@@ -262,7 +263,7 @@ def test_mismatched_inputs_are_rejected(whitebox) -> None:
 
 
 # ------------------------------------------------------------------ sampling and self-ranking
-def test_sampler_one_generate_call_and_own_logprobs(whitebox) -> None:
+def test_sampler_one_generate_call_per_wave_and_own_logprobs(whitebox) -> None:
     # Temperature and top-p shape the sampling only: sum_logp stays the model's own temperature-1 log-prob.
     cfg = whitebox.config.model_copy(update={"temperature": 0.7, "top_p": 0.8})
     sampler = HFSampler(whitebox, cfg)
@@ -270,29 +271,57 @@ def test_sampler_one_generate_call_and_own_logprobs(whitebox) -> None:
     original = whitebox.model.generate
 
     def counting(*a, **k):
-        calls.append(k.get("num_return_sequences"))
+        calls.append(k["input_ids"].shape[0])
         return original(*a, **k)
 
     whitebox.model.generate = counting
     whitebox.model.train()
     try:
-        torch.manual_seed(1)
-        cands = sampler.sample(PROMPTS[0], 3)
-        torch.manual_seed(1)
-        again = sampler.sample(PROMPTS[0], 3)
-        torch.manual_seed(2)
-        other = sampler.sample(PROMPTS[0], 3)
+        wave = sampler.sample_many(PROMPTS, 3, ["s:a", "s:b"])
+        again = sampler.sample_many(PROMPTS, 3, ["s:a", "s:b"])
+        other = sampler.sample_many(PROMPTS, 3, ["t:a", "t:b"])
     finally:
         del whitebox.model.generate
-    assert calls == [3, 3, 3] and len(cands) == 3  # one generate call per sample, n sequences each
+    assert calls == [6, 6, 6] and [len(c) for c in wave] == [3, 3]  # one generate call per wave: B·n rows
     assert whitebox.model.training, "train mode must come back after sampling"
-    assert [c.token_ids for c in cands] == [c.token_ids for c in again], "not reproducible under a seed"
-    assert [c.token_ids for c in cands] != [c.token_ids for c in other]
-    prompt_ids = _template_ids(whitebox.tokenizer, PROMPTS[0])
-    for c in cands:
-        assert 1 <= c.n_tokens <= 10 and c.source == "whitebox"
-        assert c.text == whitebox.tokenizer.decode(c.token_ids, skip_special_tokens=True).strip()
-        assert c.sum_logp == pytest.approx(_unpadded_logp(whitebox.model, prompt_ids, list(c.token_ids)), abs=1e-4)
+    ids = [[c.token_ids for c in cands] for cands in wave]
+    assert ids == [[c.token_ids for c in cands] for cands in again], "not reproducible under the same keys"
+    assert ids != [[c.token_ids for c in cands] for cands in other]
+    for prompt, cands in zip(PROMPTS, wave, strict=True):
+        prompt_ids = _template_ids(whitebox.tokenizer, prompt)
+        for c in cands:
+            assert 1 <= c.n_tokens <= 10 and c.source == "whitebox"
+            assert c.text == whitebox.tokenizer.decode(c.token_ids, skip_special_tokens=True).strip()
+            want = _unpadded_logp(whitebox.model, prompt_ids, list(c.token_ids))
+            assert c.sum_logp == pytest.approx(want, abs=1e-4)
+
+
+def test_a_prompt_draws_the_same_samples_in_a_wave_as_alone(whitebox) -> None:
+    """Each sample has its own random stream: the wave a prompt shares (or the process it runs on) is invisible."""
+    model64 = copy.deepcopy(whitebox.model).double()
+    sampler = HFSampler(whitebox.__class__(model64, whitebox.tokenizer, whitebox.device, whitebox.config))
+    wave = sampler.sample_many(PROMPTS, 3, ["w:a", "w:b"])
+    alone = [sampler.sample(p, 3, key) for p, key in zip(PROMPTS, ["w:a", "w:b"], strict=True)]
+    assert len({c.token_ids for cands in wave for c in cands}) > 1
+    for in_wave, by_itself in zip(wave, alone, strict=True):
+        assert [c.token_ids for c in in_wave] == [c.token_ids for c in by_itself]
+        assert [c.sum_logp for c in in_wave] == pytest.approx([c.sum_logp for c in by_itself], abs=1e-9)
+
+
+def test_gumbel_sampling_draws_from_the_top_p_renormalised_softmax() -> None:
+    """The processor's argmax, over many streams, has the frequencies of the filtered, tempered softmax."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
+    temperature, top_p, draws = 0.8, 0.9, 4000
+    probs = (logits / temperature).softmax(-1)[0]
+    keep = (probs.sort(descending=True).values.cumsum(0) - probs.sort(descending=True).values) < top_p
+    kept = probs.sort(descending=True).indices[keep]
+    want = torch.zeros(5)
+    want[kept] = probs[kept] / probs[kept].sum()
+    gens = [row_generator("g", i, torch.device("cpu")) for i in range(draws)]
+    picks = GumbelSampling(gens, temperature, top_p)(None, logits.expand(draws, 5)).argmax(-1)
+    freq = torch.bincount(picks, minlength=5).float() / draws
+    assert float(want[-1]) == 0.0 and int((picks == 4).sum()) == 0  # outside top-p: never drawn
+    torch.testing.assert_close(freq, want, atol=0.03, rtol=0)
 
 
 def test_sampled_responses_end_at_their_first_eos_which_they_keep(whitebox) -> None:
@@ -323,7 +352,7 @@ def test_embedded_smollm2_loads_samples_and_scores_consistently() -> None:
     assert wb.tokenizer.pad_token is not None and wb.uses_lora
     assert next(wb.model.parameters()).dtype == torch.float32
     torch.manual_seed(0)
-    cands = HFSampler(wb).sample(PROMPTS[0], 2)
+    cands = HFSampler(wb).sample(PROMPTS[0], 2, key="0")
     assert len(cands) == 2 and all(1 <= c.n_tokens <= 4 for c in cands)
     # The one-pass batching path on a real model reproduces generate's own log-probs.
     enc = encode_candidates(wb.tokenizer, [PROMPTS[0]], [cands], max_length=512)

@@ -214,8 +214,10 @@ class Cycle:
             self.totals.loss_sum += float(loss_parts.get("total", 0.0))
         train_s = time.perf_counter() - t0
         records, demos = [], []
+        ended_at = time.time()  # the tick's end (epoch s), shared by its records: profiles see ticks
         for j in judged:
             record, demo = self._conclude(j, loss_parts if j.batch is not None else None, train_s)
+            record["timings"]["ended_at"] = ended_at
             records.append((j.state.position, record))
             if demo is not None:
                 demos.append((j.state.position, demo))
@@ -229,20 +231,18 @@ class Cycle:
 
     def interact(self, states: list[PromptState]) -> list[_Judged]:
         """Sample l responses per prompt, have the oracle rank them (concurrently), rank them ourselves."""
-        sampled: list[list[Candidate]] = []
-        shown: list[tuple[int, ...]] = []
-        sample_s: list[float] = []
+        keys = [f"{self.s.seed}:{st.prompt.id}:{st.interaction}" for st in states]
+        self.reseed("|".join(keys))  # the tick's other randomness (dropout in training), resumable
+        t0 = time.perf_counter()
         with self.full_weights():
-            for st in states:
-                self.reseed(f"{self.s.seed}:{st.prompt.id}:{st.interaction}")
-                t0 = time.perf_counter()
-                cands = self.sampler.sample(st.prompt, self.s.num_samples)
-                sample_s.append(time.perf_counter() - t0)
-                order = list(range(len(cands)))
-                if self.s.shuffle:
-                    interaction_rng(self.s.seed, st.prompt.id, st.interaction).shuffle(order)
-                sampled.append(cands)
-                shown.append(tuple(order))
+            sampled = self.sampler.sample_many([st.prompt for st in states], self.s.num_samples, keys)
+        sample_s = time.perf_counter() - t0  # the wave's, shared by its prompts (as the oracle's wait is)
+        shown: list[tuple[int, ...]] = []
+        for st, cands in zip(states, sampled, strict=True):
+            order = list(range(len(cands)))
+            if self.s.shuffle:
+                interaction_rng(self.s.seed, st.prompt.id, st.interaction).shuffle(order)
+            shown.append(tuple(order))
         requests = [
             OracleRequest(
                 prompt=st.prompt.text,
@@ -261,13 +261,11 @@ class Cycle:
         if len(verdicts) != len(requests):
             raise RuntimeError(f"oracle {self.oracle.name!r} answered {len(verdicts)} of {len(requests)} requests")
         judged = []
-        for st, cands, order, req, verdict, s_s in zip(
-            states, sampled, shown, requests, verdicts, sample_s, strict=True
-        ):
+        for st, cands, order, req, verdict in zip(states, sampled, shown, requests, verdicts, strict=True):
             oracle_order = to_candidate_order(order, verdict.order) if verdict.order is not None else None
             own = self.self_ranker.rank(st.prompt, cands)
             batch = self._loss_batch(st.prompt, cands, oracle_order, verdict, own)
-            timings = {"sample_s": s_s, "oracle_s": oracle_s}
+            timings = {"sample_s": sample_s, "oracle_s": oracle_s}
             judged.append(
                 _Judged(st, cands, order, verdict, oracle_order, own, batch, timings, len(req.demonstrations))
             )

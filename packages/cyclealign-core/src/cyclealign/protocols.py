@@ -151,9 +151,13 @@ class LossOutput:
 
 @runtime_checkable
 class Sampler(Protocol):
-    """Draws ``n`` responses to a prompt from the white-box model (one batched call)."""
+    """Draws ``n`` responses to each prompt of a wave from the white-box model (one batched call).
 
-    def sample(self, prompt: Prompt, n: int) -> list[Candidate]: ...
+    ``keys[b]`` names prompt b's random stream: its draws must not depend on
+    which other prompts share the call (resume and data parallelism rely on it).
+    """
+
+    def sample_many(self, prompts: Sequence[Prompt], n: int, keys: Sequence[str]) -> list[list[Candidate]]: ...
 
 
 @runtime_checkable

@@ -1,7 +1,9 @@
-"""Sampling l responses with one batched ``generate``, scored by the model's own log-probs."""
+"""Sampling l responses to every prompt of a wave with one batched ``generate``, scored by the model's own log-probs."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -12,37 +14,89 @@ from cyclealign.whitebox.batching import token_logps
 from cyclealign.whitebox.loading import WhiteBox, encode_prompt
 
 
+def row_generator(key: str, index: int, device: torch.device) -> torch.Generator:
+    """The private random stream of sample ``index`` of the prompt drawn under ``key``."""
+    seed = int.from_bytes(hashlib.sha256(f"{key}:{index}".encode()).digest()[:8], "little")
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class GumbelSampling:
+    """A logits processor that turns greedy decoding into temperature/top-p sampling, one stream per row.
+
+    ``argmax(logits / T + Gumbel noise)`` over the top-p set is a draw from the
+    top-p-renormalised ``softmax(logits / T)``.  Each row's noise comes from its
+    own generator, so a prompt's samples do not depend on which prompts share
+    its wave (or its process): a wave of B prompts draws what B separate calls
+    would.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator], temperature: float, top_p: float) -> None:
+        self.generators = list(generators)
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            probs = sorted_scores.softmax(-1)
+            beyond = (probs.cumsum(-1) - probs) >= self.top_p  # the mass before a token already reaches top_p
+            drop = torch.zeros_like(beyond).scatter(-1, order, beyond)
+            scores = scores.masked_fill(drop, float("-inf"))  # the most likely token always stays
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g, device=scores.device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20)))
+        return scores + gumbel
+
+
 class HFSampler:
     """The ``Sampler`` of a Hugging Face model.
 
-    The n responses come from one ``generate`` call (``num_return_sequences``).
-    ``generate``'s raw logits give each sampled token's temperature-1 log-prob, so
-    self-ranking needs no second forward pass.  A response keeps its EOS token,
-    so training also teaches the model where to stop.  Randomness comes from
-    torch's global RNG, which the engine reseeds per interaction.
+    The B prompts of a wave are left-padded into one batch and their ``B·n``
+    responses come from one ``generate`` call, which
+    stops as soon as every sequence has ended.  ``generate``'s raw logits give
+    each sampled token's temperature-1 log-prob, so self-ranking needs no second
+    forward pass.  A response keeps its EOS token, so training also teaches the
+    model where to stop.  Randomness comes from one generator per sample, keyed
+    by the prompt's key (the engine's ``seed:prompt:interaction``).
     """
 
     def __init__(self, whitebox: WhiteBox, cfg: WhiteboxConfig | None = None) -> None:
         self.wb = whitebox
         self.cfg = cfg or whitebox.config
 
+    def sample(self, prompt: Prompt, n: int, key: str = "0") -> list[Candidate]:
+        """``n`` responses to one prompt (a wave of one)."""
+        return self.sample_many([prompt], n, [key])[0]
+
     @torch.no_grad()
-    def sample(self, prompt: Prompt, n: int) -> list[Candidate]:
-        model, tok = self.wb.model, self.wb.tokenizer
-        ids, _ = encode_prompt(tok, prompt, self.cfg.max_prompt_tokens)
-        input_ids = torch.tensor([ids], device=self.wb.device)
+    def sample_many(self, prompts: Sequence[Prompt], n: int, keys: Sequence[str]) -> list[list[Candidate]]:
+        """``n`` responses to each prompt, from one ``generate`` call; ``keys[b]`` seeds prompt b's draws."""
+        if len(keys) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(keys)} random keys")
+        if not prompts:
+            return []
+        model, tok, device = self.wb.model, self.wb.tokenizer, self.wb.device
+        encoded = [encode_prompt(tok, p, self.cfg.max_prompt_tokens)[0] for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for b, ids in enumerate(encoded):
+            input_ids[b, width - len(ids) :] = torch.tensor(ids)
+            attention[b, width - len(ids) :] = 1
+        generators = [row_generator(key, i, device) for key in keys for i in range(n)]
         was_training = model.training
         model.eval()
         try:
             out = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                do_sample=True,
-                temperature=self.cfg.temperature,
-                top_p=self.cfg.top_p,
-                top_k=0,
+                input_ids=input_ids.repeat_interleave(n, dim=0).to(device),  # row b*n + i: sample i of prompt b
+                attention_mask=attention.repeat_interleave(n, dim=0).to(device),
+                do_sample=False,  # greedy over Gumbel-perturbed logits: sampling, one random stream per row
+                logits_processor=[GumbelSampling(generators, self.cfg.temperature, self.cfg.top_p)],
+                temperature=None,
+                top_p=None,
+                top_k=None,
                 max_new_tokens=self.cfg.max_new_tokens,
-                num_return_sequences=n,
                 output_logits=True,
                 return_dict_in_generate=True,
                 pad_token_id=tok.pad_token_id,
@@ -50,9 +104,10 @@ class HFSampler:
             )
         finally:
             model.train(was_training)
-        generated = out.sequences[:, input_ids.shape[1] :]
+        generated = out.sequences[:, width:]
         logps = token_logps(torch.stack(out.logits, dim=1), generated)
-        return [self._candidate(generated[i], logps[i], tok) for i in range(n)]
+        rows = [self._candidate(generated[r], logps[r], tok) for r in range(generated.shape[0])]
+        return [rows[b * n : (b + 1) * n] for b in range(len(prompts))]
 
     @staticmethod
     def _candidate(ids: torch.Tensor, logps: torch.Tensor, tok: Any) -> Candidate:
