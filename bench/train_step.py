@@ -16,6 +16,7 @@ and responses of 64 (2 prompts a step), on the same model.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -155,7 +156,7 @@ def trl_dpo(model_dir: Path, steps: int) -> dict:
             callbacks=[Stamp()],
         )
         trainer.train()
-    times = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]  # the first step is the warm-up
+    times = [b - a for a, b in itertools.pairwise(stamps)]  # the first step is the warm-up
     return {"step_s": sorted(times)[len(times) // 2]}
 
 
@@ -208,9 +209,8 @@ def main() -> None:
         base = res["trl-dpo"]
         for kind, r in res.items():
             speed, memory = base["step_s"] / r["step_s"], r["peak_rss_mb"] / base["peak_rss_mb"]
-            print(
-                f"{kind:>10} {r['step_s']:>7.3f} {1 / r['step_s']:>8.2f} {r['peak_rss_mb']:>8.0f} {speed:>10.2f} {memory:>11.2f}"
-            )
+            print(f"{kind:>10} {r['step_s']:>7.3f} {1 / r['step_s']:>8.2f} {r['peak_rss_mb']:>8.0f}", end="")
+            print(f" {speed:>10.2f} {memory:>11.2f}")
         on, off = run_worker("sharing-on", model_dir, args), run_worker("sharing-off", model_dir, args)
         assert on["prefix_sharing"] and not off["prefix_sharing"]
         print(f"prefix sharing, PRO: {SHARED_B} prompts × l={SHARED_L}, P={SHARED_PROMPT}, R={SHARED_RESPONSE}")

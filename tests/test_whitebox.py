@@ -23,7 +23,7 @@ from cyclealign.whitebox import (
     sequence_logps,
 )
 from cyclealign.whitebox.loading import lora_targets, resolve_model
-from cyclealign.whitebox.sampler import GumbelSampling, row_generator
+from cyclealign.whitebox.sampler import GumbelSampling, row_generator, skinny_head
 from tests.support.tiny_models import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer
 
 PROMPTS = [
@@ -360,3 +360,26 @@ def test_embedded_smollm2_loads_samples_and_scores_consistently() -> None:
         logps, lengths = sequence_logps(wb.model, enc)
     assert lengths[0].tolist() == [c.n_tokens for c in cands]
     assert logps[0].tolist() == pytest.approx([c.sum_logp for c in cands], abs=1e-3)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["peaked", "flat"])
+def test_top_p_set_found_in_a_window_equals_the_full_sort(flat: bool) -> None:
+    """The top-p set searched in the top 1,024 tokens, and by a full sort when that window holds too little mass."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5000) * (0.01 if flat else 4.0)
+    probs = logits.softmax(-1)
+    top, order = probs.sort(-1, descending=True)
+    want = torch.ones_like(probs, dtype=torch.bool).scatter(-1, order, (top.cumsum(-1) - top) >= 0.9)
+    got = GumbelSampling([], 1.0, 0.9)._outside_top_p(logits)
+    assert torch.equal(got, want) and 0 < int((~got).sum()) < got.numel()
+
+
+def test_the_sampling_head_projects_as_the_model_does(whitebox) -> None:
+    head = whitebox.model.get_output_embeddings()
+    x = torch.randn(3, 1, head.in_features)
+    want = head(x)
+    with skinny_head(whitebox.model):
+        got = head(x)
+        assert "forward" in head.__dict__
+    assert "forward" not in head.__dict__  # the module's own forward is back
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -17,5 +17,6 @@ def tiny_overrides(model_dir: Path, prompts: Path, api_base: str, run_dir: Path,
         f"data.source={prompts}",
         f"run.dir={run_dir}",
         "run.progress=false",
+        "run.checkpoint_interval_s=0",  # a checkpoint after every wave: what the resume tests kill between
         *extra,
     ]

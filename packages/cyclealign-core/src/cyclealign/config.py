@@ -166,6 +166,9 @@ class RunConfig(_Section):
     seed: int = 0
     overwrite: bool = False
     checkpoint_every: int = Field(1, ge=1, description="prompts between checkpoints")
+    checkpoint_interval_s: float = Field(
+        30.0, ge=0.0, description="seconds at least between checkpoints (the last prompt and a stop always save)"
+    )
     progress: bool = True
 
 

@@ -131,6 +131,7 @@ class RunSession:
                 total_prompts=len(self.prompts),
                 start_prompts=self.totals.prompts,
                 lockstep=self.lockstep,
+                interval_s=cfg.run.checkpoint_interval_s,
             )
             if state is None:
                 self.checkpoint(force=True)  # a run stopped before its first prompt ends still resumes from here

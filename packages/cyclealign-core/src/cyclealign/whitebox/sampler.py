@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -14,10 +15,47 @@ from cyclealign.whitebox.batching import token_logps
 from cyclealign.whitebox.loading import WhiteBox, encode_prompt
 
 
+@contextlib.contextmanager
+def skinny_head(model: Any) -> Iterator[None]:
+    """On CPU, the output projection of a few decoding rows computed as ``W @ x.T``.
+
+    For a batch of a few rows and a wide vocabulary, torch's ``linear`` on CPU
+    picks a kernel that reads the weights at a fraction of the memory bandwidth
+    (on SmolLM2's 49k × 576 head: 37 ms a step for 3 rows, against 10 ms for
+    ``W @ x.T``).  Only sampling uses this; the log-probs it returns match the
+    training path's to float rounding.
+    """
+    head = model.get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    if type(head) is not torch.nn.Linear or weight is None or weight.device.type != "cpu":
+        yield
+        return
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        out = (weight @ flat.T).T
+        if head.bias is not None:
+            out = out + head.bias
+        return out.reshape(*x.shape[:-1], weight.shape[0])
+
+    patched = head.__dict__.get("forward")  # someone else's instance-level forward (a hook) comes back after
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if patched is None:
+            del head.forward
+        else:
+            head.forward = patched
+
+
 def row_generator(key: str, index: int, device: torch.device) -> torch.Generator:
     """The private random stream of sample ``index`` of the prompt drawn under ``key``."""
     seed = int.from_bytes(hashlib.sha256(f"{key}:{index}".encode()).digest()[:8], "little")
     return torch.Generator(device=device).manual_seed(seed)
+
+
+TOP_P_WINDOW = 1024  # tokens searched for the top-p set before falling back to a full sort
 
 
 class GumbelSampling:
@@ -38,15 +76,27 @@ class GumbelSampling:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores = scores.float() / self.temperature
         if self.top_p < 1.0:
-            sorted_scores, order = scores.sort(dim=-1, descending=True)
-            probs = sorted_scores.softmax(-1)
-            beyond = (probs.cumsum(-1) - probs) >= self.top_p  # the mass before a token already reaches top_p
-            drop = torch.zeros_like(beyond).scatter(-1, order, beyond)
-            scores = scores.masked_fill(drop, float("-inf"))  # the most likely token always stays
+            scores = scores.masked_fill(self._outside_top_p(scores), float("-inf"))
         vocab = scores.shape[-1]
         uniform = torch.stack([torch.rand(vocab, generator=g, device=scores.device) for g in self.generators])
         gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20)))
         return scores + gumbel
+
+    def _outside_top_p(self, scores: torch.Tensor) -> torch.Tensor:
+        """The tokens after the smallest most-likely set whose mass reaches ``top_p`` (the most likely always stays).
+
+        The set nearly always lies within the top ``TOP_P_WINDOW`` tokens, found
+        with ``topk`` (a full sort of a 49k vocabulary costs several times more per
+        decoding step); when some row's window holds less than ``top_p``, the full sort decides.
+        """
+        probs = scores.softmax(-1)
+        k = min(TOP_P_WINDOW, scores.shape[-1])
+        top, order = probs.topk(k, dim=-1)
+        if bool((top.sum(-1) < self.top_p).any()):
+            top, order = probs.sort(dim=-1, descending=True)
+        beyond = (top.cumsum(-1) - top) >= self.top_p  # the mass before a token already reaches top_p
+        outside = torch.ones_like(probs, dtype=torch.bool)
+        return outside.scatter(-1, order, beyond)
 
 
 class HFSampler:
@@ -88,20 +138,21 @@ class HFSampler:
         was_training = model.training
         model.eval()
         try:
-            out = model.generate(
-                input_ids=input_ids.repeat_interleave(n, dim=0).to(device),  # row b*n + i: sample i of prompt b
-                attention_mask=attention.repeat_interleave(n, dim=0).to(device),
-                do_sample=False,  # greedy over Gumbel-perturbed logits: sampling, one random stream per row
-                logits_processor=[GumbelSampling(generators, self.cfg.temperature, self.cfg.top_p)],
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                max_new_tokens=self.cfg.max_new_tokens,
-                output_logits=True,
-                return_dict_in_generate=True,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
+            with skinny_head(model):
+                out = model.generate(
+                    input_ids=input_ids.repeat_interleave(n, dim=0).to(device),  # row b*n + i: sample i of prompt b
+                    attention_mask=attention.repeat_interleave(n, dim=0).to(device),
+                    do_sample=False,  # greedy over Gumbel-perturbed logits: sampling, one random stream per row
+                    logits_processor=[GumbelSampling(generators, self.cfg.temperature, self.cfg.top_p)],
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    max_new_tokens=self.cfg.max_new_tokens,
+                    output_logits=True,
+                    return_dict_in_generate=True,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
         finally:
             model.train(was_training)
         generated = out.sequences[:, width:]
