@@ -24,6 +24,9 @@ class WhiteboxConfig(_Section):
 
     model: str = Field("embedded:smollm2", description="HF model dir/id, or 'embedded:smollm2' for the bundled GGUF")
     gguf_file: str | None = Field(None, description="GGUF file name inside `model` (loaded by transformers)")
+    gguf_cache: bool = Field(
+        True, description="keep a GGUF model converted to HF format in CYCLEALIGN_CACHE_DIR: later loads take seconds"
+    )
     finetune: Literal["lora", "full"] = "lora"
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)

@@ -134,6 +134,10 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
         raise WhiteboxError(
             'loading a GGUF model needs the gguf package: pip install gguf (or pip install "cyclealign-core[local]")'
         )
+    if gguf and cfg.gguf_cache:
+        from cyclealign.whitebox.gguf_cache import converted_dir
+
+        source, kwargs = str(converted_dir(Path(source) / gguf)), {}
     device = pick_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     check_attn_implementation(cfg.attn_implementation, device, dtype)
