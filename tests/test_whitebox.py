@@ -22,8 +22,9 @@ from cyclealign.whitebox import (
     render_prompt,
     sequence_logps,
 )
+from cyclealign.whitebox import sampler as sampler_module
 from cyclealign.whitebox.loading import lora_targets, resolve_model
-from cyclealign.whitebox.sampler import GumbelSampling, row_generator, skinny_head
+from cyclealign.whitebox.sampler import GumbelSampling, decode, row_generator, skinny_head
 from tests.support.tiny_models import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer
 
 PROMPTS = [
@@ -263,26 +264,23 @@ def test_mismatched_inputs_are_rejected(whitebox) -> None:
 
 
 # ------------------------------------------------------------------ sampling and self-ranking
-def test_sampler_one_generate_call_per_wave_and_own_logprobs(whitebox) -> None:
+def test_sampler_one_decoding_loop_per_wave_and_own_logprobs(whitebox, monkeypatch) -> None:
     # Temperature and top-p shape the sampling only: sum_logp stays the model's own temperature-1 log-prob.
     cfg = whitebox.config.model_copy(update={"temperature": 0.7, "top_p": 0.8})
     sampler = HFSampler(whitebox, cfg)
     calls = []
-    original = whitebox.model.generate
+    original = sampler_module.decode
 
-    def counting(*a, **k):
-        calls.append(k["input_ids"].shape[0])
-        return original(*a, **k)
+    def counting(model, input_ids, *a, **k):
+        calls.append(input_ids.shape[0])
+        return original(model, input_ids, *a, **k)
 
-    whitebox.model.generate = counting
+    monkeypatch.setattr(sampler_module, "decode", counting)
     whitebox.model.train()
-    try:
-        wave = sampler.sample_many(PROMPTS, 3, ["s:a", "s:b"])
-        again = sampler.sample_many(PROMPTS, 3, ["s:a", "s:b"])
-        other = sampler.sample_many(PROMPTS, 3, ["t:a", "t:b"])
-    finally:
-        del whitebox.model.generate
-    assert calls == [6, 6, 6] and [len(c) for c in wave] == [3, 3]  # one generate call per wave: B·n rows
+    wave = sampler.sample_many(PROMPTS, 3, ["s:a", "s:b"])
+    again = sampler.sample_many(PROMPTS, 3, ["s:a", "s:b"])
+    other = sampler.sample_many(PROMPTS, 3, ["t:a", "t:b"])
+    assert calls == [6, 6, 6] and [len(c) for c in wave] == [3, 3]  # one decoding loop per wave: B·n rows
     assert whitebox.model.training, "train mode must come back after sampling"
     ids = [[c.token_ids for c in cands] for cands in wave]
     assert ids == [[c.token_ids for c in cands] for cands in again], "not reproducible under the same keys"
@@ -306,6 +304,35 @@ def test_a_prompt_draws_the_same_samples_in_a_wave_as_alone(whitebox) -> None:
     for in_wave, by_itself in zip(wave, alone, strict=True):
         assert [c.token_ids for c in in_wave] == [c.token_ids for c in by_itself]
         assert [c.sum_logp for c in in_wave] == pytest.approx([c.sum_logp for c in by_itself], abs=1e-9)
+
+
+def test_decoding_stops_at_the_step_the_last_row_ends(whitebox) -> None:
+    """Rows that end early get padding; the loop stops when the last row has emitted EOS, not at the token limit."""
+    eos, pad = whitebox.tokenizer.eos_token_id, whitebox.tokenizer.pad_token_id
+    ends = [2, 5, 3]  # row r emits EOS as its token number ends[r] (1-based)
+    step = {"n": 0}
+
+    def choose(_, logits):
+        step["n"] += 1
+        scores = torch.zeros_like(logits)
+        scores[:, 7] = 1.0
+        for r, end in enumerate(ends):
+            if step["n"] == end:
+                scores[r, eos] = 2.0
+        return scores
+
+    forwards = []
+    model = whitebox.model
+    hook = model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        ids = torch.tensor([_template_ids(whitebox.tokenizer, PROMPTS[1])] * 3)
+        tokens, logps = decode(model.eval(), ids, torch.ones_like(ids), choose, 40, eos_id=eos, pad_id=pad)
+    finally:
+        hook.remove()
+        model.train()
+    assert tokens.shape == logps.shape == (3, 5) and len(forwards) == 5  # prefill + 4 steps: not 40
+    for r, end in enumerate(ends):
+        assert tokens[r].tolist() == [7] * (end - 1) + [eos] + [pad] * (5 - end)
 
 
 def test_gumbel_sampling_draws_from_the_top_p_renormalised_softmax() -> None:

@@ -1,18 +1,19 @@
-"""Sampling l responses to every prompt of a wave with one batched ``generate``, scored by the model's own log-probs."""
+"""Sampling l responses to every prompt of a wave in one batched decoding loop, scored by the model's own log-probs."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from cyclealign.config import WhiteboxConfig
 from cyclealign.protocols import Candidate, Prompt
-from cyclealign.whitebox.batching import token_logps
+from cyclealign.whitebox.batching import keep_kwarg, token_logps
 from cyclealign.whitebox.loading import WhiteBox, encode_prompt
+from cyclealign.whitebox.prefix import cache_kwarg
 
 
 @contextlib.contextmanager
@@ -99,16 +100,64 @@ class GumbelSampling:
         return outside.scatter(-1, order, beyond)
 
 
+@torch.no_grad()
+def decode(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    choose: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor],
+    max_new_tokens: int,
+    *,
+    eos_id: int,
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode left-padded rows with a key/value cache until every row has ended; (tokens, their log-probs).
+
+    ``choose(None, logits)`` returns scores whose argmax is the next token
+    (``GumbelSampling``: a sample).  The log-probs are the model's own
+    (temperature 1) of the chosen tokens.  A row that has emitted EOS gets
+    padding from then on, and decoding stops at the step where the last row
+    ends: no step is spent on a batch that is already done.
+    """
+    keep_name = keep_kwarg(model)
+    keep = {keep_name: 1} if keep_name else {}
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, **keep)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    next_position = attention.sum(-1, keepdim=True)
+    ended = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    tokens, logps = [], []
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        token = torch.where(ended, pad_id, choose(None, logits).argmax(-1))
+        tokens.append(token)
+        logps.append(token_logps(logits, token))
+        ended |= token == eos_id
+        if bool(ended.all()) or step == max_new_tokens - 1:
+            break
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=attention,
+            position_ids=next_position,
+            use_cache=True,
+            **{cache_kwarg(model): cache},
+            **keep,
+        )
+        next_position = next_position + 1
+    return torch.stack(tokens, dim=1), torch.stack(logps, dim=1)
+
+
 class HFSampler:
     """The ``Sampler`` of a Hugging Face model.
 
     The B prompts of a wave are left-padded into one batch and their ``B·n``
-    responses come from one ``generate`` call, which
-    stops as soon as every sequence has ended.  ``generate``'s raw logits give
-    each sampled token's temperature-1 log-prob, so self-ranking needs no second
-    forward pass.  A response keeps its EOS token, so training also teaches the
-    model where to stop.  Randomness comes from one generator per sample, keyed
-    by the prompt's key (the engine's ``seed:prompt:interaction``).
+    responses come from one decoding loop (``decode``), which stops as soon as
+    every sequence has ended.  The loop's logits give each sampled token's
+    temperature-1 log-prob, so self-ranking needs no second forward pass.  A
+    response keeps its EOS token, so training also teaches the model where to
+    stop.  Randomness comes from one generator per sample, keyed by the
+    prompt's key (the engine's ``seed:prompt:interaction``).
     """
 
     def __init__(self, whitebox: WhiteBox, cfg: WhiteboxConfig | None = None) -> None:
@@ -135,28 +184,22 @@ class HFSampler:
             input_ids[b, width - len(ids) :] = torch.tensor(ids)
             attention[b, width - len(ids) :] = 1
         generators = [row_generator(key, i, device) for key in keys for i in range(n)]
+        processor = GumbelSampling(generators, self.cfg.temperature, self.cfg.top_p)
         was_training = model.training
         model.eval()
         try:
             with skinny_head(model):
-                out = model.generate(
-                    input_ids=input_ids.repeat_interleave(n, dim=0).to(device),  # row b*n + i: sample i of prompt b
-                    attention_mask=attention.repeat_interleave(n, dim=0).to(device),
-                    do_sample=False,  # greedy over Gumbel-perturbed logits: sampling, one random stream per row
-                    logits_processor=[GumbelSampling(generators, self.cfg.temperature, self.cfg.top_p)],
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    max_new_tokens=self.cfg.max_new_tokens,
-                    output_logits=True,
-                    return_dict_in_generate=True,
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id,
+                generated, logps = decode(
+                    model,
+                    input_ids.repeat_interleave(n, dim=0).to(device),  # row b*n + i: sample i of prompt b
+                    attention.repeat_interleave(n, dim=0).to(device),
+                    processor,
+                    self.cfg.max_new_tokens,
+                    eos_id=tok.eos_token_id,
+                    pad_id=tok.pad_token_id,
                 )
         finally:
             model.train(was_training)
-        generated = out.sequences[:, width:]
-        logps = token_logps(torch.stack(out.logits, dim=1), generated)
         rows = [self._candidate(generated[r], logps[r], tok) for r in range(generated.shape[0])]
         return [rows[b * n : (b + 1) * n] for b in range(len(prompts))]
 
