@@ -125,16 +125,19 @@ def test_zero_3_with_full_fine_tuning_ends_with_the_same_weights_on_both_ranks(s
 
 
 def test_a_rank_whose_prompts_stop_early_keeps_step_without_hanging(setup, tmp_path: Path) -> None:
-    def agree_with_the_model_on_rank_0_prompts(call, index):
-        from tests.support.openai_server import default_behaviour, ranking_reply, shown_responses
+    """Rank 0's prompts may stop early (the oracle can agree); rank 1's never do (its oracle never answers)."""
 
-        if "bake bread" in call.first_user or "haiku" in call.first_user:  # the prompts of rank 0
+    def agree_on_rank_0_prompts_only(call, index):
+        from tests.support.openai_server import Reply, ranking_reply, shown_responses
+
+        task = call.first_user.split("## Your task")[-1]  # demonstrations before it name other prompts
+        if "bake bread" in task or "haiku" in task:  # the prompts of rank 0
             return ranking_reply(list(range(len(shown_responses(call)))))
-        return default_behaviour(call, index)
+        return Reply(content="I would rather not rank these.")
 
-    with OpenAIServer(agree_with_the_model_on_rank_0_prompts) as server:
-        args = overrides(setup, server, tmp_path / "run", "train.backend=deepspeed", "cycle.max_interactions=4")
-        proc = launch(sets(args), timeout=600)
+    with OpenAIServer(agree_on_rank_0_prompts_only) as server:
+        extra = ("train.backend=deepspeed", "cycle.max_interactions=4", "cycle.num_samples=2")
+        proc = launch(sets(overrides(setup, server, tmp_path / "run", *extra)), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = records(tmp_path / "run")
     per_prompt = {p: sum(r["prompt"] == p for r in rows) for p in PROMPTS}
