@@ -109,10 +109,19 @@ def bench(session: nox.Session) -> None:
         session.run("python", f"bench/{script}", env=ENV)
 
 
+PREPARE_EMBEDDED = (
+    "from cyclealign.embedded import embedded_gguf_path; from cyclealign.whitebox.gguf_cache import converted_dir; "
+    "print('embedded model converted once, into', converted_dir(embedded_gguf_path()))"
+)
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """Install everything and align the embedded SmolLM2 against a local llama.cpp oracle, end to end."""
     _install(session)
+    # Part of installing: the embedded GGUF converted once to an HF directory (about 30 s on 2 cores), which
+    # every later load reads in about a second (cyclealign/whitebox/gguf_cache.py).
+    session.run("python", "-c", PREPARE_EMBEDDED, env=ENV)
     run_dir = os.environ.get("CYCLEALIGN_DEMO_DIR", "runs/demo")
     session.run(
         "cyclealign", "run", "--set", f"run.dir={run_dir}", "--set", "run.overwrite=true", *session.posargs, env=ENV

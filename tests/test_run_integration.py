@@ -62,7 +62,7 @@ def test_two_prompts_two_interactions_train_the_adapter(tiny_run_config, tmp_pat
         assert len(r["candidates"]) == 3
         assert sorted(r["oracle"]["order"]) == [0, 1, 2] and sorted(r["self_order"]) == [0, 1, 2]
         assert r["oracle"]["raw"] and r["loss"] is not None and r["loss"]["total"] == r["loss"]["total"]
-        assert set(r["timings"]) == {"sample_s", "oracle_s", "train_s"}
+        assert set(r["timings"]) == {"sample_s", "oracle_s", "train_s", "ended_at"}
     demos = (run_dir / "demos.jsonl").read_text().splitlines()
     assert len(demos) == sum(len(r["agreement"]) >= 2 for r in records)
     config_text = (run_dir / "config.yaml").read_text()
