@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from cyclealign.config import RunConfig, load_config  # noqa: E402
 from cyclealign.run import run  # noqa: E402
+from cyclealign.store import read_jsonl  # noqa: E402
 from tests.support.openai_server import OpenAIServer  # noqa: E402
 from tests.support.runs import tiny_overrides  # noqa: E402
 from tests.support.tiny_models import tiny_llama_dir  # noqa: E402
@@ -59,7 +60,7 @@ def measure(model: Path, server: OpenAIServer, tmp: Path, batch: int, interactio
         f"run.checkpoint_interval_s={RunConfig().checkpoint_interval_s}",  # the default, not the tests' 0
     )
     run(load_config(overrides=overrides))
-    records = [json.loads(line) for line in (run_dir / "interactions.jsonl").read_text().splitlines()]
+    records = read_jsonl(run_dir / "interactions.jsonl")  # not splitlines(): a sampled text may hold U+2028
     ticks: dict[float, list[dict]] = {}
     for r in records:  # the records of one tick share their sampling and training times
         ticks.setdefault(r["timings"]["ended_at"], []).append(r)

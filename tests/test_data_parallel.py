@@ -85,7 +85,7 @@ def sets(items: list[str]) -> list[str]:
 
 
 def records(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "interactions.jsonl").read_text().splitlines()]
+    return [json.loads(x) for x in (run_dir / "interactions.jsonl").read_text().rstrip("\n").split("\n")]
 
 
 def test_two_ranks_equal_one_process_with_a_wave_of_two(setup, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def echo_config(tmp_path: Path):
 
 
 def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "interactions.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "interactions.jsonl").read_text().rstrip("\n").split("\n")]
 
 
 @pytest.mark.slow

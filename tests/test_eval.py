@@ -99,7 +99,7 @@ def test_reward_table_layout_and_arithmetic(kind: str, tmp_path: Path) -> None:
         out_dir=tmp_path / "eval",
         answers=answers,
     )
-    rows = [json.loads(x) for x in (tmp_path / "eval" / "answers.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "eval" / "answers.jsonl").read_text().rstrip("\n").split("\n")]
     assert [r["id"] for r in rows] == [e.id for e in picked] and [r["answer"] for r in rows] == answers
     assert len({r["score"] for r in rows}) > 1
     direct = RewardScorer(rm, kind).score([e.prompt for e in picked], answers)
@@ -165,7 +165,7 @@ def test_eval_reward_generates_in_batches_and_merges_a_shared_table(tmp_path: Pa
     assert "read 2312, kept 2308" in result.output
     rows = table.read_text().splitlines()
     assert rows[0] == "system,harmless-base,total" and [r.split(",")[0] for r in rows[1:]] == ["again", "base"]
-    saved = [json.loads(x) for x in (tmp_path / "base" / "answers.jsonl").read_text().splitlines()]
+    saved = [json.loads(x) for x in (tmp_path / "base" / "answers.jsonl").read_text().rstrip("\n").split("\n")]
     examples, _ = load_hh_rlhf(SHARED, subsets=["harmless-base"])
     prompts = [e.prompt for e in stratified_sample(examples, 5, seed=0)]
     one_by_one = generate_answers(load_system(model=str(model)), prompts, 6, batch_size=1)
@@ -178,7 +178,7 @@ def test_eval_reward_generates_with_a_trained_runs_adapter(tmp_path: Path) -> No
     run_dir = make_run(tmp_path)
     rm = _classifier_dir(tmp_path / "rm")
     out = eval_reward(data=SHARED, reward_model=rm, run_dir=run_dir, subsets=["harmless-base"], k=2, max_new_tokens=6)
-    rows = [json.loads(x) for x in (run_dir / "eval" / "answers.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (run_dir / "eval" / "answers.jsonl").read_text().rstrip("\n").split("\n")]
     assert len(rows) == 2 and out["rows"][0][0] == "run"
     from cyclealign.evaluate.generate import load_system
 
@@ -243,7 +243,7 @@ def test_judge_maps_randomised_order_back(randomize: bool, tmp_path: Path) -> No
         "helpful-base",
         "total",
     ]
-    saved = [json.loads(x) for x in (tmp_path / "judgements.jsonl").read_text().splitlines()]
+    saved = [json.loads(x) for x in (tmp_path / "judgements.jsonl").read_text().rstrip("\n").split("\n")]
     assert all(s["outcome"] == ("win" if s["a_shown_first"] else "lose") for s in saved)
     assert saved[0]["reasoning"] == "The first one reads better."
 
@@ -308,7 +308,7 @@ def test_oracle_accuracy_arithmetic_and_demonstration_modes(tmp_path: Path) -> N
         assert examples_shown == {"none": 0, "static": 1, "dynamic": 4, "dynamic@2": 3}[mode]
     percents = [round(100 * correct / (40 - failures), 1), round(100 * correct / 40, 1)]
     assert out["rows"][0] == ["none", 40, 40 - failures, correct, failures, *percents]
-    items = [json.loads(x) for x in (tmp_path / "oracle_accuracy_items.jsonl").read_text().splitlines()]
+    items = [json.loads(x) for x in (tmp_path / "oracle_accuracy_items.jsonl").read_text().rstrip("\n").split("\n")]
     assert len(items) == 160 and sum(i["correct"] for i in items) == 4 * correct
     assert (tmp_path / "oracle_accuracy.csv").read_text().startswith("demonstrations,pairs,valid,correct,failures")
 

@@ -42,7 +42,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def test_report_writes_images_and_pages_that_show_them(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path)
-    interactions = (run_dir / "interactions.jsonl").read_text().splitlines()
+    interactions = (run_dir / "interactions.jsonl").read_text().rstrip("\n").split("\n")
     assert len(interactions) == 4
     write_table(
         run_dir / "eval",

@@ -90,7 +90,7 @@ def strip(record: dict) -> dict:
 
 
 def records(run_dir: Path) -> list[dict]:
-    return [strip(json.loads(line)) for line in (run_dir / "interactions.jsonl").read_text().splitlines()]
+    return [strip(json.loads(line)) for line in (run_dir / "interactions.jsonl").read_text().rstrip("\n").split("\n")]
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def test_two_prompts_two_interactions_train_the_adapter(tiny_run_config, tmp_pat
 
     run_dir = tmp_path / "run"
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
-    records = [json.loads(line) for line in (run_dir / "interactions.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run_dir / "interactions.jsonl").read_text().rstrip("\n").split("\n")]
     assert [(r["prompt_id"], r["interaction"]) for r in records] == [
         (records[0]["prompt_id"], 0),
         (records[0]["prompt_id"], 1),
@@ -63,7 +63,7 @@ def test_two_prompts_two_interactions_train_the_adapter(tiny_run_config, tmp_pat
         assert sorted(r["oracle"]["order"]) == [0, 1, 2] and sorted(r["self_order"]) == [0, 1, 2]
         assert r["oracle"]["raw"] and r["loss"] is not None and r["loss"]["total"] == r["loss"]["total"]
         assert set(r["timings"]) == {"sample_s", "oracle_s", "train_s", "ended_at"}
-    demos = (run_dir / "demos.jsonl").read_text().splitlines()
+    demos = (run_dir / "demos.jsonl").read_text().rstrip("\n").split("\n")
     assert len(demos) == sum(len(r["agreement"]) >= 2 for r in records)
     config_text = (run_dir / "config.yaml").read_text()
     assert "cycle:" in config_text and "api_key:" not in config_text
@@ -96,8 +96,8 @@ def test_the_same_cycle_twice_with_one_cache_makes_no_http_calls_the_second_time
         second = len(server.chat_calls) - first
     assert first == 4 and second == 0
     assert second_result.summary["oracle"]["cache_hits"] == 4
-    a = [json.loads(x) for x in (tmp_path / "first" / "interactions.jsonl").read_text().splitlines()]
-    b = [json.loads(x) for x in (tmp_path / "second" / "interactions.jsonl").read_text().splitlines()]
+    a = [json.loads(x) for x in (tmp_path / "first" / "interactions.jsonl").read_text().rstrip("\n").split("\n")]
+    b = [json.loads(x) for x in (tmp_path / "second" / "interactions.jsonl").read_text().rstrip("\n").split("\n")]
     assert [r["oracle"]["order"] for r in a] == [r["oracle"]["order"] for r in b]
 
 
@@ -114,4 +114,4 @@ def test_budget_stops_the_run_cleanly_with_everything_saved(tiny_run_config, tmp
     assert json.loads((run_dir / "run.json").read_text())["status"] == "budget"
     assert result.summary["oracle"]["cost_usd"] <= 0.0015
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
-    assert len((run_dir / "interactions.jsonl").read_text().splitlines()) == paid
+    assert len((run_dir / "interactions.jsonl").read_text().rstrip("\n").split("\n")) == paid
