@@ -109,6 +109,9 @@ def bench(session: nox.Session) -> None:
         session.run("python", f"bench/{script}", env=ENV)
 
 
+# The demo's 6 prompts run in 2 waves of 3: one decoding loop samples a wave's 3 × 3 answers and one step
+# trains on it (the paper's batch of 1 stays the default of `cyclealign run`).
+DEMO_WAVE = 3
 PREPARE_EMBEDDED = (
     "from cyclealign.embedded import embedded_gguf_path; from cyclealign.whitebox.gguf_cache import converted_dir; "
     "print('embedded model converted once, into', converted_dir(embedded_gguf_path()))"
@@ -124,7 +127,12 @@ def demo(session: nox.Session) -> None:
     session.run("python", "-c", PREPARE_EMBEDDED, env=ENV)
     run_dir = os.environ.get("CYCLEALIGN_DEMO_DIR", "runs/demo")
     session.run(
-        "cyclealign", "run", "--set", f"run.dir={run_dir}", "--set", "run.overwrite=true", *session.posargs, env=ENV
+        "cyclealign",
+        "run",
+        *("--set", f"run.dir={run_dir}", "--set", "run.overwrite=true"),
+        *("--set", f"cycle.prompt_batch={DEMO_WAVE}"),
+        *session.posargs,
+        env=ENV,
     )
 
 
