@@ -2,12 +2,16 @@
 
 A run of ``cyclealign run`` (the real session: run directory, checkpoints,
 litellm, real HTTP) against a local OpenAI-speaking server that answers every
-call after ``--latency`` seconds.  Each interaction's record carries the wall
-time it ended at (``timings.ended_at``); steady state is the time from the end
-of the first tick to the end of the last, over the interactions in between, so
-start-up (model load, the first tick) is not counted.  ``compute`` is the
-white-box's own time per interaction in the same run (sampling + training, from
-the records).  The ideal per interaction is ``max(compute, latency / B)``: the
+call after ``--latency`` seconds.  The server runs in a process of its own, as
+an API or a local LLM server does: in ours, its request threads would hold the
+interpreter lock that our oracle client needs.
+
+Each interaction's record carries the wall time it ended at
+(``timings.ended_at``).  Steady state is the time from the end of the first
+tick to the end of the last, over the interactions in between, so start-up
+(model load, the first tick) is not counted.  ``compute`` is the white-box's
+own time per interaction in the same run (sampling + training, from the
+records).  The ideal per interaction is ``max(compute, latency / B)``: the
 oracle's wait fully hidden behind B concurrent calls, or compute never waiting.
 
     python bench/cycle_throughput.py [--latency 1.0] [--interactions 64] [--batches 1 4 8] [--model tiny|h256]
@@ -30,14 +34,14 @@ sys.path.insert(0, str(ROOT))
 from cyclealign.config import RunConfig, load_config  # noqa: E402
 from cyclealign.run import run  # noqa: E402
 from cyclealign.store import read_jsonl  # noqa: E402
-from tests.support.openai_server import OpenAIServer  # noqa: E402
 from tests.support.runs import tiny_overrides  # noqa: E402
+from tests.support.server_process import server_process  # noqa: E402
 from tests.support.tiny_models import tiny_llama_dir  # noqa: E402
 
 INTERACTIONS_PER_PROMPT = 2  # early stop off: every prompt makes exactly this many interactions
 
 
-def measure(model: Path, server: OpenAIServer, tmp: Path, batch: int, interactions: int, new_tokens: int) -> dict:
+def measure(model: Path, api_base: str, tmp: Path, batch: int, interactions: int, new_tokens: int) -> dict:
     n_prompts = batch * max(2, -(-interactions // (INTERACTIONS_PER_PROMPT * batch)) + 1)  # + 1 wave of start-up
     prompts = tmp / f"prompts-{batch}.jsonl"
     prompts.write_text(
@@ -47,7 +51,7 @@ def measure(model: Path, server: OpenAIServer, tmp: Path, batch: int, interactio
     overrides = tiny_overrides(
         model,
         prompts,
-        server.api_base,
+        api_base,
         run_dir,
         f"cycle.prompt_batch={batch}",
         f"cycle.max_interactions={INTERACTIONS_PER_PROMPT}",
@@ -90,10 +94,10 @@ def main() -> None:
     )
     parser.add_argument("--new-tokens", type=int, default=12, help="whitebox.max_new_tokens")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_name, OpenAIServer(latency_s=args.latency) as server:
+    with tempfile.TemporaryDirectory() as tmp_name, server_process(args.latency) as api_base:
         tmp = Path(tmp_name)
         model = bench_model(args.model, tmp)
-        rows = [(b, measure(model, server, tmp, b, args.interactions, args.new_tokens)) for b in args.batches]
+        rows = [(b, measure(model, api_base, tmp, b, args.interactions, args.new_tokens)) for b in args.batches]
     print(f"cycle, {args.model} white-box, oracle latency {args.latency:g} s, steady state")
     print(f"{'B':>3} {'interactions':>12} {'s/interaction':>13} {'compute s':>9} {'latency/B':>9}", end="")
     print(f" {'ideal s':>8} {'ratio':>6}")

@@ -254,3 +254,25 @@ def oracle_for(server: OpenAIServer, cache_dir: Path | None = None, **overrides:
         **overrides,
     }
     return create_oracle(OracleConfig(**settings))
+
+
+def main() -> None:
+    """Serve the default behaviour in this process until stdin closes: ``python -m tests.support.openai_server``.
+
+    The benchmarks run the server so, apart from the measured process, as a real
+    API or local server is: in the same process its request threads would take
+    the interpreter lock from the client they answer.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
+    args = parser.parse_args()
+    with OpenAIServer(latency_s=args.latency) as server:
+        print(server.api_base, flush=True)
+        sys.stdin.read()  # until the parent closes the pipe (or dies)
+
+
+if __name__ == "__main__":
+    main()

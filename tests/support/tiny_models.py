@@ -40,21 +40,22 @@ def tiny_tokenizer(padding_side: str = "left") -> PreTrainedTokenizerFast:
     return fast
 
 
+# The shape of every tiny decoder the tests build (llama, mistral, qwen2): small enough for a CPU test,
+# with grouped-query attention so that the key/value paths differ from the query's.
+TINY_DECODER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": False,
+}
+
+
 def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=1,
-        tie_word_embeddings=False,
-    )
+    config = LlamaConfig(vocab_size=vocab_size, pad_token_id=0, bos_token_id=2, eos_token_id=1, **TINY_DECODER)
     return LlamaForCausalLM(config)
 
 
@@ -107,16 +108,10 @@ def tiny_family_dir(path: Path, family: str, padding_side: str = "left", seed: i
     config = AutoConfig.for_model(
         family,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        **TINY_DECODER,
     )
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 
 from cyclealign.protocols import Candidate, Prompt
+from cyclealign.whitebox.forward_kwargs import keep_last
 from cyclealign.whitebox.loading import encode_prompt
 
 
@@ -104,13 +104,6 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def keep_kwarg(model: Any) -> str | None:
-    """The name under which this model's forward accepts "project only the last k positions", if any."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
-    return next((name for name in ("logits_to_keep", "num_logits_to_keep") if name in params), None)
-
-
 def sequence_logps(model: Any, enc: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response-token log-probs ``[B, n]`` (differentiable) and true lengths ``[B, n]``.
 
@@ -123,11 +116,8 @@ def sequence_logps(model: Any, enc: EncodedBatch) -> tuple[torch.Tensor, torch.T
     width = enc.input_ids.shape[1]
     predicts = enc.response_mask[:, 1:].any(0)  # column c's logits predict token c + 1
     first = int(predicts.nonzero()[0]) if bool(predicts.any()) else width - 1
-    kwargs: dict[str, Any] = {"use_cache": False}
-    keep_name = keep_kwarg(model)
-    if keep_name is not None:
-        kwargs[keep_name] = width - first
-    else:
+    kwargs: dict[str, Any] = {"use_cache": False, **keep_last(model, width - first)}
+    if len(kwargs) == 1:  # the model cannot project only the last columns
         first = 0
     logits = model(
         input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=position_ids, **kwargs

@@ -11,7 +11,6 @@ back to the padded path elsewhere.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ import torch
 
 from cyclealign.errors import ConfigError
 from cyclealign.protocols import Candidate, Prompt
-from cyclealign.whitebox.batching import encode_pairs, keep_kwarg, token_logps
+from cyclealign.whitebox.batching import encode_pairs, token_logps
+from cyclealign.whitebox.forward_kwargs import cache_kwarg, keep_last, returned_cache
 
 # ``config.model_type`` of the families whose shared log-probs and gradients equal the padded path's (tested).
 PROVEN_FAMILIES = frozenset({"llama", "mistral", "qwen2", "gpt2"})
@@ -81,11 +81,10 @@ def shared_sequence_logps(model: Any, sb: SharedBatch) -> tuple[torch.Tensor, to
     length whatever the padding; the response pass's attention mask is the
     prompt's (repeated per candidate) followed by the response's own.
     """
-    keep_name = keep_kwarg(model)
-    keep = {keep_name: 1} if keep_name else {}
+    keep = keep_last(model)
     prompt_pos = (sb.prompt_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=sb.prompt_ids, attention_mask=sb.prompt_mask, position_ids=prompt_pos, use_cache=True, **keep)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = returned_cache(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         raise TypeError(f"{type(model).__name__} returned no expandable key/value cache: prefix sharing cannot work")
     first_logits = out.logits[:, -1].repeat_interleave(sb.n, dim=0)  # predicts each response's first token
@@ -107,12 +106,6 @@ def shared_sequence_logps(model: Any, sb: SharedBatch) -> tuple[torch.Tensor, to
     summed = torch.where(mask, lp, torch.zeros_like(lp)).sum(-1)  # where, not *: padding may hold NaN
     lengths = sb.response_mask.sum(-1)
     return summed.view(sb.batch, sb.n), lengths.view(sb.batch, sb.n)
-
-
-def cache_kwarg(model: Any) -> str:
-    """The name the forward takes a key/value cache under: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def prefix_sharing_family(model: Any) -> str:

@@ -11,9 +11,9 @@ import torch
 
 from cyclealign.config import WhiteboxConfig
 from cyclealign.protocols import Candidate, Prompt
-from cyclealign.whitebox.batching import keep_kwarg, token_logps
+from cyclealign.whitebox.batching import token_logps
+from cyclealign.whitebox.forward_kwargs import cache_kwarg, keep_last, returned_cache
 from cyclealign.whitebox.loading import WhiteBox, encode_prompt
-from cyclealign.whitebox.prefix import cache_kwarg
 
 
 @contextlib.contextmanager
@@ -119,11 +119,10 @@ def decode(
     padding from then on, and decoding stops at the step where the last row
     ends: no step is spent on a batch that is already done.
     """
-    keep_name = keep_kwarg(model)
-    keep = {keep_name: 1} if keep_name else {}
+    keep, cache_name = keep_last(model), cache_kwarg(model)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, **keep)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = returned_cache(out)
     next_position = attention.sum(-1, keepdim=True)
     ended = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens, logps = [], []
@@ -141,7 +140,7 @@ def decode(
             attention_mask=attention,
             position_ids=next_position,
             use_cache=True,
-            **{cache_kwarg(model): cache},
+            **{cache_name: cache},
             **keep,
         )
         next_position = next_position + 1
