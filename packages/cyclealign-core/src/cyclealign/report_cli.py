@@ -18,11 +18,13 @@ def report_command(
 ) -> None:
     """Plot a run (agreement, oracle failures and cost, losses, eval tables) into PNGs and one HTML page.
 
-    With several runs, each gets its own report and OUT/compare.html draws one curve per run: the
-    oracle's ranking accuracy during training (Figure 4, from `eval oracle-accuracy --run`) and the
-    agreement rate. Example (Figure 4's three settings):
+    With several runs, OUT/compare.html also draws one curve per run (Figure 4: `eval oracle-accuracy --run`).
 
-        cyclealign report runs/paper-pro-alpaca7b runs/paper-ablation-no-d2 runs/paper-ablation-no-icl --out fig4
+    Examples:
+
+      cyclealign report runs/x
+
+      cyclealign report runs/full runs/no-d2 runs/no-icl --out fig4
     """
     from cyclealign.report import write_report
 

@@ -38,16 +38,17 @@ def oracle_accuracy_command(
     at: Annotated[list[int] | None, typer.Option("--at", hidden=True)] = None,
     demos: Annotated[Path | None, typer.Option("--demos", hidden=True)] = None,
 ) -> None:
-    """The oracle's ranking accuracy on a run's own candidates over training, against a reward model: Figure 4.
+    """The oracle's ranking accuracy on a run's own candidates during training, against a reward model: Figure 4.
 
-    Every recorded interaction's candidates are scored with the reward model; the oracle is
-    right on a pair when it ranked the higher-reward candidate first. One row per --every
-    interactions, written to RUN/eval/oracle_accuracy_training.{json,csv,md}; no oracle call is made.
+    Scores every recorded interaction's candidates with the reward model (no oracle call is made).
 
-    Example (then plot three runs together with `cyclealign report A B C --out fig4`):
+    The oracle is right on a pair when it ranked the higher-reward candidate first; one row per --every interactions.
 
-        cyclealign eval oracle-accuracy --run runs/paper-pro-alpaca7b \\
-            --reward-model /models/oasst-rm-2-pythia-6.9b --reward-kind oasst-pythia --every 50
+    Writes RUN/eval/oracle_accuracy_training.{json,csv,md}; `cyclealign report A B C --out fig4` draws the curves.
+
+    Example:
+
+      cyclealign eval oracle-accuracy --run runs/x --reward-model /models/rm --reward-kind oasst-pythia --every 50
     """
     if run is None and (data or mode or at or demos):
         fail(MOVED)
@@ -94,13 +95,13 @@ def human_pair_accuracy_command(
 ) -> None:
     """How often the oracle ranks the human-chosen reply of fixed HH-RLHF pairs first, per demonstration setting.
 
-    A fixed yardstick for oracles and demonstration settings (none: no ICL, static: w/o D2, dynamic:
-    a run's demonstrations); not the paper's Figure 4, which is `eval oracle-accuracy --run`.
+    none: no ICL; static: the static demonstration only; dynamic: plus a run's demonstrations (--demos).
+
+    A yardstick for oracles and demonstration settings, not the paper's Figure 4 (that is `eval oracle-accuracy`).
 
     Example:
 
-        cyclealign eval human-pair-accuracy --data /data/hh-rlhf --k 1000 --demos runs/paper-pro-alpaca7b \\
-            --config runs/paper-pro-alpaca7b/config.yaml --out eval/pair-accuracy
+      cyclealign eval human-pair-accuracy --data /data/hh-rlhf --k 200 --demos runs/x --config runs/x/config.yaml
     """
     from cyclealign.config import load_config
     from cyclealign.evaluate.pair_accuracy import eval_human_pair_accuracy

@@ -28,13 +28,15 @@ def export_command(
     title: Annotated[str, typer.Option(help="The page's heading.")] = "Which answer is better?",
     out: Annotated[Path, typer.Option(help="Folder for sheet.csv, sheet.html and key.json.")] = Path("eval/human"),
 ) -> None:
-    """Write a blind sheet: sheet.html (opens offline, A/B/tie per item, downloads the filled sheet), sheet.csv
-    (for a spreadsheet: fill the `choice` column with A, B or tie) and key.json (keep it from the annotators).
+    """Write a blind side-by-side sheet of two systems' answers to the same prompts (Table 3).
+
+    sheet.html: opens offline, A / B / tie per item, buttons that download the filled sheet (JSON or CSV).
+
+    sheet.csv: the same for a spreadsheet (fill `choice` with A, B or tie); key.json: keep it from the annotators.
 
     Example:
 
-        cyclealign eval human export eval/cyclealign/answers.jsonl eval/pro/answers.jsonl \\
-            --name-a CycleAlign-PRO --name-b PRO --per-subset 25 --out eval/human
+      cyclealign eval human export a/answers.jsonl b/answers.jsonl --name-a CycleAlign --name-b PRO --per-subset 25
     """
     from cyclealign.evaluate.human import export_sheet
 
@@ -62,11 +64,11 @@ def import_command(
     key: Annotated[Path, typer.Option(help="key.json written by `eval human export`.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the key's folder).")] = None,
 ) -> None:
-    """Map the filled choices back to the systems and write table3_human.{csv,md}: win/tie/lose per subset.
+    """Map filled sheets' choices back to the systems: table3_human.{csv,md}, win / tie / lose per subset.
 
     Example:
 
-        cyclealign eval human import ~/Downloads/filled-*.json --key eval/human/key.json
+      cyclealign eval human import ~/Downloads/filled-*.json --key eval/human/key.json
     """
     from cyclealign.evaluate.human import import_sheets
 
