@@ -141,6 +141,14 @@ def test_the_pages_json_round_trips_and_unanswered_items_are_counted(tmp_path: P
     assert result.exit_code == 0, result.output
     _check_table(out)
 
+    # two annotators' files at once: every item judged twice, the blank one once
+    result = CliRunner().invoke(
+        app, ["eval", "human", "import", str(path), str(page_csv), "--key", str(out / "key.json")]
+    )
+    assert result.exit_code == 0, result.output
+    with (out / "table3_human.csv").open(newline="") as f:
+        assert list(csv.reader(f))[-1][4:] == [str(2 * N - 1), "1"]
+
 
 def test_bad_input_is_named(tmp_path: Path) -> None:
     a, b = _answers(tmp_path / "a.jsonl", "alpha"), _answers(tmp_path / "b.jsonl", "beta", n=N - 2)

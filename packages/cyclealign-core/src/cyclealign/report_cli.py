@@ -31,6 +31,8 @@ def report_command(
     for run_dir in run_dirs:
         path = guarded(write_report, run_dir=run_dir)
         console.print(f"report written: {path} (PNGs and report.md beside it)", highlight=False, soft_wrap=True)
+    if len(run_dirs) == 1 and out is not None:
+        console.print("--out is for comparing several runs; one run's report stays in RUN/report", highlight=False)
     if len(run_dirs) > 1:
         from cyclealign.report_compare import write_comparison
 
