@@ -1,5 +1,5 @@
 """Evaluation: Table 1 with tiny reward models of both kinds, the LLM judge's order randomisation
-(Table 2), oracle accuracy arithmetic per demonstration setting (Figure 4 / Table 4), and the CLI."""
+(Table 2), oracle accuracy on fixed human-labelled pairs per demonstration setting, and the CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from cyclealign.cli import app
 from cyclealign.config import OracleConfig
 from cyclealign.data.hh_rlhf import load_hh_rlhf, stratified_sample
-from cyclealign.evaluate.commands import eval_judge, eval_oracle_accuracy, eval_reward
+from cyclealign.evaluate.commands import eval_judge, eval_reward
+from cyclealign.evaluate.pair_accuracy import eval_human_pair_accuracy
 from cyclealign.evaluate.reward import RewardModelError, RewardScorer, oasst_text
 from cyclealign.protocols import Demonstration, Message, Prompt
 from cyclealign.store import atomic_write_jsonl
@@ -284,7 +285,7 @@ def test_oracle_accuracy_arithmetic_and_demonstration_modes(tmp_path: Path) -> N
             cache=False,
             max_parse_retries=0,
         )
-        out = eval_oracle_accuracy(
+        out = eval_human_pair_accuracy(
             data=SHARED,
             oracle=cfg,
             modes=["none", "static", "dynamic", "dynamic@2"],
@@ -308,35 +309,35 @@ def test_oracle_accuracy_arithmetic_and_demonstration_modes(tmp_path: Path) -> N
         assert examples_shown == {"none": 0, "static": 1, "dynamic": 4, "dynamic@2": 3}[mode]
     percents = [round(100 * correct / (40 - failures), 1), round(100 * correct / 40, 1)]
     assert out["rows"][0] == ["none", 40, 40 - failures, correct, failures, *percents]
-    items = [json.loads(x) for x in (tmp_path / "oracle_accuracy_items.jsonl").read_text().rstrip("\n").split("\n")]
+    items = [json.loads(x) for x in (tmp_path / "human_pair_accuracy_items.jsonl").read_text().rstrip("\n").split("\n")]
     assert len(items) == 160 and sum(i["correct"] for i in items) == 4 * correct
-    assert (tmp_path / "oracle_accuracy.csv").read_text().startswith("demonstrations,pairs,valid,correct,failures")
+    assert (tmp_path / "human_pair_accuracy.csv").read_text().startswith("demonstrations,pairs,valid,correct,failures")
 
 
 def test_eval_cli_is_a_thin_wrapper_and_bad_input_is_one_line(tmp_path: Path) -> None:
     reply = Reply(json.dumps({"desired rank": [1, 0], "response": "A fine answer, surely."}))
     with OpenAIServer(lambda call, i: reply) as server:
-        args = ["eval", "oracle-accuracy", "--data", str(SHARED), "--subset", "harmless-base", "--k", "6"]
+        args = ["eval", "human-pair-accuracy", "--data", str(SHARED), "--subset", "harmless-base", "--k", "6"]
         args += ["--mode", "static", "--set", f"oracle.api_base={server.api_base}", "--set", "oracle.model=openai/x"]
         args += ["--set", "oracle.serve_gguf=null", "--out", str(tmp_path)]
         result = CliRunner().invoke(app, args, terminal_width=200)
         assert result.exit_code == 0, result.output
         assert len(server.chat_calls) == 6
-    saved = json.loads((tmp_path / "oracle_accuracy.json").read_text())
+    saved = json.loads((tmp_path / "human_pair_accuracy.json").read_text())
     assert saved[0]["mode"] == "static" and saved[0]["pairs"] == 6 and saved[0]["valid"] == 6
-    bad = CliRunner().invoke(app, ["eval", "oracle-accuracy", "--data", str(tmp_path), "--mode", "static"])
+    bad = CliRunner().invoke(app, ["eval", "human-pair-accuracy", "--data", str(tmp_path), "--mode", "static"])
     assert bad.exit_code == 2 and "no HH-RLHF subset found" in bad.output and "Traceback" not in bad.output
-    bad = CliRunner().invoke(app, ["eval", "oracle-accuracy", "--data", str(SHARED), "--mode", "dynamic@x"])
+    bad = CliRunner().invoke(app, ["eval", "human-pair-accuracy", "--data", str(SHARED), "--mode", "dynamic@x"])
     assert bad.exit_code == 2 and "dynamic@<count>" in bad.output
 
 
 @pytest.mark.slow
 @pytest.mark.llamacpp
 def test_oracle_accuracy_runs_with_the_embedded_local_oracle(tmp_path: Path) -> None:
-    args = ["eval", "oracle-accuracy", "--data", str(SHARED), "--subset", "harmless-base", "--k", "4"]
+    args = ["eval", "human-pair-accuracy", "--data", str(SHARED), "--subset", "harmless-base", "--k", "4"]
     result = CliRunner().invoke(app, [*args, "--mode", "static", "--out", str(tmp_path)], terminal_width=200)
     assert result.exit_code == 0, result.output
-    saved = json.loads((tmp_path / "oracle_accuracy.json").read_text())[0]
+    saved = json.loads((tmp_path / "human_pair_accuracy.json").read_text())[0]
     assert saved["pairs"] == 4 and saved["valid"] + saved["failures"] == 4
     print(f"embedded oracle accuracy (static demonstration, 4 pairs): {saved['accuracy']:.2f}")
 

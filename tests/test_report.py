@@ -53,8 +53,8 @@ def test_report_writes_images_and_pages_that_show_them(tmp_path: Path) -> None:
     )
     write_table(
         run_dir / "eval" / "accuracy",
-        "oracle_accuracy",
-        "Oracle ranking accuracy",
+        "human_pair_accuracy",
+        "Oracle ranking accuracy on fixed pairs",
         ["demonstrations", "pairs", "valid", "correct", "failures", "accuracy %", "accuracy (failures wrong) %"],
         [["none", 40, 40, 22, 0, 55.0, 55.0], ["static", 40, 38, 25, 2, 65.8, 62.5]],
     )
@@ -64,7 +64,7 @@ def test_report_writes_images_and_pages_that_show_them(tmp_path: Path) -> None:
     pngs = sorted(p.name for p in report.glob("*.png"))
     assert pngs == [
         "agreement.png",
-        "eval-accuracy-oracle_accuracy.png",
+        "eval-accuracy-human_pair_accuracy.png",
         "eval-table1_reward.png",
         "losses.png",
         "oracle.png",

@@ -16,11 +16,9 @@ import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from cyclealign.errors import CycleAlignError, RunDirError, SetupError
+from cyclealign.errors import RunDirError, SetupError
 from cyclealign.store import atomic_write_text, read_jsonl
 
 INSTALL_HINT = 'pip install "cyclealign-core[eval]"'
@@ -129,8 +127,11 @@ def _floats(row: Sequence[str]) -> list[float]:
     return out
 
 
+_TABLE = {"table2_judge": "Table 2", "table3_human": "Table 3"}
+
+
 def plot_eval_table(kind: str, header: list[str], rows: list[list[str]], path: Path) -> Path | None:
-    """A bar chart for a Table 1 / Table 2 / oracle-accuracy CSV; None for other tables."""
+    """A chart for a Table 1 / 2 / 3, oracle-accuracy or human-pair-accuracy CSV; None for other tables."""
     plt = _plt()
     if not rows:
         return None
@@ -143,7 +144,7 @@ def plot_eval_table(kind: str, header: list[str], rows: list[list[str]], path: P
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cols))], cols, rotation=15, fontsize="small")
         ax.set(ylabel="mean 100·sigmoid(score)", title="Reward-model score per subset (Table 1)")
         ax.legend(fontsize="small")
-    elif kind == "table2_judge":
+    elif kind in ("table2_judge", "table3_human"):
         rows = rows[::-1]  # barh draws bottom-up; keep the table's reading order
         names = [r[0] for r in rows]
         left = [0.0] * len(rows)
@@ -152,14 +153,20 @@ def plot_eval_table(kind: str, header: list[str], rows: list[list[str]], path: P
             ax.barh(names, vals, left=left, color=color, label=header[col])
             left = [a + b for a, b in zip(left, vals, strict=True)]
         versus = f"{header[1].removesuffix(' win %')} vs {header[3].removesuffix(' win %')}"
-        ax.set(xlabel="% of judged pairs", xlim=(0, 100), title=f"LLM judge: {versus} (Table 2)")
+        what = "LLM judge" if kind == "table2_judge" else "Human evaluation"
+        ax.set(xlabel="% of judged pairs", xlim=(0, 100), title=f"{what}: {versus} ({_TABLE[kind]})")
         ax.legend(fontsize="small", ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
-    elif kind == "oracle_accuracy":
+    elif kind == "oracle_accuracy_training":
+        points = [(_floats([r[0].split("-")[-1]])[0], _floats([r[header.index("accuracy %")]])[0]) for r in rows[:-1]]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color="tab:blue")
+        ax.set(xlabel="interaction", ylabel="pairwise accuracy %", ylim=(0, 100))
+        ax.set_title("Oracle ranking accuracy during training (Figure 4)")
+    elif kind in ("human_pair_accuracy", "oracle_accuracy"):  # oracle_accuracy: its name before the rename
         modes = [r[0] for r in rows]
         acc = [_floats([r[header.index("accuracy %")]])[0] for r in rows]
         ax.bar(modes, acc, color="tab:blue")
         ax.set(
-            ylabel="accuracy % (valid verdicts)", ylim=(0, 100), title="Oracle ranking accuracy (Figure 4 / Table 4)"
+            ylabel="accuracy % (valid verdicts)", ylim=(0, 100), title="Oracle accuracy on fixed human-labelled pairs"
         )
         ax.tick_params(axis="x", labelrotation=15, labelsize="small")
     else:
@@ -263,18 +270,3 @@ def write_report(run_dir: str | Path) -> Path:
     )
     atomic_write_text(out / "report.html", page)
     return out / "report.html"
-
-
-def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `cyclealign run`.")],
-) -> None:
-    """Plot a run (agreement, oracle failures and cost, losses, eval tables) into PNGs and one HTML page."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    try:
-        path = write_report(run_dir)
-    except CycleAlignError as e:  # a missing or damaged run directory, a missing extra: one line, no traceback
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    Console().print(f"report written: {path} (PNGs and report.md beside it)", highlight=False, soft_wrap=True)

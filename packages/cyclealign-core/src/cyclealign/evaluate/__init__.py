@@ -1,2 +1,2 @@
-"""Evaluation as in the paper: reward-model scores (Table 1), LLM-judge win rates (Tables 2–3),
-oracle ranking accuracy and its ablations (Figure 4, Table 4)."""
+"""Evaluation as in the paper: reward-model scores (Tables 1 and 4, Figure 5), LLM-judge win rates (Table 2),
+human evaluation sheets (Table 3), the oracle's ranking accuracy during training (Figure 4)."""

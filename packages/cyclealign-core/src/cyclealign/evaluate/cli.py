@@ -1,4 +1,4 @@
-"""`cyclealign eval …`: reward-model scores, LLM-judge win rates, oracle ranking accuracy.
+"""`cyclealign eval …`: reward-model scores, LLM-judge win rates, oracle ranking accuracy, human sheets.
 
 Thin wrappers: each command parses its options and calls the function of the same
 name in ``cyclealign.evaluate.commands``; errors in the user's input exit with code 2
@@ -17,8 +17,8 @@ from cyclealign.config import Config, load_config
 from cyclealign.errors import ConfigError
 
 eval_app = typer.Typer(
-    help="Evaluate as in the paper: reward-model scores (Table 1), LLM-judge win rates (Tables 2-3), "
-    "oracle ranking accuracy (Figure 4, Table 4).",
+    help="Evaluate as in the paper: reward-model scores (Tables 1 and 4, Figure 5), LLM-judge win rates "
+    "(Table 2), human evaluation sheets (Table 3), oracle ranking accuracy during training (Figure 4).",
     no_args_is_help=True,
 )
 
@@ -125,42 +125,10 @@ def judge_command(
     )
 
 
-@eval_app.command("oracle-accuracy")
-def oracle_accuracy_command(
-    data: DataOpt,
-    mode: Annotated[
-        list[str] | None, typer.Option("--mode", help="none | static | dynamic | dynamic@M (repeatable).")
-    ] = None,
-    at: Annotated[
-        list[int] | None,
-        typer.Option("--at", help="Also dynamic@M: only the run's first M demonstrations (repeatable; Figure 4)."),
-    ] = None,
-    demos: Annotated[Path | None, typer.Option(help="A run directory or its demos.jsonl (for dynamic).")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    subset: SubsetOpt = None,
-    split: SplitOpt = "test",
-    k: KOpt = 40,
-    seed: int = 0,
-    lenient: LenientOpt = False,
-    out: Path = Path("eval"),
-) -> None:
-    """How often the oracle ranks the human-chosen reply first, per demonstration setting: Figure 4, Table 4."""
-    from cyclealign.evaluate.commands import eval_oracle_accuracy
+# Figure 4 (a run's own candidates), the fixed human-pairs yardstick, and the human evaluation sheets (Table 3)
+from cyclealign.evaluate.cli_accuracy import human_pair_accuracy_command, oracle_accuracy_command  # noqa: E402
+from cyclealign.evaluate.cli_human import human_app  # noqa: E402
 
-    cfg = _config(config, set_)
-    modes = list(mode or ["none", "static", "dynamic"]) + [f"dynamic@{m}" for m in at or []]
-    _run(
-        eval_oracle_accuracy,
-        data=data,
-        oracle=cfg.oracle,
-        modes=modes,
-        demos=demos,
-        cycle=cfg.cycle,
-        subsets=subset,
-        split=split,
-        k=k,
-        seed=seed,
-        lenient=lenient,
-        out_dir=out,
-    )
+eval_app.command("oracle-accuracy")(oracle_accuracy_command)
+eval_app.command("human-pair-accuracy")(human_pair_accuracy_command)
+eval_app.add_typer(human_app, name="human")

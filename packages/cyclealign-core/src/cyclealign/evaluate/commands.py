@@ -6,18 +6,16 @@ prints it with rich; each returns ``{"header", "rows", …}`` for programmatic u
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from cyclealign.config import CycleConfig, OracleConfig
+from cyclealign.config import OracleConfig
 from cyclealign.data.hh_rlhf import SUBSETS, HHExample, dialogue_text, load_hh_rlhf, stratified_sample
 from cyclealign.evaluate.tables import merge_row, print_table, write_table
-from cyclealign.store import atomic_write_jsonl, atomic_write_text
+from cyclealign.store import atomic_write_jsonl
 
 TABLE1_TITLE = "Reward-model score, mean 100·sigmoid (Table 1)"
 
@@ -189,59 +187,3 @@ def eval_judge(
     if stats.cost_usd:
         console.print(f"judge cost: ${stats.cost_usd:.4f}", highlight=False)
     return {"header": header, "rows": rows, "judgements": judgements}
-
-
-def eval_oracle_accuracy(
-    *,
-    data: str | Path,
-    oracle: OracleConfig,
-    modes: Sequence[str] = ("none", "static", "dynamic"),
-    demos: str | Path | None = None,
-    cycle: CycleConfig | None = None,
-    subsets: Sequence[str] | None = None,
-    split: str = "test",
-    k: int | None = 40,
-    seed: int = 0,
-    lenient: bool = False,
-    out_dir: Path = Path("eval"),
-    console: Console | None = None,
-) -> dict[str, Any]:
-    """Oracle ranking accuracy against human labels per demonstration setting (Figure 4 / Table 4).
-
-    Modes that need dynamic demonstrations are left out (with a note) when ``demos`` has none.
-    """
-    from cyclealign.evaluate.oracle_accuracy import load_demos_file, oracle_accuracy, parse_mode
-
-    console = console or Console()
-    for mode in modes:
-        parse_mode(mode)  # bad modes fail before any data is read or call is paid
-    examples = _examples(data, subsets, split, k, seed, lenient, console)
-    dynamic = load_demos_file(demos)
-    kept = [m for m in modes if parse_mode(m)[0] != "dynamic" or dynamic]
-    if len(kept) < len(modes):
-        console.print("no dynamic demonstrations given (--demos): dynamic settings left out", highlight=False)
-    out_dir = Path(out_dir)
-    ranker = _oracle(oracle, out_dir)
-    results, records = [], []
-    try:
-        for mode in kept:
-            with console.status(f"ranking {len(examples)} pairs ({mode} demonstrations)…"):
-                result, items = oracle_accuracy(examples, ranker, mode, dynamic, seed, cycle)
-            results.append(result)
-            records += items
-    finally:
-        ranker.close()
-    title = "Oracle ranking accuracy against human labels (Figure 4 / Table 4)"
-    header = ["demonstrations", "pairs", "valid", "correct", "failures", "accuracy %", "accuracy (failures wrong) %"]
-    rows = [
-        [r.mode, r.pairs, r.valid, r.correct, r.failures, round(100 * r.accuracy, 1), round(100 * r.accuracy_all, 1)]
-        for r in results
-    ]
-    write_table(out_dir, "oracle_accuracy", title, header, rows)
-    atomic_write_jsonl(out_dir / "oracle_accuracy_items.jsonl", records)
-    atomic_write_text(
-        out_dir / "oracle_accuracy.json",
-        json.dumps([{**asdict(r), "accuracy": r.accuracy, "accuracy_all": r.accuracy_all} for r in results], indent=2),
-    )
-    print_table(console, title, header, rows)
-    return {"header": header, "rows": rows, "results": results}

@@ -1,4 +1,4 @@
-"""Pairwise LLM judging (the paper's Tables 2–3): reasoning first, then a verdict; order randomised.
+"""Pairwise LLM judging (the paper's Table 2): reasoning first, then a verdict; order randomised.
 
 For each item the two systems' answers are shown in a seeded random order and the
 verdict is mapped back, so a judge that always prefers the first answer it sees

@@ -1,4 +1,8 @@
-"""How often an oracle's ranking agrees with human labels (the paper's Figure 4 / Table 4 axes).
+"""How often an oracle's ranking agrees with human labels on fixed HH-RLHF pairs (``eval human-pair-accuracy``).
+
+This is not the paper's Figure 4, which checks the oracle on the white-box model's own,
+shifting candidates during training (``evaluate/run_accuracy.py``); it is a fixed,
+human-labelled yardstick for comparing demonstration settings and oracles.
 
 Candidates are HH-RLHF chosen/rejected pairs, shown in a seeded random order; the
 oracle is right when it ranks the human-chosen reply first.  Demonstration settings:
@@ -7,8 +11,7 @@ oracle is right when it ranks the human-chosen reply first.  Demonstration setti
 - ``static``: the static demonstration only ("w/o D2");
 - ``dynamic``: static plus dynamic demonstrations from a run's ``demos.jsonl`` (the full method);
 - ``dynamic@M``: the same, but only the first M demonstrations the run collected are
-  available: the oracle's prompt as it was after M agreements, for an accuracy-over-training
-  curve (Figure 4).
+  available: the oracle's prompt as it was after M agreements.
 
 Which dynamic demonstrations are shown follows the run's cycle settings
 (``max_dynamic_demos``, ``demo_selection``, ``demo_token_budget``).
@@ -16,18 +19,24 @@ Which dynamic demonstrations are shown follows the run's cycle settings
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cyclealign.config import CycleConfig
+from rich.console import Console
+
+from cyclealign.config import CycleConfig, OracleConfig
 from cyclealign.data.hh_rlhf import HHExample
 from cyclealign.demos import DemoPool
+from cyclealign.evaluate.tables import print_table, write_table
 from cyclealign.protocols import Demonstration, OracleRequest, OracleVerdict
+from cyclealign.store import atomic_write_jsonl, atomic_write_text
 
 MODES = ("none", "static", "dynamic")
+RESULT_NAME = "human_pair_accuracy"
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def score_verdicts(mode: str, verdicts: Sequence[OracleVerdict], chosen_at: Sequ
     return AccuracyResult(mode, len(chosen_at), len(valid), correct, len(chosen_at) - len(valid))
 
 
-def oracle_accuracy(
+def pair_accuracy(
     examples: Sequence[HHExample],
     oracle: Any,
     mode: str,
@@ -141,3 +150,60 @@ def load_demos_file(path: str | Path | None) -> list[Demonstration]:
     if not p.exists():
         raise FileNotFoundError(f"--demos: {p} does not exist")
     return load_demos(p)
+
+
+def eval_human_pair_accuracy(
+    *,
+    data: str | Path,
+    oracle: OracleConfig,
+    modes: Sequence[str] = ("none", "static", "dynamic"),
+    demos: str | Path | None = None,
+    cycle: CycleConfig | None = None,
+    subsets: Sequence[str] | None = None,
+    split: str = "test",
+    k: int | None = 40,
+    seed: int = 0,
+    lenient: bool = False,
+    out_dir: Path = Path("eval"),
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Oracle ranking accuracy against human labels on fixed HH-RLHF pairs, per demonstration setting.
+
+    Modes that need dynamic demonstrations are left out (with a note) when ``demos`` has none.
+    Writes ``human_pair_accuracy.{csv,md,json}`` and ``human_pair_accuracy_items.jsonl``.
+    """
+    from cyclealign.evaluate.commands import _examples, _oracle
+
+    console = console or Console()
+    for mode in modes:
+        parse_mode(mode)  # bad modes fail before any data is read or call is paid
+    examples = _examples(data, subsets, split, k, seed, lenient, console)
+    dynamic = load_demos_file(demos)
+    kept = [m for m in modes if parse_mode(m)[0] != "dynamic" or dynamic]
+    if len(kept) < len(modes):
+        console.print("no dynamic demonstrations given (--demos): dynamic settings left out", highlight=False)
+    out_dir = Path(out_dir)
+    ranker = _oracle(oracle, out_dir)
+    results, records = [], []
+    try:
+        for mode in kept:
+            with console.status(f"ranking {len(examples)} pairs ({mode} demonstrations)…"):
+                result, items = pair_accuracy(examples, ranker, mode, dynamic, seed, cycle)
+            results.append(result)
+            records += items
+    finally:
+        ranker.close()
+    title = "Oracle ranking accuracy against human labels on fixed HH-RLHF pairs"
+    header = ["demonstrations", "pairs", "valid", "correct", "failures", "accuracy %", "accuracy (failures wrong) %"]
+    rows = [
+        [r.mode, r.pairs, r.valid, r.correct, r.failures, round(100 * r.accuracy, 1), round(100 * r.accuracy_all, 1)]
+        for r in results
+    ]
+    write_table(out_dir, RESULT_NAME, title, header, rows)
+    atomic_write_jsonl(out_dir / f"{RESULT_NAME}_items.jsonl", records)
+    atomic_write_text(
+        out_dir / f"{RESULT_NAME}.json",
+        json.dumps([{**asdict(r), "accuracy": r.accuracy, "accuracy_all": r.accuracy_all} for r in results], indent=2),
+    )
+    print_table(console, title, header, rows)
+    return {"header": header, "rows": rows, "results": results}
