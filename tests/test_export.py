@@ -15,7 +15,7 @@ from cyclealign.errors import RunDirError
 from cyclealign.export import export_runs
 from tests.support.openai_server import OpenAIServer, Reply, ranking_reply, shown_responses
 
-datasets = pytest.importorskip("datasets")  # the [data] extra; installed in the test environment
+import datasets  # noqa: E402  (the [data] extra)
 pytestmark = pytest.mark.slow  # one real tiny run (module fixture), shared by every test here
 
 SKY = "Tell me about the sky."
