@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import datasets
 import pytest
 from typer.testing import CliRunner
 
@@ -15,7 +16,6 @@ from cyclealign.errors import RunDirError
 from cyclealign.export import export_runs
 from tests.support.openai_server import OpenAIServer, Reply, ranking_reply, shown_responses
 
-import datasets  # noqa: E402  (the [data] extra)
 pytestmark = pytest.mark.slow  # one real tiny run (module fixture), shared by every test here
 
 SKY = "Tell me about the sky."

@@ -165,7 +165,13 @@ def write_dataset(target: Path, fmt: str, rows: Sequence[dict[str, Any]]) -> Non
         {c: ds.Sequence(ds.Value("string")) if k == "list" else ds.Value("string") for c, k in kinds.items()}
     )
     table = ds.Dataset.from_dict({c: [r[c] for r in rows] for c in kinds}, features=features)
-    atomic_replace_dir(target, lambda tmp: table.save_to_disk(str(tmp)))
+    shown = ds.is_progress_bar_enabled()
+    ds.disable_progress_bars()  # one line per format is said by the command; no bar per shard
+    try:
+        atomic_replace_dir(target, lambda tmp: table.save_to_disk(str(tmp)))
+    finally:
+        if shown:
+            ds.enable_progress_bars()
 
 
 def export_runs(
