@@ -86,10 +86,15 @@ class LocalModelUpstream:
         return generate_answers(self.whitebox, prompts, self.max_new_tokens, self.batch_size)
 
     def close(self) -> None:
-        self.whitebox = None
+        """Free the model's memory (the next model, a corrector or a reward model, needs the room)."""
         import gc
 
+        import torch
+
+        self.whitebox = None
         gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 class ChatUpstream:
