@@ -96,10 +96,12 @@ def config_command(
 
 
 from cyclealign.evaluate.cli import eval_app  # noqa: E402
+from cyclealign.offline.cli import train_command  # noqa: E402
 from cyclealign.report import report_command  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.command("report")(report_command)
+app.command("train")(train_command)
 
 
 def main() -> None:
