@@ -180,3 +180,61 @@ def test_graceful_stop_then_resume_equals_an_uninterrupted_run(model_dir: Path, 
     b = load_file(str(tmp_path / "stopped" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.summary["heldout_after"] == whole.summary["heldout_after"]
+
+
+@pytest.mark.slow  # four processes that each start torch: over a minute on a loaded two-core machine
+def test_sigkill_during_a_checkpoint_then_resume_gives_the_uninterrupted_weights(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Real SIGKILLs (tests/support/chaos_run.py) while checkpoints are written; the resumed weights are identical."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    source = trl_pairs(tmp_path / "pairs.jsonl", n=16)
+    data = {
+        "whitebox": {"model": str(model_dir)},
+        "loss": {"name": "pro"},
+        "train": {"lr": 0.01},
+        "offline": {"source": str(source), "batch_size": 3, "heldout_fraction": 0.2},
+        "run": {"progress": False, "checkpoint_every": 1, "checkpoint_interval_s": 0},
+    }
+
+    def cyclealign(*args: str, kill: str | None = None) -> subprocess.CompletedProcess:
+        extra = {"CHAOS_KILL": kill} if kill else {}
+        cmd = [sys.executable, str(root / "tests/support/chaos_run.py"), *args]
+        return subprocess.run(cmd, env={**env, **extra}, capture_output=True, text=True, timeout=300)
+
+    runs = {}
+    for name in ("reference", "chaos"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**data, "run": {**data["run"], "dir": str(tmp_path / name)}}))
+        runs[name] = path
+    done = cyclealign("train", str(runs["reference"]))
+    assert done.returncode == 0, done.stderr
+    killed = cyclealign(
+        "train", str(runs["chaos"]), kill="checkpoint:3"
+    )  # the 3rd checkpoint, complete but not swapped in
+    assert killed.returncode == -9
+    again = cyclealign("train", "--resume", str(tmp_path / "chaos"), kill="checkpoint:2")
+    assert again.returncode == -9
+    finished = cyclealign("train", "--resume", str(tmp_path / "chaos"))
+    assert finished.returncode == 0, finished.stderr
+    assert "resuming" in finished.stdout
+    a = load_file(str(tmp_path / "reference" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "chaos" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ref_steps = (tmp_path / "reference" / "steps.jsonl").read_text().splitlines()
+    chaos_steps = (tmp_path / "chaos" / "steps.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(s).items() if k != "step_s"} for s in ref_steps]
+    assert strip == [{k: v for k, v in json.loads(s).items() if k != "step_s"} for s in chaos_steps]
