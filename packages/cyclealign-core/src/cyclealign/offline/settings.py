@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -30,13 +31,20 @@ class OfflineConfig(_Section):
     lenient: bool = Field(False, description="skip (and count) malformed rows instead of stopping at the first")
 
 
+class OfflineRunConfig(RunConfig):
+    """The run section with this command's own defaults (a section given in YAML keeps them)."""
+
+    dir: Path = Path("runs/offline")
+    checkpoint_every: int = Field(50, ge=1, description="training steps between checkpoints")
+
+
 class OfflineTrainConfig(_Section):
     """``cyclealign train CONFIG``: whitebox, loss, train and run as in ``cyclealign run``, plus ``offline``."""
 
     whitebox: WhiteboxConfig = WhiteboxConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
-    run: RunConfig = RunConfig(dir="runs/offline", checkpoint_every=50)
+    run: OfflineRunConfig = OfflineRunConfig()
     offline: OfflineConfig = OfflineConfig()
 
     def public_dict(self) -> dict[str, Any]:
