@@ -128,3 +128,39 @@ def test_triples_from_a_run_directory(tmp_path: Path) -> None:
     assert triples_from_run(run) == [Triple("Why?", "b", "Because.", f"{run / 'interactions.jsonl'}:1")]
     with pytest.raises(DataError, match="no interactions.jsonl"):
         triples_from_run(tmp_path)
+
+
+def test_export_writes_exactly_trls_columns_and_cyclealign_train_trains_on_them(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import datasets
+    from typer.testing import CliRunner
+
+    from cyclealign.cli import app
+
+    corrected = [{"question": r["question"], "original": r["answer"], "corrected": r["correction"]} for r in COPY * 3]
+    corrected.append({"question": "Same?", "original": "Yes.", "corrected": "Yes."})  # nothing to prefer
+    source = write_jsonl(tmp_path / "corrected.jsonl", corrected)
+    runner = CliRunner()
+    out = runner.invoke(app, ["aligner", "export", str(source), "-o", str(tmp_path / "prefs.jsonl")])
+    assert out.exit_code == 0, out.output
+    assert "wrote 12 preference pairs" in out.output and "1 unchanged left out" in out.output
+    table = datasets.load_dataset("json", data_files=str(tmp_path / "prefs.jsonl"), split="train")
+    assert table.column_names == ["prompt", "chosen", "rejected"] and len(table) == 12
+    assert table[0] == {"prompt": COPY[0]["question"], "chosen": COPY[0]["correction"], "rejected": COPY[0]["answer"]}
+
+    sets = [f"whitebox.model={model_dir}", f"offline.source={tmp_path / 'prefs.jsonl'}", "loss.name=dpo"]
+    sets += [
+        f"run.dir={tmp_path / 'run'}",
+        "run.progress=false",
+        "offline.max_steps=2",
+        "offline.heldout_fraction=0.25",
+    ]
+    out = runner.invoke(app, ["train", *[a for s in sets for a in ("--set", s)]])
+    assert out.exit_code == 0, out.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["loss"] == "dpo" and summary["heldout_examples"] == 3
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a", "correction": "c"}])
+    out = runner.invoke(app, ["aligner", "export", str(bad), "-o", str(tmp_path / "x.jsonl")])
+    assert out.exit_code == 2 and "bad.jsonl:1: expected string fields question, original, corrected" in out.output
