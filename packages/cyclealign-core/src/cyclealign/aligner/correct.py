@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from cyclealign.config import OracleConfig
 from cyclealign.errors import DataError
@@ -184,66 +182,3 @@ def correct_file(
             soft_wrap=True,
         )
     return {"out": out, "count": len(records), "upstream": up.name, "usage": usage}
-
-
-def correct_command(
-    questions: Annotated[Path, typer.Argument(help="JSONL of questions: 'question' (or 'prompt') or 'messages'.")],
-    corrector: Annotated[Path, typer.Option("--corrector", help="A corrector directory (aligner train).")],
-    upstream: Annotated[
-        str,
-        typer.Option(
-            "--upstream", help="The model whose answers are corrected: a litellm model string or a local model dir."
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The corrected JSONL to write.")] = Path("corrected.jsonl"),
-    api_base: Annotated[str | None, typer.Option(help="An OpenAI-compatible server for --upstream.")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config whose oracle section the upstream uses.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Upstream call settings, e.g. oracle.concurrency=4, oracle.budget_usd=1."),
-    ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Length of each correction.")] = 256,
-    upstream_max_new_tokens: Annotated[int, typer.Option(help="Length of each upstream answer.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Answers per generate call (local models, the corrector).")] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, …")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
-    lenient: Annotated[bool, typer.Option(help="Skip (and count) malformed question rows.")] = False,
-) -> None:
-    """Answer each question with an upstream model, then rewrite the answer with the corrector (greedy).
-
-    A chat upstream gets the oracle section's retries, concurrency, cache (upstream_cache.sqlite
-    beside --out) and budget. The output has question, original and corrected per row: score it with
-    `eval reward --answers OUT --column original|corrected`, judge it with `eval judge OUT`.
-
-    Examples:
-
-      cyclealign aligner correct questions.jsonl --corrector correctors/c1 --upstream gpt-3.5-turbo
-
-      cyclealign aligner correct q.jsonl --corrector c1 --upstream openai/m --api-base http://127.0.0.1:8080/v1
-
-      cyclealign aligner correct q.jsonl --corrector c1 --upstream models/base --out base-corrected.jsonl
-    """
-    from cyclealign.cli_common import console, fail, guarded
-    from cyclealign.config import load_config
-    from cyclealign.errors import ConfigError
-
-    try:
-        oracle = load_config(config, set_ or []).oracle
-    except ConfigError as e:
-        fail(str(e))
-    guarded(
-        correct_file,
-        questions=questions,
-        corrector=corrector,
-        upstream=upstream,
-        out=out,
-        oracle=oracle,
-        api_base=api_base,
-        max_new_tokens=max_new_tokens,
-        upstream_max_new_tokens=upstream_max_new_tokens,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        lenient=lenient,
-        console=console,
-    )
