@@ -7,7 +7,7 @@ Unknown or ill-typed keys are errors that name the full dotted key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -189,6 +189,9 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = []
     for e in err.errors():
@@ -209,7 +212,11 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], schema: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """``section.key=value`` items into ``data``; ``schema`` (default ``Config``) names the sections."""
+    sections = (schema or Config).model_fields
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set `{item}`: expected section.key=value")
@@ -218,8 +225,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"--set `{key}`: expected section.key (e.g. cycle.num_samples=4)")
         section, field = parts
-        if section not in Config.model_fields:
-            raise ConfigError(f"--set: unknown key `{key}` (sections: {', '.join(Config.model_fields)})")
+        if section not in sections:
+            raise ConfigError(f"--set: unknown key `{key}` (sections: {', '.join(sections)})")
         node = data.setdefault(section, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set `{key}`: section `{section}` is not a mapping")
@@ -227,8 +234,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read YAML (optional), apply ``section.key=value`` overrides, validate."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, schema: type[Schema] = Config
+) -> Schema:
+    """Read YAML (optional), apply ``section.key=value`` overrides, validate (against ``schema``: a run's ``Config``
+    by default; ``cyclealign train`` and ``aligner train`` pass their own)."""
     data: dict[str, Any] = {}
     origin = "--set"
     if path is not None:
@@ -243,9 +253,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
         data = loaded
-    apply_overrides(data, list(overrides or []))
+    apply_overrides(data, list(overrides or []), schema)
     try:
-        return Config.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as e:
         raise ConfigError(
             _format_errors(e, f"{origin} (with --set)" if path is not None and overrides else origin)

@@ -25,6 +25,10 @@ eval_app = typer.Typer(
 DataOpt = Annotated[
     str, typer.Option("--data", help="HH-RLHF folder (<subset>/<split>.jsonl.gz) or 'hub' (Anthropic/hh-rlhf).")
 ]
+ColumnOpt = Annotated[
+    str | None,
+    typer.Option("--column", help="Which answer of a corrected file (aligner correct): original or corrected."),
+]
 SubsetOpt = Annotated[list[str] | None, typer.Option("--subset", help="Subset(s) to use (default: all present).")]
 SplitOpt = Annotated[str, typer.Option(help="HH-RLHF split: test or train.")]
 KOpt = Annotated[int, typer.Option("--k", help="Pairs/prompts sampled stratified across subsets (the paper: 1000).")]
@@ -53,7 +57,15 @@ def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
 @eval_app.command("reward")
 def reward_command(
     reward_model: Annotated[Path, typer.Option("--reward-model", help="Local reward model directory.")],
-    data: DataOpt,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="HH-RLHF folder (<subset>/<split>.jsonl.gz) or 'hub'; not with --answers."),
+    ] = None,
+    answers: Annotated[
+        Path | None,
+        typer.Option("--answers", help="Score this answers file instead (eval generate's, aligner correct's)."),
+    ] = None,
+    column: ColumnOpt = None,
     run: Annotated[Path | None, typer.Option("--run", help="A run directory (base model + trained weights).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Or a plain model directory (a baseline).")] = None,
     name: Annotated[str | None, typer.Option(help="System name in the table (default: run/model folder).")] = None,
@@ -72,11 +84,24 @@ def reward_command(
         Path | None, typer.Option(help="Also merge this system's row into a shared table CSV (one row per system).")
     ] = None,
 ) -> None:
-    """Generate answers on a test sample and score them with a reward model: Table 1."""
+    """Generate answers on a test sample and score them with a reward model: Table 1.
+
+    Examples:
+
+      cyclealign eval reward --reward-model rm/ --data ../shared/data/hh-rlhf --run runs/default
+
+      cyclealign eval reward --reward-model rm/ --answers eval/gpt-3.5-turbo/answers.jsonl
+
+      cyclealign eval reward --reward-model rm/ --answers corrected.jsonl --column original
+
+      cyclealign eval reward --reward-model rm/ --answers corrected.jsonl --column corrected
+    """
     from cyclealign.evaluate.commands import eval_reward
 
     _run(
         eval_reward,
+        answers_file=answers,
+        column=column,
         data=data,
         reward_model=reward_model,
         reward_kind=reward_kind,
@@ -100,27 +125,105 @@ def reward_command(
 @eval_app.command("judge")
 def judge_command(
     answers_a: Annotated[Path, typer.Argument(help="answers.jsonl of system A (from `eval reward`).")],
-    answers_b: Annotated[Path, typer.Argument(help="answers.jsonl of system B.")],
+    answers_b: Annotated[
+        Path | None,
+        typer.Argument(help="answers.jsonl of system B (omit: A is a corrected file, original vs corrected)."),
+    ] = None,
     name_a: str = "A",
     name_b: str = "B",
+    column_a: ColumnOpt = None,
+    column_b: Annotated[
+        str | None, typer.Option("--column-b", help="Which answer of B, when a corrected file.")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     seed: int = 0,
     randomize: Annotated[bool, typer.Option(help="Randomise which answer is shown first (recommended).")] = True,
     out: Path = Path("eval"),
 ) -> None:
-    """Pairwise LLM judge with a reasoning step, order randomised and mapped back: Table 2."""
+    """Pairwise LLM judge with a reasoning step, order randomised and mapped back: Table 2.
+
+    Examples:
+
+      cyclealign eval judge runs/a/eval/answers.jsonl eval/gpt-3.5-turbo/answers.jsonl --set oracle.name=gpt-4
+
+      cyclealign eval judge corrected.jsonl --set oracle.name=gpt-4     # upstream vs upstream + corrector
+    """
     from cyclealign.evaluate.commands import eval_judge
 
     _run(
         eval_judge,
         answers_a=answers_a,
         answers_b=answers_b,
+        column_a=column_a,
+        column_b=column_b,
         oracle=_config(config, set_).oracle,
         name_a=name_a,
         name_b=name_b,
         seed=seed,
         randomize=randomize,
+        out_dir=out,
+    )
+
+
+@eval_app.command("generate")
+def generate_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="A litellm model string (gpt-3.5-turbo, openai/NAME at --api-base) or a local model or run directory.",
+        ),
+    ],
+    data: DataOpt,
+    api_base: Annotated[
+        str | None, typer.Option(help="An OpenAI-compatible server for --model (no key needed).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="System name (default: the model's last path part).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    subset: SubsetOpt = None,
+    split: SplitOpt = "test",
+    k: KOpt = 40,
+    seed: int = 0,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length (a chat model: its max_tokens).")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call (local models).")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, … (local models)")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16 (local models)")] = "auto",
+    lenient: LenientOpt = False,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: eval/NAME).")] = None,
+) -> None:
+    """Answers to the evaluation sample from any model, for the zero-shot rows (ChatGPT, ChatGLM).
+
+    A chat model gets the oracle section's retries, concurrency, cache and budget (--set oracle.…).
+    Score the file with `eval reward --answers`, compare it with `eval judge`.
+
+    Examples:
+
+      cyclealign eval generate --model gpt-3.5-turbo --data ../shared/data/hh-rlhf --set oracle.budget_usd=2
+
+      cyclealign eval generate --model openai/chatglm --api-base http://127.0.0.1:8000/v1 --data ../shared/data/hh-rlhf
+
+      cyclealign eval generate --model models/base --data ../shared/data/hh-rlhf --name base
+    """
+    from cyclealign.evaluate.zero_shot import eval_generate
+
+    _run(
+        eval_generate,
+        data=data,
+        model=model,
+        oracle=_config(config, set_).oracle,
+        api_base=api_base,
+        system=name,
+        subsets=subset,
+        split=split,
+        k=k,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        lenient=lenient,
         out_dir=out,
     )
 

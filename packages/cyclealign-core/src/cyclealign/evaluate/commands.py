@@ -56,7 +56,7 @@ def _free_accelerator_memory() -> None:
 
 def eval_reward(
     *,
-    data: str | Path,
+    data: str | Path | None = None,
     reward_model: str | Path,
     reward_kind: str = "classifier",
     run_dir: Path | None = None,
@@ -74,17 +74,28 @@ def eval_reward(
     out_dir: Path | None = None,
     table: Path | None = None,
     answers: Sequence[str] | None = None,
+    answers_file: Path | None = None,
+    column: str | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Generate answers on a stratified test sample and score them: the paper's Table 1.
 
     ``answers`` skips generation (score answers produced elsewhere, in the sample's
-    order); ``table`` also merges this system's row into a shared CSV, one row per system.
+    order); ``answers_file`` scores a file instead (``eval generate``'s, or ``aligner
+    correct``'s with ``column`` original or corrected); ``table`` also merges this
+    system's row into a shared CSV, one row per system.
     """
     from cyclealign.evaluate.reward import RewardScorer, ScoredAnswer, table1
 
     console = console or Console()
-    examples = _examples(data, subsets, split, k, seed, lenient, console)
+    if answers_file is not None:
+        from cyclealign.evaluate.answers import file_examples
+
+        examples, answers, system, out_dir = file_examples(answers_file, column, system, out_dir)
+    elif data is None:
+        raise ValueError("--data: give the evaluation data (or --answers, a file of answers to score)")
+    else:
+        examples = _examples(data, subsets, split, k, seed, lenient, console)
     out_dir = Path(out_dir or (Path(run_dir) / "eval" if run_dir else Path("eval")))
     system = system or (Path(run_dir).name if run_dir else Path(str(model)).name)
     if answers is None:
@@ -137,20 +148,29 @@ def eval_reward(
 def eval_judge(
     *,
     answers_a: str | Path,
-    answers_b: str | Path,
+    answers_b: str | Path | None,
     oracle: OracleConfig,
     name_a: str = "A",
     name_b: str = "B",
     seed: int = 0,
     randomize: bool = True,
     out_dir: Path = Path("eval"),
+    column_a: str | None = None,
+    column_b: str | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Pairwise win / tie / lose of system A against B by an LLM judge: the paper's Table 2."""
-    from cyclealign.evaluate.judge import JudgeItem, judge, load_answers, table2
+    """Pairwise win / tie / lose of system A against B by an LLM judge: the paper's Table 2.
+
+    With ``answers_b`` None, ``answers_a`` is a corrected file (``aligner correct``):
+    its ``original`` answers (A) are judged against its ``corrected`` ones (B).
+    """
+    from cyclealign.evaluate.answers import answers_by_id, pair_mode
+    from cyclealign.evaluate.judge import JudgeItem, judge, table2
 
     console = console or Console()
-    a, b = load_answers(answers_a), load_answers(answers_b)
+    if answers_b is None:
+        answers_b, column_a, column_b, name_a, name_b = pair_mode(answers_a, name_a, name_b)
+    a, b = answers_by_id(answers_a, column_a), answers_by_id(answers_b, column_b)
     common = [i for i in a if i in b]
     if not common:
         raise ValueError(f"{answers_a} and {answers_b} share no item ids (answer the same sample: same --k/--seed)")

@@ -1,0 +1,58 @@
+"""``cyclealign train``: a thin typer wrapper over :func:`cyclealign.offline.train.train`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cyclealign.cli_common import console, fail, guarded
+
+
+def train_command(
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="YAML with sections whitebox, loss, train, run and offline (the data)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override one key: section.key=value (repeatable), e.g. offline.epochs=2."),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the training run in this directory from its checkpoint.")
+    ] = None,
+) -> None:
+    """Train on preference data offline: TRL pairs, ranked lists or HH-RLHF, with PRO, RRHF, DPO or a loss plugin.
+
+    Examples:
+
+      cyclealign train configs/offline-example.yaml
+
+      cyclealign train --set offline.source=pairs.jsonl --set loss.name=dpo --set run.dir=runs/dpo
+
+      cyclealign train --set offline.source=hh-rlhf:data/hh-rlhf --set offline.max_steps=100
+
+      cyclealign train --resume runs/dpo              # continue after a crash or Ctrl+C
+    """
+    from cyclealign.config import load_config
+    from cyclealign.offline.settings import OfflineTrainConfig
+    from cyclealign.offline.train import resume as resume_training
+    from cyclealign.offline.train import train
+
+    if resume is not None and (config is not None or set_):
+        fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
+    target = resume
+    try:
+        if resume is not None:
+            result = guarded(resume_training, run_dir=resume, console=console)
+        else:
+            cfg = guarded(load_config, path=config, overrides=set_ or [], schema=OfflineTrainConfig)
+            target = cfg.run.dir
+            result = guarded(train, config=cfg, console=console)
+    except KeyboardInterrupt:
+        print(f"aborted; the last checkpoint is intact: cyclealign train --resume {target}", file=sys.stderr)
+        raise typer.Exit(130) from None
+    if result.totals.stopped:
+        raise typer.Exit(130)

@@ -1,0 +1,58 @@
+"""The functions behind ``cyclealign train``: ``train(config)`` and ``resume(run_dir)``."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from rich.console import Console
+
+from cyclealign import plugins
+from cyclealign.config import load_config
+from cyclealign.errors import ConfigError, RunDirError
+from cyclealign.offline.recipe import OfflineRecipe, OfflineResult
+from cyclealign.offline.records import read_examples, split_heldout
+from cyclealign.offline.schedule import Stage
+from cyclealign.offline.settings import OfflineTrainConfig
+
+
+def build_recipe(config: OfflineTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineRecipe:
+    """Read the data, split off the held-out set, build the loss: the recipe, ready to ``run``."""
+    o = config.offline
+    if not o.source:
+        raise ConfigError("offline.source: name the preference data (a .jsonl file or hh-rlhf:<dir>)")
+    examples = read_examples(o.source, fmt=o.format, lenient=o.lenient)
+    seed = config.data_seed
+    if o.max_examples is not None and o.max_examples < len(examples):
+        examples = random.Random(f"{seed}:sample").sample(examples, o.max_examples)
+    train, heldout = split_heldout(examples, o.heldout_fraction, seed)
+    if o.max_heldout is not None:
+        heldout = heldout[: o.max_heldout]
+    entry = plugins.get_registry().get("loss", config.loss.name, field="loss.name")
+    loss = entry.factory(config.loss, num_samples=max(len(e.responses) for e in examples))
+    return OfflineRecipe(
+        config,
+        [Stage("train", train, o.epochs, o.max_steps)],
+        heldout,
+        loss,
+        batch_size=o.batch_size,
+        seed=seed,
+        shuffle=o.shuffle,
+        eval_every=o.eval_every,
+        console=console,
+        resume=resume,
+    )
+
+
+def train(config: OfflineTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineResult:
+    """Train the white-box model on preference data as configured (``resume``: continue ``run.dir``)."""
+    return build_recipe(config, console=console, resume=resume).run()
+
+
+def resume(run_dir: Path, *, console: Console | None = None) -> OfflineResult:
+    """Continue the training run in ``run_dir`` with its own resolved config."""
+    config_file = Path(run_dir) / "config.yaml"
+    if not config_file.is_file():
+        raise RunDirError(f"{run_dir} holds no training run to resume (no config.yaml)")
+    config = load_config(config_file, [f"run.dir={run_dir}"], schema=OfflineTrainConfig)
+    return train(config, console=console, resume=True)
