@@ -97,9 +97,9 @@ def config_command(
 
 from cyclealign.aligner.cli import aligner_app  # noqa: E402
 from cyclealign.evaluate.cli import eval_app  # noqa: E402
-from cyclealign.report_cli import report_command  # noqa: E402
 from cyclealign.export import export_command  # noqa: E402
 from cyclealign.offline.cli import train_command  # noqa: E402
+from cyclealign.report_cli import report_command  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.add_typer(aligner_app, name="aligner")
