@@ -27,7 +27,15 @@ DataOpt = Annotated[
 ]
 SubsetOpt = Annotated[list[str] | None, typer.Option("--subset", help="Subset(s) to use (default: all present).")]
 SplitOpt = Annotated[str, typer.Option(help="HH-RLHF split: test or train.")]
-KOpt = Annotated[int, typer.Option("--k", help="Pairs/prompts sampled stratified across subsets (the paper: 1000).")]
+KOpt = Annotated[int, typer.Option("--k", help="Pairs sampled stratified across subsets (seeded by --seed).")]
+RewardKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--k",
+        help="Score only a stratified subsample of K prompts (default: every row of each subset's split, as the "
+        "paper's Table 1; the total still weighs subsets by their full split's size).",
+    ),
+]
 LenientOpt = Annotated[bool, typer.Option(help="Skip (and count) malformed rows instead of stopping at the first.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config whose oracle section is used (e.g. a run's).")]
 SetOpt = Annotated[
@@ -60,7 +68,7 @@ def reward_command(
     reward_kind: Annotated[str, typer.Option("--reward-kind", help="classifier | oasst-pythia")] = "classifier",
     subset: SubsetOpt = None,
     split: SplitOpt = "test",
-    k: KOpt = 40,
+    k: RewardKOpt = None,
     seed: int = 0,
     max_new_tokens: int = 128,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call and answers per scoring pass.")] = 8,
@@ -72,7 +80,14 @@ def reward_command(
         Path | None, typer.Option(help="Also merge this system's row into a shared table CSV (one row per system).")
     ] = None,
 ) -> None:
-    """Generate answers on a test sample and score them with a reward model: Table 1."""
+    """Generate answers on the test split and score them with a reward model: Table 1.
+
+    Every test row is scored unless --k asks for a subsample; the total weighs each subset by
+    its split's size, as the paper's Totals do, with the unweighted mean of subsets beside it.
+
+    Example: cyclealign eval reward --model /models/llama-7b --reward-model /models/oasst-rm
+    --reward-kind oasst-pythia --data /data/hh-rlhf --table eval/table1.csv
+    """
     from cyclealign.evaluate.commands import eval_reward
 
     _run(

@@ -19,7 +19,25 @@ from cyclealign.data.hh_rlhf import SUBSETS, HHExample, dialogue_text, load_hh_r
 from cyclealign.evaluate.tables import merge_row, print_table, write_table
 from cyclealign.store import atomic_write_jsonl, atomic_write_text
 
-TABLE1_TITLE = "Reward-model score, mean 100·sigmoid (Table 1)"
+TABLE1_TITLE = "Reward-model score, mean 100·sigmoid (Table 1; total weighted by test-set size)"
+
+
+def _examples_and_sizes(
+    data: str | Path,
+    subsets: Sequence[str] | None,
+    split: str,
+    k: int | None,
+    seed: int,
+    lenient: bool,
+    console: Console,
+) -> tuple[list[HHExample], dict[str, int]]:
+    """The (sampled) examples, and how many rows each subset's split holds after filtering."""
+    examples, report = load_hh_rlhf(data, subsets=subsets or SUBSETS, split=split, lenient=lenient)
+    console.print(f"HH-RLHF {split} ({', '.join(sorted(report.per_subset))}): {report.summary()}", highlight=False)
+    sizes: dict[str, int] = {}
+    for ex in examples:
+        sizes[ex.subset] = sizes.get(ex.subset, 0) + 1
+    return stratified_sample(examples, k, seed), sizes
 
 
 def _examples(
@@ -31,9 +49,7 @@ def _examples(
     lenient: bool,
     console: Console,
 ) -> list[HHExample]:
-    examples, report = load_hh_rlhf(data, subsets=subsets or SUBSETS, split=split, lenient=lenient)
-    console.print(f"HH-RLHF {split} ({', '.join(sorted(report.per_subset))}): {report.summary()}", highlight=False)
-    return stratified_sample(examples, k, seed)
+    return _examples_and_sizes(data, subsets, split, k, seed, lenient, console)[0]
 
 
 def _oracle(config: OracleConfig, cache_dir: Path) -> Any:
@@ -66,7 +82,7 @@ def eval_reward(
     system: str | None = None,
     subsets: Sequence[str] | None = None,
     split: str = "test",
-    k: int | None = 40,
+    k: int | None = None,
     seed: int = 0,
     max_new_tokens: int = 128,
     batch_size: int = 8,
@@ -78,15 +94,21 @@ def eval_reward(
     answers: Sequence[str] | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Generate answers on a stratified test sample and score them: the paper's Table 1.
+    """Generate answers on the full test split of each subset and score them: the paper's Table 1.
 
+    The ``total`` weighs each subset by its split's size, as the paper's Totals do
+    (the unweighted mean of the subsets stands beside it).  ``k`` scores a stratified
+    subsample instead (its total still weighs by the full splits' sizes).
     ``answers`` skips generation (score answers produced elsewhere, in the sample's
     order); ``table`` also merges this system's row into a shared CSV, one row per system.
     """
     from cyclealign.evaluate.reward import RewardScorer, ScoredAnswer, table1
 
     console = console or Console()
-    examples = _examples(data, subsets, split, k, seed, lenient, console)
+    examples, sizes = _examples_and_sizes(data, subsets, split, k, seed, lenient, console)
+    rows_in_split = sum(sizes.values())
+    scope = "every row" if len(examples) == rows_in_split else f"a stratified subsample (--k {k})"
+    console.print(f"scoring {len(examples)} of {rows_in_split} {split} rows: {scope}", highlight=False)
     out_dir = Path(out_dir or (Path(run_dir) / "eval" if run_dir else Path("eval")))
     system = system or (Path(run_dir).name if run_dir else Path(str(model)).name)
     if answers is None:
@@ -127,13 +149,19 @@ def eval_reward(
             for s, ex in zip(scored, examples, strict=True)
         ],
     )
-    header, rows = table1(scored)
+    header, rows = table1(scored, sizes)
     rows = [[system, *rows[0]]]
     write_table(out_dir, "table1_reward", TABLE1_TITLE, header, rows)
     if table is not None:
         rows = merge_row(Path(table), TABLE1_TITLE, header, rows[0])
     print_table(console, TABLE1_TITLE, header, rows)
-    return {"header": header, "rows": rows, "answers": out_dir / "answers.jsonl"}
+    return {
+        "header": header,
+        "rows": rows,
+        "answers": out_dir / "answers.jsonl",
+        "scored": len(scored),
+        "sizes": sizes,
+    }
 
 
 def eval_judge(
