@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 from cyclealign.cli import app
 from cyclealign.evaluate.reward import PAPER_TEST_SIZES, weighted_total
-from tests.support.tiny_models import tiny_llama_dir
-from tests.support.tiny_models import tiny_tokenizer
+from tests.support.tiny_models import tiny_llama_dir, tiny_tokenizer
 from tests.test_eval import SHARED
 
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")

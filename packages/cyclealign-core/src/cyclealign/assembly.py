@@ -67,7 +67,7 @@ def fit_prompts(prompts: list[Prompt], tokenizer: Any, config: Config, console: 
     from cyclealign.whitebox import encode_prompt
 
     limit = config.whitebox.max_prompt_tokens
-    too_long = [p for p in prompts if encode_prompt(tokenizer, p, limit)[1]]
+    too_long = [p for p in prompts if encode_prompt(tokenizer, p, limit, config.whitebox.prompt_format)[1]]
     if too_long and config.data.overlong == "reject":
         ids = ", ".join(p.id for p in too_long[:5])
         raise DataError(

@@ -74,6 +74,13 @@ def reward_command(
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call and answers per scoring pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, …")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 on GPU), float32, bfloat16, float16")] = "auto",
+    prompt_format: Annotated[
+        str | None,
+        typer.Option(
+            help="auto | chat_template | hh | alpaca (default: the run's whitebox.prompt_format, or auto: the "
+            "chat template, else HH-RLHF turns with answers cut at an invented Human: turn).",
+        ),
+    ] = None,
     lenient: LenientOpt = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/eval, or ./eval).")] = None,
     table: Annotated[
@@ -106,6 +113,7 @@ def reward_command(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        prompt_format=prompt_format,
         lenient=lenient,
         out_dir=out,
         table=table,
@@ -122,6 +130,14 @@ def judge_command(
     set_: SetOpt = None,
     seed: int = 0,
     randomize: Annotated[bool, typer.Option(help="Randomise which answer is shown first (recommended).")] = True,
+    max_tokens: Annotated[
+        int,
+        typer.Option(
+            min=16,
+            help="The judge's reply limit: its reasoning comes first, so too low a limit cuts verdicts off "
+            "(counted as truncated). oracle.max_tokens stays the ranking's.",
+        ),
+    ] = 1024,
     out: Path = Path("eval"),
 ) -> None:
     """Pairwise LLM judge with a reasoning step, order randomised and mapped back: Table 2."""
@@ -136,6 +152,7 @@ def judge_command(
         name_b=name_b,
         seed=seed,
         randomize=randomize,
+        max_tokens=max_tokens,
         out_dir=out,
     )
 

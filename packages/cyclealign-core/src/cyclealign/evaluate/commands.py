@@ -88,6 +88,7 @@ def eval_reward(
     batch_size: int = 8,
     device: str = "auto",
     dtype: str = "auto",
+    prompt_format: str | None = None,
     lenient: bool = False,
     out_dir: Path | None = None,
     table: Path | None = None,
@@ -120,6 +121,7 @@ def eval_reward(
                 model=model,
                 device=None if device == "auto" else device,
                 dtype=None if dtype == "auto" else dtype,
+                prompt_format=prompt_format,
             )
             answers = generate_answers(wb, [ex.prompt for ex in examples], max_new_tokens, batch_size)
             del wb
@@ -173,10 +175,15 @@ def eval_judge(
     name_b: str = "B",
     seed: int = 0,
     randomize: bool = True,
+    max_tokens: int = 1024,
     out_dir: Path = Path("eval"),
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Pairwise win / tie / lose of system A against B by an LLM judge: the paper's Table 2."""
+    """Pairwise win / tie / lose of system A against B by an LLM judge: the paper's Table 2.
+
+    ``max_tokens`` is the judge's own reply limit (its reasoning comes before the verdict;
+    ``oracle.max_tokens`` is sized for rankings); replies cut off there are counted as truncated.
+    """
     from cyclealign.evaluate.judge import JudgeItem, judge, load_answers, table2
 
     console = console or Console()
@@ -189,7 +196,7 @@ def eval_judge(
             raise ValueError(f"item {i!r} has different questions in {answers_a} and {answers_b}")
     items = [JudgeItem(i, a[i]["subset"], a[i]["question"], a[i]["answer"], b[i]["answer"]) for i in common]
     out_dir = Path(out_dir)
-    judge_oracle = _oracle(oracle, out_dir)
+    judge_oracle = _oracle(oracle.model_copy(update={"max_tokens": max_tokens}), out_dir)
     try:
         with console.status(f"judging {len(items)} pairs…"):
             judgements = judge(items, judge_oracle, seed=seed, randomize=randomize)
@@ -206,6 +213,7 @@ def eval_judge(
                 "outcome": j.outcome,
                 "reasoning": j.reasoning,
                 "error": j.error,
+                "truncated": j.truncated,
             }
             for j in judgements
         ],
@@ -214,6 +222,12 @@ def eval_judge(
     header, rows = table2(judgements, name_a, name_b)
     write_table(out_dir, "table2_judge", title, header, rows)
     print_table(console, title, header, rows)
+    cut = sum(j.truncated for j in judgements)
+    if cut:
+        console.print(
+            f"{cut} verdict(s) cut off at max_tokens={max_tokens} (column truncated): raise --max-tokens",
+            highlight=False,
+        )
     if stats.cost_usd:
         console.print(f"judge cost: ${stats.cost_usd:.4f}", highlight=False)
     return {"header": header, "rows": rows, "judgements": judgements}

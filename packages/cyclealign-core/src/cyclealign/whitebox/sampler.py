@@ -12,8 +12,9 @@ import torch
 from cyclealign.config import WhiteboxConfig
 from cyclealign.protocols import Candidate, Prompt
 from cyclealign.whitebox.batching import keep_kwarg, token_logps
-from cyclealign.whitebox.loading import WhiteBox, encode_prompt
+from cyclealign.whitebox.loading import WhiteBox
 from cyclealign.whitebox.prefix import cache_kwarg
+from cyclealign.whitebox.prompt_format import cut_ids, encode_prompt, resolve_format
 
 
 @contextlib.contextmanager
@@ -163,6 +164,7 @@ class HFSampler:
     def __init__(self, whitebox: WhiteBox, cfg: WhiteboxConfig | None = None) -> None:
         self.wb = whitebox
         self.cfg = cfg or whitebox.config
+        self.format = resolve_format(whitebox.tokenizer, self.cfg.prompt_format)  # whitebox/prompt_format.py
 
     def sample(self, prompt: Prompt, n: int, key: str = "0") -> list[Candidate]:
         """``n`` responses to one prompt (a wave of one)."""
@@ -176,7 +178,7 @@ class HFSampler:
         if not prompts:
             return []
         model, tok, device = self.wb.model, self.wb.tokenizer, self.wb.device
-        encoded = [encode_prompt(tok, p, self.cfg.max_prompt_tokens)[0] for p in prompts]
+        encoded = [encode_prompt(tok, p, self.cfg.max_prompt_tokens, self.format)[0] for p in prompts]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -200,14 +202,16 @@ class HFSampler:
                 )
         finally:
             model.train(was_training)
-        rows = [self._candidate(generated[r], logps[r], tok) for r in range(generated.shape[0])]
+        rows = [self._candidate(generated[r], logps[r], tok, self.format) for r in range(generated.shape[0])]
         return [rows[b * n : (b + 1) * n] for b in range(len(prompts))]
 
     @staticmethod
-    def _candidate(ids: torch.Tensor, logps: torch.Tensor, tok: Any) -> Candidate:
+    def _candidate(ids: torch.Tensor, logps: torch.Tensor, tok: Any, fmt: str = "chat_template") -> Candidate:
+        """The sample up to its EOS, or up to the first turn it invented (``hh``/``alpaca``): ids, text, log-prob."""
         ids_list = ids.tolist()
         eos = tok.eos_token_id
         end = ids_list.index(eos) + 1 if eos in ids_list else len(ids_list)
-        kept = ids_list[:end]
+        kept, _ = cut_ids(tok, ids_list[:end], fmt)
+        end = len(kept)
         text = tok.decode(kept, skip_special_tokens=True).strip()
         return Candidate(text=text, token_ids=tuple(kept), sum_logp=float(logps[:end].sum()), source="whitebox")
