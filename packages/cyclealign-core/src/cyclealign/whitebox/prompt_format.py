@@ -31,8 +31,8 @@ ALPACA_PREAMBLE = (  # the template Alpaca-7B was fine-tuned with, kept verbatim
 )
 _HH_NAMES = {"user": "Human", "assistant": "Assistant"}
 _STOPS = {
-    "hh": re.compile(r"(?:^|\n)[ \t]*(?:Human|Assistant):"),
-    "alpaca": re.compile(r"(?:^|\n)[ \t]*###[ \t]*(?:Instruction|Input|Response)[ \t]*:"),
+    "hh": re.compile(r"(?:^|\n+)[ \t]*(?:Human|Assistant):"),
+    "alpaca": re.compile(r"(?:^|\n+)[ \t]*###[ \t]*(?:Instruction|Input|Response)[ \t]*:"),
 }
 # Literal markers a generate() call may stop at early (the regexes above decide where the text is cut).
 STOP_STRINGS = {"hh": ("\nHuman:", "\nAssistant:"), "alpaca": ("### Instruction", "### Response", "### Input")}
