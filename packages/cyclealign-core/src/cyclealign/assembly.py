@@ -39,12 +39,14 @@ def build_loss(config: Config) -> RankLoss:
 
 def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     """What can be checked in a second, before the run directory is touched: prompts, loss, model, oracle name."""
+    from cyclealign.prompts import load_instruction
     from cyclealign.whitebox.loading import resolve_model
 
     prompts = load_training_prompts(config)
     loss = build_loss(config)
     resolve_model(config.whitebox.model, config.whitebox.gguf_file)
     plugins.get_registry().get("oracle", config.oracle.name, field="oracle.name")
+    load_instruction(config.oracle.instruction_file)  # a missing or empty file fails before the run starts
     return prompts, loss
 
 
