@@ -38,7 +38,7 @@ def test_sft_reduction_sum_is_the_mean_times_the_token_count(name: str) -> None:
         assert s["rank"] == pytest.approx(m["rank"])
         assert s["total"] == pytest.approx(s["rank"] + mean.sft_weight * s["sft"])
     assert summed(LOGPS, LENGTHS, REWARDS, ref).parts["sft"] == pytest.approx((6.0 + 4.0) / 2)
-    with pytest.raises(ConfigError, match="loss.sft_reduction"):
+    with pytest.raises(ConfigError, match=r"loss\.sft_reduction"):
         load_config(overrides=["loss.sft_reduction=median"])
 
 
