@@ -36,7 +36,7 @@ def _hh_prompt() -> Prompt:
 def run_on_model(tmp_path_factory: pytest.TempPathFactory):
     """A tiny llama in the hh format that answers, then invents the user's next turn (greedy and at T≈0)."""
     path = tiny_llama_dir(tmp_path_factory.mktemp("hh") / "llama")
-    cfg = WhiteboxConfig(model=str(path), finetune="full", device="cpu", prompt_format="hh", max_new_tokens=24)
+    cfg = WhiteboxConfig(model=str(path), finetune="full", device="cpu", prompt_format="hh", max_new_tokens=48)
     cfg = cfg.model_copy(update={"temperature": 0.01, "top_p": 1.0})
     wb = load_whitebox(cfg)
     tok = wb.tokenizer
@@ -78,7 +78,15 @@ def test_an_invented_human_turn_is_cut_in_the_cycle_the_training_step_and_evalua
 
     wb = run_on_model
     tok = wb.tokenizer
-    cands = HFSampler(wb).sample(_hh_prompt(), 2, key="k")
+    steps: list[int] = []
+    hook = wb.model.register_forward_pre_hook(lambda *_: steps.append(1))
+    try:
+        cands = HFSampler(wb).sample(_hh_prompt(), 2, key="k")
+    finally:
+        hook.remove()
+    to_turn = len(tok(ANSWER + "\n\nHuman:", add_special_tokens=False)["input_ids"])
+    # decoding ended at the first check (every 8 tokens) after both samples began a Human: turn
+    assert len(steps) == -(-to_turn // 8) * 8 < wb.config.max_new_tokens
     full = tok.decode(tok(RUN_ON, add_special_tokens=False)["input_ids"])
     assert "\n\nHuman:" in full  # what the model would have run on to, uncut
     for cand in cands:

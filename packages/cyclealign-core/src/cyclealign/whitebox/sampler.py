@@ -14,7 +14,7 @@ from cyclealign.protocols import Candidate, Prompt
 from cyclealign.whitebox.batching import keep_kwarg, token_logps
 from cyclealign.whitebox.loading import WhiteBox
 from cyclealign.whitebox.prefix import cache_kwarg
-from cyclealign.whitebox.prompt_format import cut_ids, encode_prompt, resolve_format
+from cyclealign.whitebox.prompt_format import cut_ids, cut_text, encode_prompt, resolve_format
 
 
 @contextlib.contextmanager
@@ -111,6 +111,8 @@ def decode(
     *,
     eos_id: int,
     pad_id: int,
+    stopped: Callable[[list[int]], bool] | None = None,
+    check_every: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode left-padded rows with a key/value cache until every row has ended; (tokens, their log-probs).
 
@@ -118,7 +120,9 @@ def decode(
     (``GumbelSampling``: a sample).  The log-probs are the model's own
     (temperature 1) of the chosen tokens.  A row that has emitted EOS gets
     padding from then on, and decoding stops at the step where the last row
-    ends: no step is spent on a batch that is already done.
+    ends: no step is spent on a batch that is already done.  ``stopped(tokens)``, asked
+    every ``check_every`` steps of each unfinished row, ends a row early too (a base
+    model that has begun an invented turn: the text from there is cut anyway).
     """
     keep_name = keep_kwarg(model)
     keep = {keep_name: 1} if keep_name else {}
@@ -134,6 +138,10 @@ def decode(
         tokens.append(token)
         logps.append(token_logps(logits, token))
         ended |= token == eos_id
+        if stopped is not None and (step + 1) % check_every == 0:
+            rows = torch.stack(tokens, dim=1).tolist()
+            done = [not e and stopped(row) for e, row in zip(ended.tolist(), rows, strict=True)]
+            ended |= torch.tensor(done, dtype=torch.bool, device=ended.device)
         if bool(ended.all()) or step == max_new_tokens - 1:
             break
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
@@ -199,11 +207,17 @@ class HFSampler:
                     self.cfg.max_new_tokens,
                     eos_id=tok.eos_token_id,
                     pad_id=tok.pad_token_id,
+                    stopped=self._began_a_turn if self.format in ("hh", "alpaca") else None,
                 )
         finally:
             model.train(was_training)
         rows = [self._candidate(generated[r], logps[r], tok, self.format) for r in range(generated.shape[0])]
         return [rows[b * n : (b + 1) * n] for b in range(len(prompts))]
+
+    def _began_a_turn(self, ids: list[int]) -> bool:
+        """Whether a sample has already written a turn of its own (where ``_candidate`` will cut it)."""
+        text = self.wb.tokenizer.decode(ids, skip_special_tokens=True)
+        return cut_text(text, self.format) != text
 
     @staticmethod
     def _candidate(ids: torch.Tensor, logps: torch.Tensor, tok: Any, fmt: str = "chat_template") -> Candidate:
