@@ -16,6 +16,7 @@ from rich.console import Console
 
 from cyclealign.config import CycleConfig, OracleConfig
 from cyclealign.data.hh_rlhf import SUBSETS, HHExample, dialogue_text, load_hh_rlhf, stratified_sample
+from cyclealign.errors import ConfigError
 from cyclealign.evaluate.tables import merge_row, print_table, write_table
 from cyclealign.store import atomic_write_jsonl, atomic_write_text
 
@@ -104,7 +105,10 @@ def eval_reward(
     order); ``table`` also merges this system's row into a shared CSV, one row per system.
     """
     from cyclealign.evaluate.reward import RewardScorer, ScoredAnswer, table1
+    from cyclealign.whitebox.prompt_format import FORMATS
 
+    if prompt_format is not None and prompt_format not in FORMATS:
+        raise ConfigError(f"--prompt-format: {prompt_format!r} is not one of {', '.join(FORMATS)}")
     console = console or Console()
     examples, sizes = _examples_and_sizes(data, subsets, split, k, seed, lenient, console)
     rows_in_split = sum(sizes.values())
