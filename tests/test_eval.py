@@ -265,7 +265,7 @@ def test_judge_asks_again_after_an_unusable_verdict(tmp_path: Path) -> None:
         cfg = OracleConfig(name="local", api_base=server.api_base, model="openai/judge", serve_gguf=None, cache=False)
         out = eval_judge(answers_a=a, answers_b=b, oracle=cfg, randomize=False, out_dir=tmp_path)
         assert len(server.chat_calls) == 12
-    assert out["rows"][-1][1:] == [0.0, 0.0, 100.0, 6, 0]
+    assert out["rows"][-1][1:] == [0.0, 0.0, 100.0, 6, 0, 0]
 
 
 def test_oracle_accuracy_arithmetic_and_demonstration_modes(tmp_path: Path) -> None:
