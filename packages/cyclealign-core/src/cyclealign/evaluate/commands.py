@@ -7,12 +7,14 @@ prints it with rich; each returns ``{"header", "rows", …}`` for programmatic u
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from cyclealign.config import CycleConfig, OracleConfig
 from cyclealign.data.hh_rlhf import SUBSETS, HHExample, dialogue_text, load_hh_rlhf, stratified_sample
@@ -51,6 +53,16 @@ def _examples(
     console: Console,
 ) -> list[HHExample]:
     return _examples_and_sizes(data, subsets, split, k, seed, lenient, console)[0]
+
+
+@contextmanager
+def _progress(console: Console, label: str) -> Iterator[tuple[Progress, TaskID]]:
+    """A progress bar for long evaluation work (thousands of answers on the full test splits)."""
+    progress = Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    with progress:
+        yield progress, progress.add_task(label, total=None)
 
 
 def _oracle(config: OracleConfig, cache_dir: Path) -> Any:
@@ -119,7 +131,7 @@ def eval_reward(
     if answers is None:
         from cyclealign.evaluate.generate import generate_answers, load_system
 
-        with console.status(f"generating {len(examples)} answers with {system}…"):
+        with console.status(f"loading {system}…"):
             wb = load_system(
                 run_dir=run_dir,
                 model=model,
@@ -127,14 +139,26 @@ def eval_reward(
                 dtype=None if dtype == "auto" else dtype,
                 prompt_format=prompt_format,
             )
-            answers = generate_answers(wb, [ex.prompt for ex in examples], max_new_tokens, batch_size)
-            del wb
+        with _progress(console, f"generating with {system}") as (progress, task):
+            progress.update(task, total=len(examples))
+            answers = generate_answers(
+                wb,
+                [ex.prompt for ex in examples],
+                max_new_tokens,
+                batch_size,
+                on_batch=lambda n: progress.update(task, advance=n),
+            )
+        del wb
         _free_accelerator_memory()  # the reward model (6.9B in the paper) needs the room next
     if len(answers) != len(examples):
         raise ValueError(f"{len(answers)} answers for {len(examples)} sampled prompts")
-    with console.status("scoring with the reward model…"):
+    with console.status("loading the reward model…"):
         scorer = RewardScorer(reward_model, reward_kind, batch_size=batch_size, device=device, dtype=dtype)
-        scores = scorer.score([ex.prompt for ex in examples], list(answers))
+    with _progress(console, "scoring with the reward model") as (progress, task):
+        progress.update(task, total=len(examples))
+        scores = scorer.score(
+            [ex.prompt for ex in examples], list(answers), on_batch=lambda n: progress.update(task, advance=n)
+        )
     scored = [
         ScoredAnswer(ex.id, ex.subset, dialogue_text(ex.prompt), a, s)
         for ex, a, s in zip(examples, answers, scores, strict=True)

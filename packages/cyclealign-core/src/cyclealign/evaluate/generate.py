@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +59,18 @@ def load_system(
 
 @torch.no_grad()
 def generate_answers(
-    whitebox: Any, prompts: Sequence[Prompt], max_new_tokens: int = 128, batch_size: int = 8
+    whitebox: Any,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
     """One greedy answer per prompt (deterministic, as evaluations should be), in left-padded batches.
 
     Prompts are rendered in ``whitebox.prompt_format`` (as in training) and batched by
     length so little compute goes to padding; an answer is cut where the model began a
     turn of its own (``hh``, ``alpaca``), exactly as the cycle's samples are; answers
-    come back in the prompts' order.
+    come back in the prompts' order.  ``on_batch(n)`` is told after each batch of n (a progress bar).
     """
     from cyclealign.whitebox.prompt_format import STOP_STRINGS, cut_text, encode_prompt, resolve_format
 
@@ -94,4 +98,6 @@ def generate_answers(
         )
         for i, row in zip(chunk, out[:, width:], strict=True):
             answers[i] = cut_text(tok.decode(row, skip_special_tokens=True), fmt).strip()
+        if on_batch is not None:
+            on_batch(len(chunk))
     return answers

@@ -16,7 +16,7 @@ Two kinds of reward model, both from a local directory:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +145,13 @@ class RewardScorer:
         self.max_length = min(x for x in limits if isinstance(x, int) and 0 < x < 10**6)
 
     @torch.no_grad()
-    def score(self, contexts: Sequence[Prompt | str], answers: Sequence[str]) -> list[float]:
-        """One raw score (logit) per answer, in order."""
+    def score(
+        self,
+        contexts: Sequence[Prompt | str],
+        answers: Sequence[str],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[float]:
+        """One raw score (logit) per answer, in order; ``on_batch(n)`` after each batch of n (a progress bar)."""
         if len(contexts) != len(answers):
             raise ValueError(f"{len(contexts)} contexts but {len(answers)} answers")
         scores: list[float] = []
@@ -173,6 +178,8 @@ class RewardScorer:
                     add_special_tokens=False,
                 ).to(self.device)
                 scores += self.model(enc["input_ids"], enc["attention_mask"]).float().tolist()
+            if on_batch is not None:
+                on_batch(len(ans))
         return scores
 
 
