@@ -131,3 +131,16 @@ def test_paper_configs_set_the_hh_format() -> None:
     root = Path(__file__).resolve().parents[1] / "configs" / "paper"
     for path in sorted(root.glob("*.yaml")):
         assert load_config(path).whitebox.prompt_format == "hh", path.name
+
+
+def test_raw_formats_start_with_bos_where_the_tokenizer_adds_one() -> None:
+    tok = tiny_tokenizer()
+    prompt = Prompt.from_text("a", "Hi there")
+    plain, _ = encode_prompt(tok, prompt, 100, "hh")
+    assert plain[0] != tok.bos_token_id
+    tok.add_bos_token = True  # as LLaMA's tokenizer does
+    ids, cut = encode_prompt(tok, prompt, 100, "hh")
+    assert ids == [tok.bos_token_id, *plain] and not cut
+    short, cut = encode_prompt(tok, prompt, 5, "hh")
+    assert cut and short == [tok.bos_token_id, *plain[-4:]]  # BOS survives the cut to the most recent tokens
+    assert encode_prompt(tok, prompt, 100, "chat_template")[0][0] != tok.bos_token_id  # the template decides
