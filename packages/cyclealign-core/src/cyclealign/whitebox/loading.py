@@ -12,9 +12,6 @@ import torch
 from cyclealign import embedded
 from cyclealign.config import WhiteboxConfig
 from cyclealign.errors import WhiteboxError
-from cyclealign.whitebox.prompt_format import encode_prompt, render_prompt
-
-__all__ = ["encode_prompt", "render_prompt"]  # re-exported: the format's owner is prompt_format.py
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
