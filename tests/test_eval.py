@@ -106,14 +106,15 @@ def test_reward_table_layout_and_arithmetic(kind: str, tmp_path: Path) -> None:
     direct = RewardScorer(rm, kind).score([e.prompt for e in picked], answers)
     assert [r["score"] for r in rows] == pytest.approx(direct, abs=1e-5)
     expected = round(sum(100 / (1 + math.exp(-r["score"])) for r in rows) / len(rows), 2)
-    assert out["header"] == ["system", "harmless-base", "total"]
-    assert out["rows"] == [["tiny", expected, expected]]
+    assert out["header"] == ["system", "harmless-base", "total", "unweighted subset mean"]
+    assert out["rows"] == [["tiny", expected, expected, expected]]
     csv = (tmp_path / "eval" / "table1_reward.csv").read_text().splitlines()
-    assert csv[0] == "system,harmless-base,total" and csv[1] == f"tiny,{expected},{expected}"
-    assert f"| tiny | {expected} | {expected} |" in (tmp_path / "eval" / "table1_reward.md").read_text()
+    assert csv[0] == "system,harmless-base,total,unweighted subset mean"
+    assert csv[1] == f"tiny,{expected},{expected},{expected}"
+    assert f"| tiny | {expected} | {expected} | {expected} |" in (tmp_path / "eval" / "table1_reward.md").read_text()
 
 
-def test_total_is_over_all_answers_across_subsets() -> None:
+def test_total_weighs_subsets_by_size_and_the_plain_mean_stands_beside_it() -> None:
     from cyclealign.evaluate.reward import ScoredAnswer, table1
 
     scored = [
@@ -122,7 +123,9 @@ def test_total_is_over_all_answers_across_subsets() -> None:
         ScoredAnswer("3", "b", "q", "x", 100.0),
     ]
     header, rows = table1(scored)
-    assert header == ["system", "a", "b", "total"] and rows == [[50.0, 75.0, round(200 / 3, 2)]]
+    assert header == ["system", "a", "b", "total", "unweighted subset mean"]
+    assert rows == [[50.0, 75.0, round(200 / 3, 2), 62.5]]
+    assert table1(scored, {"a": 3, "b": 1})[1] == [[50.0, 75.0, 56.25, 62.5]]  # weighted by full split sizes
 
 
 def test_pythia_reward_loads_the_upstream_layout_and_pools_the_last_real_token(tmp_path: Path) -> None:
@@ -165,7 +168,10 @@ def test_eval_reward_generates_in_batches_and_merges_a_shared_table(tmp_path: Pa
         assert result.exit_code == 0, result.output
     assert "read 2312, kept 2308" in result.output
     rows = table.read_text().splitlines()
-    assert rows[0] == "system,harmless-base,total" and [r.split(",")[0] for r in rows[1:]] == ["again", "base"]
+    assert rows[0] == "system,harmless-base,total,unweighted subset mean" and [r.split(",")[0] for r in rows[1:]] == [
+        "again",
+        "base",
+    ]
     saved = [json.loads(x) for x in (tmp_path / "base" / "answers.jsonl").read_text().rstrip("\n").split("\n")]
     examples, _ = load_hh_rlhf(SHARED, subsets=["harmless-base"])
     prompts = [e.prompt for e in stratified_sample(examples, 5, seed=0)]
@@ -260,7 +266,7 @@ def test_judge_asks_again_after_an_unusable_verdict(tmp_path: Path) -> None:
         cfg = OracleConfig(name="local", api_base=server.api_base, model="openai/judge", serve_gguf=None, cache=False)
         out = eval_judge(answers_a=a, answers_b=b, oracle=cfg, randomize=False, out_dir=tmp_path)
         assert len(server.chat_calls) == 12
-    assert out["rows"][-1][1:] == [0.0, 0.0, 100.0, 6, 0]
+    assert out["rows"][-1][1:] == [0.0, 0.0, 100.0, 6, 0, 0]
 
 
 def test_oracle_accuracy_arithmetic_and_demonstration_modes(tmp_path: Path) -> None:

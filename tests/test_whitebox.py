@@ -150,14 +150,14 @@ def test_lora_targets_fall_back_to_every_linear_but_the_head() -> None:
     assert lora_targets(Net(), ["up"]) == ["up"]
 
 
-def test_prompt_rendering_uses_the_template_or_a_plain_fallback() -> None:
+def test_prompt_rendering_uses_the_template_or_hh_rlhf_turns() -> None:
     tok = tiny_tokenizer()
     assert render_prompt(tok, PROMPTS[1]) == "<|user|>Hi!</s><|assistant|>Hello, how can I help?</s>" + (
         "<|user|>Why is the sky blue?</s><|assistant|>"
     )
-    tok.chat_template = None
+    tok.chat_template = None  # a base model: the HH-RLHF layout PRO and the paper used (whitebox/prompt_format.py)
     assert render_prompt(tok, PROMPTS[1]) == (
-        "User: Hi!\nAssistant: Hello, how can I help?\nUser: Why is the sky blue?\nAssistant:"
+        "\n\nHuman: Hi!\n\nAssistant: Hello, how can I help?\n\nHuman: Why is the sky blue?\n\nAssistant:"
     )
 
 

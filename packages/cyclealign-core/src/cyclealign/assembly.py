@@ -39,12 +39,14 @@ def build_loss(config: Config) -> RankLoss:
 
 def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     """What can be checked in a second, before the run directory is touched: prompts, loss, model, oracle name."""
+    from cyclealign.prompts import load_instruction
     from cyclealign.whitebox.loading import resolve_model
 
     prompts = load_training_prompts(config)
     loss = build_loss(config)
     resolve_model(config.whitebox.model, config.whitebox.gguf_file)
     plugins.get_registry().get("oracle", config.oracle.name, field="oracle.name")
+    load_instruction(config.oracle.instruction_file)  # a missing or empty file fails before the run starts
     return prompts, loss
 
 
@@ -67,7 +69,7 @@ def fit_prompts(prompts: list[Prompt], tokenizer: Any, config: Config, console: 
     from cyclealign.whitebox import encode_prompt
 
     limit = config.whitebox.max_prompt_tokens
-    too_long = [p for p in prompts if encode_prompt(tokenizer, p, limit)[1]]
+    too_long = [p for p in prompts if encode_prompt(tokenizer, p, limit, config.whitebox.prompt_format)[1]]
     if too_long and config.data.overlong == "reject":
         ids = ", ".join(p.id for p in too_long[:5])
         raise DataError(

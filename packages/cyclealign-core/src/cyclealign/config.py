@@ -40,6 +40,11 @@ class WhiteboxConfig(_Section):
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_prompt_tokens: int = Field(384, ge=8, description="longer prompts are handled by data.overlong")
+    prompt_format: Literal["auto", "chat_template", "hh", "alpaca"] = Field(
+        "auto",
+        description="prompt layout: the chat template, HH-RLHF turns (answers cut at an invented Human:/Assistant: "
+        "turn), or Alpaca's; auto: chat_template when the tokenizer has one, else hh",
+    )
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
         None, description="None: transformers' default; flash_attention_2 needs pip install flash-attn and CUDA"
     )
@@ -77,6 +82,9 @@ class OracleConfig(_Section):
     context_tokens: int = Field(
         4096, ge=512, description="oracle context window; demos are left out so prompt + max_tokens fit"
     )
+    instruction_file: Path | None = Field(
+        None, description="a text file replacing the ranking instruction (system message) of cyclealign/prompts.py"
+    )
 
 
 class CycleConfig(_Section):
@@ -90,7 +98,9 @@ class CycleConfig(_Section):
     shuffle: bool = Field(True, description="show responses to the oracle in a random order, mapped back")
     icl: bool = Field(True, description="False: no demonstrations at all (the paper's 'w/o ICL')")
     dynamic_demos: bool = Field(True, description="False: static demonstration only (the paper's 'w/o D2')")
-    max_dynamic_demos: int = Field(3, ge=0)
+    max_dynamic_demos: int | None = Field(
+        3, ge=0, description="dynamic demos shown at most (null: no count cap; demo_token_budget still applies)"
+    )
     demo_selection: Literal["recent", "similar"] = "recent"
     demo_token_budget: int = Field(1200, ge=0, description="approximate tokens all dynamic demos may take")
     agreement: Literal["lcs"] = "lcs"
@@ -106,6 +116,9 @@ class LossConfig(_Section):
 
     name: str = Field("pro", description="registered loss: pro, rrhf, dpo, or a plugin's")
     sft_weight: float | Literal["auto"] = Field("auto", description="λ; 'auto' = (l−1)² as in the paper")
+    sft_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="SFT term: mean token log-prob (the paper's equation) or sum (PRO's released code)"
+    )
     beta: float = Field(0.1, gt=0.0, description="DPO temperature")
     length_penalty: float = Field(1.0, ge=0.0, description="RRHF length exponent α")
     dpo_pairs: Literal["all", "best_worst"] = "all"

@@ -87,7 +87,7 @@ class DemoPool:
         *,
         use_static: bool = True,
         use_dynamic: bool = True,
-        max_dynamic: int = 3,
+        max_dynamic: int | None = 3,
         selection: str = "recent",
         token_budget: int = 1200,
         journal: DemoJournal | None = None,
@@ -117,7 +117,7 @@ class DemoPool:
     def select(self, prompt: str) -> tuple[Demonstration, ...]:
         """Static first (if enabled), then dynamic demos by the selection policy, within count and budget."""
         chosen = [self.static] if self.use_static and self.static is not None else []
-        dynamic = list(self.dynamic) if self.use_dynamic and self.max_dynamic else []
+        dynamic = list(self.dynamic) if self.use_dynamic and self.max_dynamic != 0 else []
         if self.selection == "similar":
             words = _words(prompt)
             # Most overlapping first; among equals, the most recent first.

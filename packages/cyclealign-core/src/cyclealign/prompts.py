@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
+from cyclealign.errors import ConfigError
 from cyclealign.protocols import Demonstration, OracleRequest
 
 RANK_FIELD = "desired rank"
@@ -114,13 +116,32 @@ def _demo_block(k: int, demo: Demonstration) -> str:
     return f'\n## Example {k}\n{_block(demo.prompt, demo.responses)}\nCorrect order: {{"{RANK_FIELD}": {order}}}'
 
 
-def render_messages(request: OracleRequest, *, include_static: bool = True) -> list[dict[str, str]]:
+def load_instruction(path: str | Path | None) -> str:
+    """The ranking instruction: ``SYSTEM``, or the text of ``oracle.instruction_file`` in its place."""
+    if path is None:
+        return SYSTEM
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"oracle.instruction_file: {p} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"oracle.instruction_file: {p} cannot be read as UTF-8 text ({e})") from None
+    if not text:
+        raise ConfigError(f"oracle.instruction_file: {p} is empty; write the ranking instruction into it")
+    return text
+
+
+def render_messages(
+    request: OracleRequest, *, include_static: bool = True, instruction: str = SYSTEM
+) -> list[dict[str, str]]:
     """System and user messages for one ranking request.
 
     ``request.demonstrations`` are rendered in the order given; the caller (the
     engine's demonstration pool) decides which to show.  ``include_static=False``
     drops demonstrations whose ``source`` is ``"static"``, for callers that hold a
-    selection with the static one but want it left out.
+    selection with the static one but want it left out.  ``instruction`` is the
+    system message (``oracle.instruction_file`` replaces the default).
     """
     n = len(request.responses)
     demos = [d for d in request.demonstrations if include_static or d.source != "static"]
@@ -139,7 +160,7 @@ def render_messages(request: OracleRequest, *, include_static: bool = True) -> l
         f'answer numbers 0 to {n - 1}, each exactly once, best first; and "{RESPONSE_FIELD}", your own answer '
         "to the request, written out in full."
     )
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    return [{"role": "system", "content": instruction}, {"role": "user", "content": "\n".join(lines)}]
 
 
 def feedback_message(error: str, n: int) -> dict[str, str]:

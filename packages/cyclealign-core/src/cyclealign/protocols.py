@@ -162,11 +162,17 @@ class Sampler(Protocol):
 
 @runtime_checkable
 class Chat(Protocol):
-    """Free-form chats with an oracle's robustness (what the LLM judge needs): ``(text, error)`` each."""
+    """Free-form chats with an oracle's robustness (what the LLM judge needs): ``(text, error)`` each.
+
+    A reply cut off at ``max_tokens`` comes with its text and an error starting with ``"truncated"``.
+    """
 
     def complete_many(
         self, conversations: Sequence[list[dict[str, str]]], response_format: dict[str, Any] | None = None
     ) -> list[tuple[str | None, str | None]]: ...
+
+
+TRUNCATED = "truncated"  # how a Chat error for a reply cut off at max_tokens begins
 
 
 @runtime_checkable

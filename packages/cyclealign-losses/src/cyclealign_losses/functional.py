@@ -150,18 +150,25 @@ def dpo_loss(
     return (per_pair.sum(dim=(1, 2)) / count).mean()
 
 
+SFT_REDUCTIONS = ("mean", "sum")
+
+
 def sft_loss(
     logps: Tensor,
     lengths: Tensor,
     rewards: Tensor,
     ref_logps: Tensor | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
-    """Negative MEAN token log-prob of the best candidate, ``−(1/|y¹|) Σ_t log π(y¹_t)``.
+    """Negative token log-prob of the best candidate: its MEAN ``−(1/|y¹|) Σ_t log π(y¹_t)`` by default.
 
-    The paper's formula; PRO's reference code used the summed log-prob instead, which
-    weighs long answers more.  Among candidates tied for the best reward the first (lowest
-    index) is the target.
+    ``mean`` is the paper's formula; ``sum`` (``−Σ_t log π(y¹_t)``) is what PRO's released
+    code computes, which weighs the term by the answer's length (tens of tokens) and long
+    answers more.  Among candidates tied for the best reward the first (lowest index) is the target.
     """
+    if reduction not in SFT_REDUCTIONS:
+        raise ValueError(f"loss.sft_reduction must be one of {', '.join(SFT_REDUCTIONS)}, got {reduction!r}")
     rewards = _prepare(logps, lengths, rewards, min_n=1)
     best = rewards.argmax(dim=1, keepdim=True)
-    return -torch.gather(mean_logps(logps, lengths), 1, best).squeeze(1).mean()
+    per_candidate = mean_logps(logps, lengths) if reduction == "mean" else logps
+    return -torch.gather(per_candidate, 1, best).squeeze(1).mean()

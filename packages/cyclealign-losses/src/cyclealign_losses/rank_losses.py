@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from cyclealign_losses.functional import DPO_PAIRS, dpo_loss, pro_loss, rrhf_loss, sft_loss
+from cyclealign_losses.functional import DPO_PAIRS, SFT_REDUCTIONS, dpo_loss, pro_loss, rrhf_loss, sft_loss
 
 Tensor = torch.Tensor
 DEFAULT_NUM_SAMPLES = 3
@@ -50,14 +50,18 @@ class _RankPlusSft:
     """``L = L_rank + λ·L_sft``; ``parts`` reports both terms (as floats) for the run records.
 
     ``sft_weight`` is λ already resolved to a number (``"auto"`` is never stored), so a
-    run summary can report it straight from the loss object.
+    run summary can report it straight from the loss object.  ``sft_reduction``: ``mean``
+    token log-prob (the paper's equation) or ``sum`` (PRO's released code).
     """
 
     name: ClassVar[str] = "base"
     needs_reference: ClassVar[bool] = False
 
-    def __init__(self, sft_weight: float = 4.0, **hyper: Any) -> None:
+    def __init__(self, sft_weight: float = 4.0, sft_reduction: str = "mean", **hyper: Any) -> None:
+        if sft_reduction not in SFT_REDUCTIONS:
+            raise ValueError(f"loss.sft_reduction must be one of {', '.join(SFT_REDUCTIONS)}, got {sft_reduction!r}")
         self.sft_weight: float = resolve_sft_weight(sft_weight)
+        self.sft_reduction = sft_reduction
         self.hyper: dict[str, Any] = hyper
 
     def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
@@ -72,7 +76,7 @@ class _RankPlusSft:
         ref_logps: Tensor | None = None,
     ) -> LossOutput:
         rank = self.rank(logps, lengths, rewards, ref_logps)
-        sft = sft_loss(logps, lengths, rewards)
+        sft = sft_loss(logps, lengths, rewards, reduction=self.sft_reduction)
         total = rank + self.sft_weight * sft
         return LossOutput(
             total=total,
@@ -85,7 +89,8 @@ class _RankPlusSft:
     ) -> _RankPlusSft:
         """Build from a ``LossConfig``; an explicit ``sft_weight`` wins over ``config.sft_weight``."""
         weight = sft_weight if sft_weight is not None else getattr(config, "sft_weight", "auto")
-        return cls(resolve_sft_weight(weight, num_samples), **cls._hyper(config))
+        reduction = getattr(config, "sft_reduction", "mean")
+        return cls(resolve_sft_weight(weight, num_samples), sft_reduction=reduction, **cls._hyper(config))
 
     @classmethod
     def _hyper(cls, config: Any) -> dict[str, Any]:
@@ -93,7 +98,7 @@ class _RankPlusSft:
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.hyper.items())
-        return f"{type(self).__name__}(sft_weight={self.sft_weight}{extra})"
+        return f"{type(self).__name__}(sft_weight={self.sft_weight}, sft_reduction={self.sft_reduction!r}{extra})"
 
 
 class ProLoss(_RankPlusSft):
@@ -101,8 +106,8 @@ class ProLoss(_RankPlusSft):
 
     name = "pro"
 
-    def __init__(self, sft_weight: float = 4.0) -> None:
-        super().__init__(sft_weight)
+    def __init__(self, sft_weight: float = 4.0, sft_reduction: str = "mean") -> None:
+        super().__init__(sft_weight, sft_reduction)
 
     def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
         return pro_loss(logps, lengths, rewards)
@@ -113,10 +118,10 @@ class RrhfLoss(_RankPlusSft):
 
     name = "rrhf"
 
-    def __init__(self, sft_weight: float = 4.0, length_penalty: float = 1.0) -> None:
+    def __init__(self, sft_weight: float = 4.0, sft_reduction: str = "mean", length_penalty: float = 1.0) -> None:
         if length_penalty < 0:
             raise ValueError(f"loss.length_penalty must be >= 0, got {length_penalty}")
-        super().__init__(sft_weight, length_penalty=float(length_penalty))
+        super().__init__(sft_weight, sft_reduction, length_penalty=float(length_penalty))
 
     def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
         return rrhf_loss(logps, lengths, rewards, length_penalty=self.hyper["length_penalty"])
@@ -132,12 +137,14 @@ class DpoLoss(_RankPlusSft):
     name = "dpo"
     needs_reference = True
 
-    def __init__(self, sft_weight: float = 4.0, beta: float = 0.1, pairs: str = "all") -> None:
+    def __init__(
+        self, sft_weight: float = 4.0, sft_reduction: str = "mean", beta: float = 0.1, pairs: str = "all"
+    ) -> None:
         if beta <= 0:
             raise ValueError(f"loss.beta must be > 0, got {beta}")
         if pairs not in DPO_PAIRS:
             raise ValueError(f"loss.dpo_pairs must be one of {', '.join(DPO_PAIRS)}, got {pairs!r}")
-        super().__init__(sft_weight, beta=float(beta), pairs=pairs)
+        super().__init__(sft_weight, sft_reduction, beta=float(beta), pairs=pairs)
 
     def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
         if ref is None:

@@ -31,7 +31,15 @@ ColumnOpt = Annotated[
 ]
 SubsetOpt = Annotated[list[str] | None, typer.Option("--subset", help="Subset(s) to use (default: all present).")]
 SplitOpt = Annotated[str, typer.Option(help="HH-RLHF split: test or train.")]
-KOpt = Annotated[int, typer.Option("--k", help="Pairs/prompts sampled stratified across subsets (the paper: 1000).")]
+KOpt = Annotated[int, typer.Option("--k", help="Pairs sampled stratified across subsets (seeded by --seed).")]
+RewardKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--k",
+        help="Score only a stratified subsample of K prompts (default: every row of each subset's split, as the "
+        "paper's Table 1; the total still weighs subsets by their full split's size).",
+    ),
+]
 LenientOpt = Annotated[bool, typer.Option(help="Skip (and count) malformed rows instead of stopping at the first.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config whose oracle section is used (e.g. a run's).")]
 SetOpt = Annotated[
@@ -72,23 +80,36 @@ def reward_command(
     reward_kind: Annotated[str, typer.Option("--reward-kind", help="classifier | oasst-pythia")] = "classifier",
     subset: SubsetOpt = None,
     split: SplitOpt = "test",
-    k: KOpt = 40,
+    k: RewardKOpt = None,
     seed: int = 0,
     max_new_tokens: int = 128,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call and answers per scoring pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, …")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 on GPU), float32, bfloat16, float16")] = "auto",
+    prompt_format: Annotated[
+        str | None,
+        typer.Option(
+            help="auto | chat_template | hh | alpaca (default: the run's whitebox.prompt_format, or auto: the "
+            "chat template, else HH-RLHF turns with answers cut at an invented Human: turn).",
+        ),
+    ] = None,
     lenient: LenientOpt = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/eval, or ./eval).")] = None,
     table: Annotated[
         Path | None, typer.Option(help="Also merge this system's row into a shared table CSV (one row per system).")
     ] = None,
 ) -> None:
-    """Generate answers on a test sample and score them with a reward model: Table 1.
+    """Generate answers on the test split and score them with a reward model: Table 1.
+
+    Every test row is scored unless --k asks for a subsample; the total weighs each subset by
+    its split's size, as the paper's Totals do, with the unweighted mean of subsets beside it.
 
     Examples:
 
       cyclealign eval reward --reward-model rm/ --data ../shared/data/hh-rlhf --run runs/default
+
+      cyclealign eval reward --model /models/llama-7b --reward-model /models/oasst-rm --reward-kind oasst-pythia
+      --data /data/hh-rlhf --table eval/table1.csv
 
       cyclealign eval reward --reward-model rm/ --answers eval/gpt-3.5-turbo/answers.jsonl
 
@@ -116,6 +137,7 @@ def reward_command(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        prompt_format=prompt_format,
         lenient=lenient,
         out_dir=out,
         table=table,
@@ -139,6 +161,14 @@ def judge_command(
     set_: SetOpt = None,
     seed: int = 0,
     randomize: Annotated[bool, typer.Option(help="Randomise which answer is shown first (recommended).")] = True,
+    max_tokens: Annotated[
+        int,
+        typer.Option(
+            min=16,
+            help="The judge's reply limit: its reasoning comes first, so too low a limit cuts verdicts off "
+            "(counted as truncated). oracle.max_tokens stays the ranking's.",
+        ),
+    ] = 1024,
     out: Path = Path("eval"),
 ) -> None:
     """Pairwise LLM judge with a reasoning step, order randomised and mapped back: Table 2.
@@ -162,6 +192,7 @@ def judge_command(
         name_b=name_b,
         seed=seed,
         randomize=randomize,
+        max_tokens=max_tokens,
         out_dir=out,
     )
 

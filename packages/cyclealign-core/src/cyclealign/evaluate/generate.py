@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,14 @@ def load_system(
     *,
     device: str | None = None,
     dtype: str | None = None,
+    prompt_format: str | None = None,
 ) -> Any:
     """A ``WhiteBox`` for a run directory (its base model plus trained weights) or a plain model.
 
     A LoRA run's ``adapter/`` is applied on top of the base model named in its
     ``config.yaml``; a full fine-tuning run saved the whole model there instead.
-    ``device``/``dtype`` override the run's settings (e.g. evaluate on a GPU).
+    ``device``/``dtype`` override the run's settings (e.g. evaluate on a GPU), and
+    ``prompt_format`` its ``whitebox.prompt_format`` (a run is evaluated as it was trained by default).
     """
     from cyclealign.whitebox import load_whitebox
 
@@ -33,6 +35,8 @@ def load_system(
         overrides["device"] = device
     if dtype is not None:
         overrides["dtype"] = dtype
+    if prompt_format is not None:
+        overrides["prompt_format"] = prompt_format
     if run_dir is not None:
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
@@ -55,19 +59,27 @@ def load_system(
 
 @torch.no_grad()
 def generate_answers(
-    whitebox: Any, prompts: Sequence[Prompt], max_new_tokens: int = 128, batch_size: int = 8
+    whitebox: Any,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
     """One greedy answer per prompt (deterministic, as evaluations should be), in left-padded batches.
 
-    Prompts are rendered through the model's chat template and batched by length so
-    little compute goes to padding; answers come back in the prompts' order.
+    Prompts are rendered in ``whitebox.prompt_format`` (as in training) and batched by
+    length so little compute goes to padding; an answer is cut where the model began a
+    turn of its own (``hh``, ``alpaca``), exactly as the cycle's samples are; answers
+    come back in the prompts' order.  ``on_batch(n)`` is told after each batch of n (a progress bar).
     """
-    from cyclealign.whitebox import encode_prompt
+    from cyclealign.whitebox.prompt_format import STOP_STRINGS, cut_text, encode_prompt, resolve_format
 
     tok, model = whitebox.tokenizer, whitebox.model
     model.eval()
+    fmt = resolve_format(tok, whitebox.config.prompt_format)
+    stops = {"stop_strings": list(STOP_STRINGS[fmt]), "tokenizer": tok} if fmt in STOP_STRINGS else {}
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    encoded = [encode_prompt(tok, p, whitebox.config.max_prompt_tokens)[0] for p in prompts]
+    encoded = [encode_prompt(tok, p, whitebox.config.max_prompt_tokens, fmt)[0] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     answers = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
@@ -82,7 +94,10 @@ def generate_answers(
             max_new_tokens=max_new_tokens,
             pad_token_id=pad,
             eos_token_id=tok.eos_token_id,
+            **stops,  # a batch ends early once every row has begun an invented turn
         )
         for i, row in zip(chunk, out[:, width:], strict=True):
-            answers[i] = tok.decode(row, skip_special_tokens=True).strip()
+            answers[i] = cut_text(tok.decode(row, skip_special_tokens=True), fmt).strip()
+        if on_batch is not None:
+            on_batch(len(chunk))
     return answers

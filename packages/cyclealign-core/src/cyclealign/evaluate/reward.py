@@ -16,7 +16,7 @@ Two kinds of reward model, both from a local directory:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +145,13 @@ class RewardScorer:
         self.max_length = min(x for x in limits if isinstance(x, int) and 0 < x < 10**6)
 
     @torch.no_grad()
-    def score(self, contexts: Sequence[Prompt | str], answers: Sequence[str]) -> list[float]:
-        """One raw score (logit) per answer, in order."""
+    def score(
+        self,
+        contexts: Sequence[Prompt | str],
+        answers: Sequence[str],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[float]:
+        """One raw score (logit) per answer, in order; ``on_batch(n)`` after each batch of n (a progress bar)."""
         if len(contexts) != len(answers):
             raise ValueError(f"{len(contexts)} contexts but {len(answers)} answers")
         scores: list[float] = []
@@ -173,16 +178,48 @@ class RewardScorer:
                     add_special_tokens=False,
                 ).to(self.device)
                 scores += self.model(enc["input_ids"], enc["attention_mask"]).float().tolist()
+            if on_batch is not None:
+                on_batch(len(ans))
         return scores
 
 
-def table1(scored: Sequence[ScoredAnswer]) -> tuple[list[str], list[list[object]]]:
-    """The paper's Table 1 layout: one row, mean 100·sigmoid(score) per subset and over all answers."""
+PAPER_TEST_SIZES = {  # the paper's Table 6: rows in each subset's test split
+    "harmless-base": 2312,
+    "helpful-base": 2354,
+    "helpful-online": 1137,
+    "helpful-rejection-sampled": 2749,
+}
+TOTAL = "total"
+PLAIN_MEAN = "unweighted subset mean"
+
+
+def weighted_total(means: Mapping[str, float], sizes: Mapping[str, int]) -> float:
+    """The mean of the subset means weighted by each subset's test-set size: the paper's Table 1 "Total".
+
+    Scored on the full test splits this equals the mean over every answer; on a
+    stratified subsample it estimates that figure instead of the plain mean of subsets.
+    """
+    missing = [s for s in means if sizes.get(s, 0) <= 0]
+    if missing:
+        raise ValueError(f"no test-set size for subset(s) {', '.join(missing)}")
+    weight = sum(sizes[s] for s in means)
+    return sum(means[s] * sizes[s] for s in means) / weight
+
+
+def table1(
+    scored: Sequence[ScoredAnswer], sizes: Mapping[str, int] | None = None
+) -> tuple[list[str], list[list[object]]]:
+    """The paper's Table 1 layout: one row, mean 100·sigmoid(score) per subset, then the Totals.
+
+    ``total`` weighs each subset by ``sizes`` (its full test split; default: the
+    answers scored per subset); the unweighted mean of the subsets stands beside it.
+    """
     subsets = sorted({s.subset for s in scored})
-    header = ["system", *subsets, "total"]
-    values = []
-    for subset in subsets:
-        xs = [s.percent for s in scored if s.subset == subset]
-        values.append(round(sum(xs) / len(xs), 2))
-    total = round(sum(s.percent for s in scored) / len(scored), 2) if scored else float("nan")
-    return header, [[*values, total]]
+    header = ["system", *subsets, TOTAL, PLAIN_MEAN]
+    if not scored:
+        return header, [[float("nan"), float("nan")]]
+    means = {sub: sum(xs) / len(xs) for sub in subsets if (xs := [s.percent for s in scored if s.subset == sub])}
+    counts = {sub: sum(1 for s in scored if s.subset == sub) for sub in subsets}
+    total = weighted_total(means, sizes if sizes is not None else counts)
+    plain = sum(means.values()) / len(means)
+    return header, [[*(round(means[s], 2) for s in subsets), round(total, 2), round(plain, 2)]]

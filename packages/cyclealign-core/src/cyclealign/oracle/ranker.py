@@ -33,12 +33,13 @@ from cyclealign.oracle.transport import RetryPolicy, Sent, Transport
 from cyclealign.prompts import (
     AnswerError,
     feedback_message,
+    load_instruction,
     messages_tokens,
     parse_answer,
     ranking_schema,
     render_messages,
 )
-from cyclealign.protocols import OracleRequest, OracleVerdict
+from cyclealign.protocols import TRUNCATED, OracleRequest, OracleVerdict
 from cyclealign.usage import OracleStats, Usage
 
 T = TypeVar("T")
@@ -89,6 +90,11 @@ class ChatOracle:
         self.backend = backend
         self.config = config
         self.name = name or config.name
+        try:
+            self.instruction = load_instruction(config.instruction_file)
+        except Exception:
+            backend.close()
+            raise
         self.stats = OracleStats(usage=spent or Usage())
         paid = not backend.free
         if config.budget_usd is not None and paid and not backend.price(1000, 1000) > 0:
@@ -202,17 +208,17 @@ class ChatOracle:
     # ------------------------------------------------------------------ one request
     def _fit(self, request: OracleRequest) -> list[dict[str, str]] | None:
         """The messages, with demonstrations left out (dynamic first) until prompt + answer fit the context."""
-        messages = render_messages(request)
+        messages = render_messages(request, instruction=self.instruction)
         room = self.context_limit - self.config.max_tokens
         if messages_tokens(messages) <= room:
             return messages
-        bare = render_messages(replace(request, demonstrations=()))
+        bare = render_messages(replace(request, demonstrations=()), instruction=self.instruction)
         if messages_tokens(bare) > room:
             return None
         demo_room = room - messages_tokens(bare)
         while True:  # the estimate per demonstration is approximate: check the rendering, tighten if needed
             kept = fit_demonstrations(request.demonstrations, room=demo_room)
-            messages = render_messages(replace(request, demonstrations=kept))
+            messages = render_messages(replace(request, demonstrations=kept), instruction=self.instruction)
             over = messages_tokens(messages) - room
             if over <= 0:
                 break
@@ -227,7 +233,7 @@ class ChatOracle:
         messages = self._fit(request)
         if messages is None:
             self.stats.failures += 1
-            need = messages_tokens(render_messages(replace(request, demonstrations=())))
+            need = messages_tokens(render_messages(replace(request, demonstrations=()), instruction=self.instruction))
             return tally.verdict(
                 order=None,
                 response=None,
@@ -270,6 +276,8 @@ class ChatOracle:
         except TransportError as e:
             self.stats.failures += 1
             return None, redact(f"transport: {e}")
+        if sent.reply.truncated:
+            return sent.reply.text, f"{TRUNCATED}: the reply stopped at max_tokens={self.config.max_tokens}"
         return sent.reply.text, None
 
 

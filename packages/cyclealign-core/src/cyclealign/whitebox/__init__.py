@@ -5,10 +5,9 @@ from cyclealign.whitebox.loading import (
     WhiteBox,
     WhiteboxError,
     embedded_gguf_path,
-    encode_prompt,
     load_whitebox,
-    render_prompt,
 )
+from cyclealign.whitebox.prompt_format import encode_prompt, render_prompt
 from cyclealign.whitebox.sampler import HFSampler
 from cyclealign.whitebox.selfrank import MeanLogProbRanker
 from cyclealign.whitebox.torch_backend import TorchBackend

@@ -10,7 +10,7 @@ import torch
 
 from cyclealign.protocols import Candidate, Prompt
 from cyclealign.whitebox.forward_kwargs import keep_last
-from cyclealign.whitebox.loading import encode_prompt
+from cyclealign.whitebox.prompt_format import encode_prompt
 
 
 @dataclass
@@ -47,6 +47,7 @@ def encode_pairs(
     candidates: Sequence[Sequence[Candidate]],
     max_length: int,
     max_prompt_tokens: int | None = None,
+    prompt_format: str = "auto",
 ) -> list[tuple[list[int], list[list[int]]]]:
     """(prompt ids, response ids of each candidate) per prompt, every pair fitting in ``max_length``.
 
@@ -62,7 +63,7 @@ def encode_pairs(
         raise ValueError("every prompt in one batch needs the same number of candidates")
     pairs = []
     for prompt, cands in zip(prompts, candidates, strict=True):
-        p_ids, _ = encode_prompt(tokenizer, prompt, max_prompt_tokens or max_length)
+        p_ids, _ = encode_prompt(tokenizer, prompt, max_prompt_tokens or max_length, prompt_format)
         r_ids = [response_ids(tokenizer, cand)[: max_length - 1] for cand in cands]
         keep = max(1, max_length - max(len(r) for r in r_ids))
         pairs.append((p_ids[-keep:], r_ids))
@@ -75,9 +76,10 @@ def encode_candidates(
     candidates: Sequence[Sequence[Candidate]],
     max_length: int,
     max_prompt_tokens: int | None = None,
+    prompt_format: str = "auto",
 ) -> EncodedBatch:
     """Every (prompt, candidate) pair as one padded row (the tokenizer's padding side), see ``encode_pairs``."""
-    pairs = encode_pairs(tokenizer, prompts, candidates, max_length, max_prompt_tokens)
+    pairs = encode_pairs(tokenizer, prompts, candidates, max_length, max_prompt_tokens, prompt_format)
     rows = [(p_ids + r_ids, len(p_ids)) for p_ids, responses in pairs for r_ids in responses]
     width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.pad_token_id

@@ -12,7 +12,6 @@ import torch
 from cyclealign import embedded
 from cyclealign.config import WhiteboxConfig
 from cyclealign.errors import WhiteboxError
-from cyclealign.protocols import Prompt
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -167,20 +166,3 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
         model = get_peft_model(model, lora)
     model.train()
     return WhiteBox(model=model, tokenizer=tokenizer, device=device, config=cfg)
-
-
-def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
-    """The prompt as the model expects it: its chat template with the assistant turn opened."""
-    messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    names = {"user": "User", "assistant": "Assistant", "system": "System"}
-    return "".join(f"{names.get(m['role'], m['role'])}: {m['content']}\n" for m in messages) + "Assistant:"
-
-
-def encode_prompt(tokenizer: Any, prompt: Prompt, max_tokens: int) -> tuple[list[int], bool]:
-    """Token ids of the rendered prompt, keeping the most recent ``max_tokens``; and whether it was cut."""
-    ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    if len(ids) > max_tokens:
-        return list(ids[-max_tokens:]), True
-    return list(ids), False

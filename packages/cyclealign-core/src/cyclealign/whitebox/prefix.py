@@ -54,9 +54,10 @@ def encode_shared(
     candidates: Sequence[Sequence[Candidate]],
     max_length: int,
     max_prompt_tokens: int | None = None,
+    prompt_format: str = "auto",
 ) -> SharedBatch:
     """The same pairs as ``encode_candidates`` (same cuts), laid out for one prompt pass and one response pass."""
-    pairs = encode_pairs(tokenizer, prompts, candidates, max_length, max_prompt_tokens)
+    pairs = encode_pairs(tokenizer, prompts, candidates, max_length, max_prompt_tokens, prompt_format)
     n = len(candidates[0])
     p_width = max(len(p) for p, _ in pairs)
     r_width = max(len(r) for _, rs in pairs for r in rs)

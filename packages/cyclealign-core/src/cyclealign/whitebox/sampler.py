@@ -13,7 +13,8 @@ from cyclealign.config import WhiteboxConfig
 from cyclealign.protocols import Candidate, Prompt
 from cyclealign.whitebox.batching import token_logps
 from cyclealign.whitebox.forward_kwargs import cache_kwarg, keep_last, returned_cache
-from cyclealign.whitebox.loading import WhiteBox, encode_prompt
+from cyclealign.whitebox.loading import WhiteBox
+from cyclealign.whitebox.prompt_format import cut_ids, cut_text, encode_prompt, resolve_format
 
 
 @contextlib.contextmanager
@@ -110,6 +111,8 @@ def decode(
     *,
     eos_id: int,
     pad_id: int,
+    stopped: Callable[[list[int]], bool] | None = None,
+    check_every: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode left-padded rows with a key/value cache until every row has ended; (tokens, their log-probs).
 
@@ -117,7 +120,9 @@ def decode(
     (``GumbelSampling``: a sample).  The log-probs are the model's own
     (temperature 1) of the chosen tokens.  A row that has emitted EOS gets
     padding from then on, and decoding stops at the step where the last row
-    ends: no step is spent on a batch that is already done.
+    ends: no step is spent on a batch that is already done.  ``stopped(tokens)``, asked
+    every ``check_every`` steps of each unfinished row, ends a row early too (a base
+    model that has begun an invented turn: the text from there is cut anyway).
     """
     keep, cache_name = keep_last(model), cache_kwarg(model)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -132,6 +137,10 @@ def decode(
         tokens.append(token)
         logps.append(token_logps(logits, token))
         ended |= token == eos_id
+        if stopped is not None and (step + 1) % check_every == 0:
+            rows = torch.stack(tokens, dim=1).tolist()
+            done = [not e and stopped(row) for e, row in zip(ended.tolist(), rows, strict=True)]
+            ended |= torch.tensor(done, dtype=torch.bool, device=ended.device)
         if bool(ended.all()) or step == max_new_tokens - 1:
             break
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
@@ -162,6 +171,7 @@ class HFSampler:
     def __init__(self, whitebox: WhiteBox, cfg: WhiteboxConfig | None = None) -> None:
         self.wb = whitebox
         self.cfg = cfg or whitebox.config
+        self.format = resolve_format(whitebox.tokenizer, self.cfg.prompt_format)  # whitebox/prompt_format.py
 
     def sample(self, prompt: Prompt, n: int, key: str = "0") -> list[Candidate]:
         """``n`` responses to one prompt (a wave of one)."""
@@ -175,7 +185,7 @@ class HFSampler:
         if not prompts:
             return []
         model, tok, device = self.wb.model, self.wb.tokenizer, self.wb.device
-        encoded = [encode_prompt(tok, p, self.cfg.max_prompt_tokens)[0] for p in prompts]
+        encoded = [encode_prompt(tok, p, self.cfg.max_prompt_tokens, self.format)[0] for p in prompts]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -196,17 +206,25 @@ class HFSampler:
                     self.cfg.max_new_tokens,
                     eos_id=tok.eos_token_id,
                     pad_id=tok.pad_token_id,
+                    stopped=self._began_a_turn if self.format in ("hh", "alpaca") else None,
                 )
         finally:
             model.train(was_training)
-        rows = [self._candidate(generated[r], logps[r], tok) for r in range(generated.shape[0])]
+        rows = [self._candidate(generated[r], logps[r], tok, self.format) for r in range(generated.shape[0])]
         return [rows[b * n : (b + 1) * n] for b in range(len(prompts))]
 
+    def _began_a_turn(self, ids: list[int]) -> bool:
+        """Whether a sample has already written a turn of its own (where ``_candidate`` will cut it)."""
+        text = self.wb.tokenizer.decode(ids, skip_special_tokens=True)
+        return cut_text(text, self.format) != text
+
     @staticmethod
-    def _candidate(ids: torch.Tensor, logps: torch.Tensor, tok: Any) -> Candidate:
+    def _candidate(ids: torch.Tensor, logps: torch.Tensor, tok: Any, fmt: str = "chat_template") -> Candidate:
+        """The sample up to its EOS, or up to the first turn it invented (``hh``/``alpaca``): ids, text, log-prob."""
         ids_list = ids.tolist()
         eos = tok.eos_token_id
         end = ids_list.index(eos) + 1 if eos in ids_list else len(ids_list)
-        kept = ids_list[:end]
+        kept, _ = cut_ids(tok, ids_list[:end], fmt)
+        end = len(kept)
         text = tok.decode(kept, skip_special_tokens=True).strip()
         return Candidate(text=text, token_ids=tuple(kept), sum_logp=float(logps[:end].sum()), source="whitebox")

@@ -91,7 +91,8 @@ class PolicyTrainer:
         """The candidates laid out for this trainer's path: prompt shared (``SharedBatch``) or padded rows."""
         encode = encode_shared if self.prefix_sharing else encode_candidates
         tok, cfg = self.wb.tokenizer, self.wb.config
-        return encode(tok, prompts, candidates, max_length or self.max_length, cfg.max_prompt_tokens).to(self.wb.device)
+        limit = max_length or self.max_length
+        return encode(tok, prompts, candidates, limit, cfg.max_prompt_tokens, cfg.prompt_format).to(self.wb.device)
 
     @staticmethod
     def logps(model: Any, enc: Any) -> tuple[torch.Tensor, torch.Tensor]:
