@@ -73,7 +73,7 @@ class Corrector:
     # ------------------------------------------------------------------ inference
     def encode(self, question: str, answer: str) -> list[int]:
         """The token ids the corrector reads for one pair (the training prompt, exactly)."""
-        from cyclealign.whitebox.loading import encode_prompt
+        from cyclealign.whitebox import encode_prompt
 
         ids, _ = encode_prompt(self.tokenizer, self.prompt.prompt(question, answer), self.prompt.max_prompt_tokens)
         return ids
