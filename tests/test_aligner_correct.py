@@ -115,8 +115,8 @@ def test_eval_judge_compares_original_and_corrected_from_one_file(corrected: tup
         assert result.exit_code == 0, result.output
         assert len(server.chat_calls) == 3
     table = (tmp_path / "table2_judge.csv").read_text().splitlines()
-    assert table[0] == "subset,upstream win %,tie %,corrected win %,judged,failed"
-    assert table[-1] == "total,0.0,0.0,100.0,3,0"
+    assert table[0] == "subset,upstream win %,tie %,corrected win %,judged,failed,truncated"
+    assert table[-1] == "total,0.0,0.0,100.0,3,0,0"
     result = CliRunner().invoke(app, ["eval", "judge", str(tmp_path / "judgements.jsonl")])
     assert result.exit_code == 2 and "holds original and corrected answers" in result.output
 
