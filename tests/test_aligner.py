@@ -126,7 +126,7 @@ def test_triples_from_a_run_directory(tmp_path: Path) -> None:
     ]
     write_jsonl(run / "interactions.jsonl", records)
     assert triples_from_run(run) == [Triple("Why?", "b", "Because.", f"{run / 'interactions.jsonl'}:1")]
-    with pytest.raises(DataError, match="no interactions.jsonl"):
+    with pytest.raises(DataError, match=r"no interactions\.jsonl"):
         triples_from_run(tmp_path)
 
 
