@@ -252,7 +252,7 @@ class OfflineRecipe:
         before, after = summary["heldout_before"], summary["heldout_after"]
         self.console.print(f"[bold]{summary['steps']}[/bold] steps; results in {self.store.path}")
         if before and after:
-            keys = [k for k in before if k != "examples"]
+            keys = [k for k in before if k not in ("examples", "tokens")]
             shown = ", ".join(f"{k} {before[k]:+.4f} → {after[k]:+.4f}" for k in keys)
             self.console.print(f"held-out ({int(before.get('examples', 0))} examples): {shown}")
         if self.status != "completed":
