@@ -164,3 +164,11 @@ def test_export_writes_exactly_trls_columns_and_cyclealign_train_trains_on_them(
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a", "correction": "c"}])
     out = runner.invoke(app, ["aligner", "export", str(bad), "-o", str(tmp_path / "x.jsonl")])
     assert out.exit_code == 2 and "bad.jsonl:1: expected string fields question, original, corrected" in out.output
+
+
+def test_batched_correction_equals_one_pair_at_a_time(model_dir: Path) -> None:
+    corrector = Corrector(AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir))
+    pairs = [(r["question"], r["answer"]) for r in COPY]
+    together = corrector.correct(pairs, max_new_tokens=6, batch_size=4)
+    alone = [corrector.correct([p], max_new_tokens=6)[0] for p in pairs]
+    assert together == alone

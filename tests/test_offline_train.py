@@ -255,3 +255,18 @@ def test_the_shipped_offline_and_aligner_configs_validate() -> None:
     for name in ("aligner-example", "aligner-7b"):
         cfg = load_config(root / f"{name}.yaml", schema=AlignerTrainConfig)
         assert cfg.aligner.data and "offline" not in yaml.safe_load((root / f"{name}.yaml").read_text())
+
+
+def test_cli_errors_name_the_key_or_the_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cyclealign.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["train", "--set", f"run.dir={tmp_path / 'r'}"])
+    assert out.exit_code == 2 and "offline.source" in out.output
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "Hi?", "chosen": "a"}])
+    out = runner.invoke(app, ["train", "--set", f"offline.source={bad}", "--set", f"run.dir={tmp_path / 'r'}"])
+    assert out.exit_code == 2 and "bad.jsonl:1" in out.output and not (tmp_path / "r").exists()
+    out = runner.invoke(app, ["train", "--set", "offline.nonsense=1"])
+    assert out.exit_code == 2 and "offline.nonsense" in out.output
