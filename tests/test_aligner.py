@@ -16,6 +16,7 @@ from cyclealign.aligner.triples import Triple, read_triples, triples_from_run
 from cyclealign.config import load_config
 from cyclealign.errors import ConfigError, DataError, SetupError
 from cyclealign.whitebox.batching import encode_candidates
+from cyclealign.whitebox.prefix import encode_shared
 from tests.support.tiny_models import tiny_llama_dir
 
 QUIET = Console(quiet=True)
@@ -81,6 +82,11 @@ def test_the_loss_sees_only_the_correction_and_eos_and_the_prompt_is_the_inferen
         assert ids[mask].tolist() == target  # the correction and EOS, nothing else
         assert ids[attn & ~mask].tolist() == corrector.encode(t.question, t.answer)  # every prompt token unlabelled
         assert t.answer in tok.decode(ids[attn & ~mask])
+    shared = encode_shared(tok, [b.prompt for b in batches], [b.candidates for b in batches], 512, 512)
+    for row, t in enumerate(triples):  # the prefix-sharing layout: the prompt pass carries no label at all
+        target = tok(t.correction, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert shared.response_ids[row][shared.response_mask[row].bool()].tolist() == target
+        assert shared.prompt_ids[row][shared.prompt_mask[row].bool()].tolist() == corrector.encode(t.question, t.answer)
 
 
 def test_training_on_triples_lowers_the_heldout_loss_and_saves_a_loadable_corrector(
