@@ -196,11 +196,14 @@ class OfflineRecipe:
                     record["heldout"] = self.evaluate(self.trainer, self.heldout)
                 self.store.steps.append(record)
                 progress.update(task, advance=1, stage=position.stage, loss=f"{parts.get('total', 0.0):.3f}")
-                self.checkpoint(force=t.stopped is not None)
+                self.checkpoint()
         if t.stopped:
             self.checkpoint(force=True)
             self.status = "interrupted"
         else:
+            flush = getattr(self.trainer.backend, "flush", None)
+            if flush is not None:
+                flush()  # the last steps of an unfinished accumulation (train.grad_accum) still update
             self.status = "completed"
         return t
 
