@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -178,3 +179,31 @@ def test_batched_correction_equals_one_pair_at_a_time(model_dir: Path) -> None:
     together = corrector.correct(pairs, max_new_tokens=6, batch_size=4)
     alone = [corrector.correct([p], max_new_tokens=6)[0] for p in pairs]
     assert together == alone
+
+
+def test_a_stop_in_the_warmup_then_resume_gives_the_uninterrupted_corrector(model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from cyclealign.aligner.training import build_recipe, resume_corrector
+
+    data = write_jsonl(tmp_path / "triples.jsonl", COPY * 2)
+    sets = ["train.lr=0.003", "aligner.heldout_fraction=0.25", "aligner.batch_size=2", "run.checkpoint_interval_s=0"]
+    whole = train_corrector(config(model_dir, tmp_path / "whole", data, *sets), console=QUIET)
+    stopped = build_recipe(config(model_dir, tmp_path / "stopped", data, *sets), console=QUIET)
+    stopped.setup()
+    step = stopped.trainer.step
+
+    def step_then_stop(batches):  # the first Ctrl+C, during the warm-up's second step
+        out = step(batches)
+        stopped.stop.requested = stopped.totals.steps == 1
+        return out
+
+    stopped.trainer.step = step_then_stop
+    stopped.train()
+    assert stopped.cleanup()["steps"] == 2 and (tmp_path / "stopped" / "corrector" / "corrector.json").is_file()
+    resumed = resume_corrector(tmp_path / "stopped", console=QUIET)
+    assert resumed.summary["steps"] == whole.summary["steps"] == 6  # 3 warm-up + 3 correction steps
+    a = load_file(str(tmp_path / "whole" / "corrector" / "model.safetensors"))
+    b = load_file(str(tmp_path / "stopped" / "corrector" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.summary["heldout_after"] == whole.summary["heldout_after"]
