@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -16,6 +17,7 @@ from cyclealign.aligner.triples import Triple, read_triples, triples_from_run
 from cyclealign.config import load_config
 from cyclealign.errors import ConfigError, DataError, SetupError
 from cyclealign.whitebox.batching import encode_candidates
+from cyclealign.whitebox.prefix import encode_shared
 from tests.support.tiny_models import tiny_llama_dir
 
 QUIET = Console(quiet=True)
@@ -81,6 +83,11 @@ def test_the_loss_sees_only_the_correction_and_eos_and_the_prompt_is_the_inferen
         assert ids[mask].tolist() == target  # the correction and EOS, nothing else
         assert ids[attn & ~mask].tolist() == corrector.encode(t.question, t.answer)  # every prompt token unlabelled
         assert t.answer in tok.decode(ids[attn & ~mask])
+    shared = encode_shared(tok, [b.prompt for b in batches], [b.candidates for b in batches], 512, 512)
+    for row, t in enumerate(triples):  # the prefix-sharing layout: the prompt pass carries no label at all
+        target = tok(t.correction, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert shared.response_ids[row][shared.response_mask[row].bool()].tolist() == target
+        assert shared.prompt_ids[row][shared.prompt_mask[row].bool()].tolist() == corrector.encode(t.question, t.answer)
 
 
 def test_training_on_triples_lowers_the_heldout_loss_and_saves_a_loadable_corrector(
@@ -126,7 +133,7 @@ def test_triples_from_a_run_directory(tmp_path: Path) -> None:
     ]
     write_jsonl(run / "interactions.jsonl", records)
     assert triples_from_run(run) == [Triple("Why?", "b", "Because.", f"{run / 'interactions.jsonl'}:1")]
-    with pytest.raises(DataError, match="no interactions.jsonl"):
+    with pytest.raises(DataError, match=r"no interactions\.jsonl"):
         triples_from_run(tmp_path)
 
 
@@ -164,3 +171,39 @@ def test_export_writes_exactly_trls_columns_and_cyclealign_train_trains_on_them(
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q", "answer": "a", "correction": "c"}])
     out = runner.invoke(app, ["aligner", "export", str(bad), "-o", str(tmp_path / "x.jsonl")])
     assert out.exit_code == 2 and "bad.jsonl:1: expected string fields question, original, corrected" in out.output
+
+
+def test_batched_correction_equals_one_pair_at_a_time(model_dir: Path) -> None:
+    corrector = Corrector(AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir))
+    pairs = [(r["question"], r["answer"]) for r in COPY]
+    together = corrector.correct(pairs, max_new_tokens=6, batch_size=4)
+    alone = [corrector.correct([p], max_new_tokens=6)[0] for p in pairs]
+    assert together == alone
+
+
+def test_a_stop_in_the_warmup_then_resume_gives_the_uninterrupted_corrector(model_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from cyclealign.aligner.training import build_recipe, resume_corrector
+
+    data = write_jsonl(tmp_path / "triples.jsonl", COPY * 2)
+    sets = ["train.lr=0.003", "aligner.heldout_fraction=0.25", "aligner.batch_size=2", "run.checkpoint_interval_s=0"]
+    whole = train_corrector(config(model_dir, tmp_path / "whole", data, *sets), console=QUIET)
+    stopped = build_recipe(config(model_dir, tmp_path / "stopped", data, *sets), console=QUIET)
+    stopped.setup()
+    step = stopped.trainer.step
+
+    def step_then_stop(batches):  # the first Ctrl+C, during the warm-up's second step
+        out = step(batches)
+        stopped.stop.requested = stopped.totals.steps == 1
+        return out
+
+    stopped.trainer.step = step_then_stop
+    stopped.train()
+    assert stopped.cleanup()["steps"] == 2 and (tmp_path / "stopped" / "corrector" / "corrector.json").is_file()
+    resumed = resume_corrector(tmp_path / "stopped", console=QUIET)
+    assert resumed.summary["steps"] == whole.summary["steps"] == 6  # 3 warm-up + 3 correction steps
+    a = load_file(str(tmp_path / "whole" / "corrector" / "model.safetensors"))
+    b = load_file(str(tmp_path / "stopped" / "corrector" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.summary["heldout_after"] == whole.summary["heldout_after"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cyclealign.config import Config, ConfigError, load_config
 
@@ -75,6 +76,7 @@ def test_every_section_exists() -> None:
 
 def test_the_paper_configs_validate() -> None:
     paper = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
+    paper = [p for p in paper if "offline" not in yaml.safe_load(p.read_text())]  # `cyclealign train` baselines
     assert len(paper) >= 5
     for path in paper:
         cfg = load_config(path)

@@ -238,3 +238,35 @@ def test_sigkill_during_a_checkpoint_then_resume_gives_the_uninterrupted_weights
     chaos_steps = (tmp_path / "chaos" / "steps.jsonl").read_text().splitlines()
     strip = [{k: v for k, v in json.loads(s).items() if k != "step_s"} for s in ref_steps]
     assert strip == [{k: v for k, v in json.loads(s).items() if k != "step_s"} for s in chaos_steps]
+
+
+def test_the_shipped_offline_and_aligner_configs_validate() -> None:
+    import yaml
+
+    from cyclealign.aligner.settings import AlignerTrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("pro", "rrhf"):
+        cfg = load_config(root / "paper" / f"{name}-human-llama7b.yaml", schema=OfflineTrainConfig)
+        assert cfg.loss.name == name and cfg.offline.source.startswith("hh-rlhf:")
+        assert (cfg.train.lr, cfg.train.max_length, cfg.offline.batch_size, cfg.offline.epochs) == (5e-5, 512, 1, 1)
+    example = load_config(root / "offline-example.yaml", schema=OfflineTrainConfig)
+    assert read_examples(root.parent / example.offline.source)  # the example data is shipped and reads
+    for name in ("aligner-example", "aligner-7b"):
+        cfg = load_config(root / f"{name}.yaml", schema=AlignerTrainConfig)
+        assert cfg.aligner.data and "offline" not in yaml.safe_load((root / f"{name}.yaml").read_text())
+
+
+def test_cli_errors_name_the_key_or_the_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cyclealign.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["train", "--set", f"run.dir={tmp_path / 'r'}"])
+    assert out.exit_code == 2 and "offline.source" in out.output
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "Hi?", "chosen": "a"}])
+    out = runner.invoke(app, ["train", "--set", f"offline.source={bad}", "--set", f"run.dir={tmp_path / 'r'}"])
+    assert out.exit_code == 2 and "bad.jsonl:1" in out.output and not (tmp_path / "r").exists()
+    out = runner.invoke(app, ["train", "--set", "offline.nonsense=1"])
+    assert out.exit_code == 2 and "offline.nonsense" in out.output

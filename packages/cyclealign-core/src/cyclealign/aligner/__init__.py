@@ -3,19 +3,23 @@
 ``prompt.py`` owns the corrector's prompt, ``corrector.py`` the trained model
 (load, save, correct), ``training.py`` its supervised training on triples,
 ``export.py`` corrections as preference pairs, ``cli.py`` the ``cyclealign aligner`` commands.
+Names are imported lazily, so the command line starts without torch.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from cyclealign.aligner.prompt import DEFAULT_TEMPLATE, CorrectorPrompt
+from typing import Any
 
 __all__ = ["DEFAULT_TEMPLATE", "Corrector", "CorrectorPrompt"]
 
 
 def __getattr__(name: str) -> Any:
-    """``Corrector`` on first use: `cyclealign --help` must not pay for importing torch."""
     if name == "Corrector":
         from cyclealign.aligner.corrector import Corrector
 
         return Corrector
+    if name in ("CorrectorPrompt", "DEFAULT_TEMPLATE"):
+        from cyclealign.aligner import prompt
+
+        return getattr(prompt, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

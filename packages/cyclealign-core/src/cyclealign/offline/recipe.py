@@ -196,11 +196,14 @@ class OfflineRecipe:
                     record["heldout"] = self.evaluate(self.trainer, self.heldout)
                 self.store.steps.append(record)
                 progress.update(task, advance=1, stage=position.stage, loss=f"{parts.get('total', 0.0):.3f}")
-                self.checkpoint(force=t.stopped is not None)
+                self.checkpoint()
         if t.stopped:
             self.checkpoint(force=True)
             self.status = "interrupted"
         else:
+            flush = getattr(self.trainer.backend, "flush", None)
+            if flush is not None:
+                flush()  # the last steps of an unfinished accumulation (train.grad_accum) still update
             self.status = "completed"
         return t
 
@@ -252,7 +255,7 @@ class OfflineRecipe:
         before, after = summary["heldout_before"], summary["heldout_after"]
         self.console.print(f"[bold]{summary['steps']}[/bold] steps; results in {self.store.path}")
         if before and after:
-            keys = [k for k in before if k != "examples"]
+            keys = [k for k in before if k not in ("examples", "tokens")]
             shown = ", ".join(f"{k} {before[k]:+.4f} → {after[k]:+.4f}" for k in keys)
             self.console.print(f"held-out ({int(before.get('examples', 0))} examples): {shown}")
         if self.status != "completed":
