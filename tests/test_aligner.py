@@ -132,7 +132,8 @@ def test_triples_from_a_run_directory(tmp_path: Path) -> None:
         {"prompt": "How?", "candidates": ["x", "y"], "oracle": {"order": None, "response": None}},  # the oracle failed
     ]
     write_jsonl(run / "interactions.jsonl", records)
-    assert triples_from_run(run) == [Triple("Why?", "b", "Because.", f"{run / 'interactions.jsonl'}:1")]
+    where = f"{run / 'interactions.jsonl'}:1"  # every sample of the ranked interaction, as `export --format aligner`
+    assert triples_from_run(run) == [Triple("Why?", s, "Because.", where) for s in ("a", "b", "c")]
     with pytest.raises(DataError, match=r"no interactions\.jsonl"):
         triples_from_run(tmp_path)
 

@@ -52,6 +52,7 @@ class Ranked:
     sources: tuple[str, ...]
     samples: tuple[str, ...]
     oracle_answer: str | None
+    where: str = ""  # file:line of its record
 
 
 @dataclass
@@ -117,7 +118,7 @@ def read_run(run_dir: str | Path) -> tuple[list[Ranked], int]:
         kept: dict[str, str] = {}
         for text, source in zip(texts, sources, strict=True):
             kept.setdefault(text, source)  # a repeated text keeps its better place
-        out.append(Ranked(rec["prompt"], tuple(kept), tuple(kept.values()), tuple(cands), answer))
+        out.append(Ranked(rec["prompt"], tuple(kept), tuple(kept.values()), tuple(cands), answer, where))
     return out, len(records)
 
 

@@ -2,9 +2,9 @@
 
 From JSON or JSONL files in the field names Aligner's released data uses
 (``question``, ``answer``, ``correction``), and from CycleAlign run directories:
-each interaction the oracle ranked and answered gives the question, the
-white-box response the oracle ranked last, and the oracle's own answer as its
-correction.
+each interaction the oracle ranked and answered gives one triple per white-box
+sample, with the oracle's own answer as the correction (the rows of
+``cyclealign export --format aligner``).
 """
 
 from __future__ import annotations
@@ -71,23 +71,21 @@ def read_triples(path: str | Path, *, lenient: bool = False) -> list[Triple]:
 
 
 def triples_from_run(run_dir: str | Path) -> list[Triple]:
-    """Triples from a run's ``interactions.jsonl``: (prompt, the oracle's last-ranked response, the oracle's answer)."""
-    from cyclealign.store import read_jsonl
+    """A run's triples exactly as ``cyclealign export --format aligner`` writes them.
+
+    One per white-box sample of every interaction the oracle ranked and answered:
+    (prompt, the sample, the oracle's own answer).
+    """
+    from cyclealign.export import read_run, rows_for
 
     path = Path(run_dir) / "interactions.jsonl"
     if not path.is_file():
         raise DataError(f"aligner.runs: {run_dir} holds no interactions.jsonl (is it a `cyclealign run` directory?)")
-    out = []
-    for n, record in enumerate(read_jsonl(path), 1):
-        oracle = record.get("oracle") or {}
-        order, response = oracle.get("order"), oracle.get("response")
-        if not order or not isinstance(response, str) or not response.strip():
-            continue  # the oracle failed or wrote no answer: nothing to learn a correction from
-        try:
-            worst = record["candidates"][order[-1]]
-            out.append(Triple(str(record["prompt"]), str(worst), response, f"{path}:{n}"))
-        except (KeyError, IndexError, TypeError) as e:
-            raise DataError(f"{path}:{n}: not an interaction record ({e})") from None
+    out = [
+        Triple(row["question"], row["answer"], row["correction"], item.where)
+        for item in read_run(run_dir)[0]
+        for row in rows_for("aligner", item)
+    ]
     if not out:
         raise DataError(f"aligner.runs: {run_dir} has no interaction with an oracle answer to learn from")
     return out
