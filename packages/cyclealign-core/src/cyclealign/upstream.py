@@ -71,9 +71,10 @@ class LocalModelUpstream:
     ) -> None:
         from cyclealign.evaluate.generate import load_system
 
+        embedded = str(path).startswith("embedded:")  # the bundled SmolLM2, as `whitebox.model` names it
         path = Path(path)
-        is_run = (path / "config.yaml").is_file() and not (path / "config.json").is_file()
-        self.name = path.name
+        is_run = not embedded and (path / "config.yaml").is_file() and not (path / "config.json").is_file()
+        self.name = str(path).split(":", 1)[1] if embedded else path.name
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.whitebox = load_system(
             run_dir=path if is_run else None, model=None if is_run else str(path), device=device, dtype=dtype
@@ -167,12 +168,12 @@ def open_upstream(
     device: str | None = None,
     dtype: str | None = None,
 ) -> Upstream:
-    """A local model (``model`` is a directory) or a chat model (``model`` is a litellm model string).
+    """A local model (a directory, or ``embedded:smollm2``) or a chat model (a litellm model string).
 
     ``cache_path`` is where a chat model's answers are kept unless ``oracle.cache_path`` says otherwise.
     """
     path = Path(model)
-    if path.is_dir():
+    if path.is_dir() or str(model).startswith("embedded:"):
         return LocalModelUpstream(
             path, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype
         )

@@ -105,7 +105,9 @@ def correct_command(
     upstream: Annotated[
         str,
         typer.Option(
-            "--upstream", help="The model whose answers are corrected: a litellm model string or a local model dir."
+            "--upstream",
+            help="The model whose answers are corrected: a litellm model string, a local model dir, "
+            "or embedded:smollm2.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The corrected JSONL to write.")] = Path("corrected.jsonl"),
