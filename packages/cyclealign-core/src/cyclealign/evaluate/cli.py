@@ -215,7 +215,13 @@ def generate_command(
     set_: SetOpt = None,
     subset: SubsetOpt = None,
     split: SplitOpt = "test",
-    k: KOpt = 40,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            "--k",
+            help="Answer only a stratified subsample of K prompts, as `eval reward --k` draws it (default: every row).",
+        ),
+    ] = None,
     seed: int = 0,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length (a chat model: its max_tokens).")] = 128,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call (local models).")] = 8,

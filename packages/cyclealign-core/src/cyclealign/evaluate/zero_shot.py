@@ -25,7 +25,7 @@ def eval_generate(
     system: str | None = None,
     subsets: Sequence[str] | None = None,
     split: str = "test",
-    k: int | None = 40,
+    k: int | None = None,
     seed: int = 0,
     max_new_tokens: int = 128,
     batch_size: int = 8,
@@ -35,7 +35,9 @@ def eval_generate(
     out_dir: Path | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Answer the stratified sample with ``model`` (a litellm model string or a local model/run directory).
+    """Answer every test row (with ``k``: the stratified sample ``eval reward --k`` draws) with ``model``.
+
+    ``model`` is a litellm model string or a local model or run directory.
 
     A chat model is called with the ``oracle`` section's retries, concurrency, cache
     (``OUT/upstream_cache.sqlite`` unless ``oracle.cache_path`` is set) and budget.
