@@ -17,6 +17,7 @@ from cyclealign.offline.records import read_examples, split_heldout
 from cyclealign.offline.schedule import Schedule, Stage
 from cyclealign.offline.settings import OfflineTrainConfig
 from cyclealign.offline.train import build_recipe, resume
+from cyclealign.protocols import Prompt
 from tests.support.tiny_models import tiny_llama_dir
 
 HH_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf"
@@ -127,6 +128,13 @@ def test_training_on_trl_pairs_raises_the_heldout_margin(model_dir: Path, tmp_pa
     assert len(steps) == 9 and all("rank" in s and "sft" in s for s in steps)
     assert (tmp_path / loss / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((tmp_path / loss / "run.json").read_text())["status"] == "completed"
+    if loss == "dpo":  # the run directory is what `eval reward --run` evaluates (the PRO/RRHF baselines' rows)
+        from cyclealign.evaluate.generate import generate_answers, load_system
+
+        trained, base = load_system(run_dir=tmp_path / loss), load_system(model=str(model_dir))
+        ids = torch.tensor([[2, 5, 6, 7]])
+        assert not torch.allclose(trained.model(input_ids=ids).logits, base.model(input_ids=ids).logits)
+        assert len(generate_answers(trained, [Prompt.from_text("p", "Why?")], 4, 1)) == 1
 
 
 @pytest.mark.parametrize("loss", ["pro", "rrhf", "dpo"])

@@ -12,6 +12,20 @@ from cyclealign.config import WhiteboxConfig, load_config
 from cyclealign.protocols import Prompt
 
 
+def _run_schema(run_dir: Path) -> Any:
+    """The config schema of a run directory: the cycle's, or `cyclealign train`'s (an ``offline`` section)."""
+    import yaml
+
+    from cyclealign.config import Config
+
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if isinstance(raw, dict) and "offline" in raw:
+        from cyclealign.offline.settings import OfflineTrainConfig
+
+        return OfflineTrainConfig
+    return Config
+
+
 def load_system(
     run_dir: Path | None = None,
     model: str | None = None,
@@ -41,7 +55,7 @@ def load_system(
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"--run: {run_dir} has no config.yaml (is it a run directory?)")
-        cfg = load_config(run_dir / "config.yaml", [f"run.dir={run_dir}"]).whitebox
+        cfg = load_config(run_dir / "config.yaml", [f"run.dir={run_dir}"], schema=_run_schema(run_dir)).whitebox
         adapter = run_dir / "adapter"
         if (adapter / "adapter_config.json").is_file():
             from peft import PeftModel
