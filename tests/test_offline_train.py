@@ -139,10 +139,12 @@ def test_training_on_trl_pairs_raises_the_heldout_margin(model_dir: Path, tmp_pa
 
 @pytest.mark.parametrize("loss", ["pro", "rrhf", "dpo"])
 def test_training_on_real_harmless_base_fits_the_human_preferences(model_dir: Path, tmp_path: Path, loss: str) -> None:
-    """A few steps on the real split: the margin rises on the pairs trained on; held-out numbers are recorded.
+    """A few steps on the real split: the margin rises on the pairs trained on and on the 8 held-out pairs.
 
-    (A two-layer random model cannot be expected to generalise human harmlessness
-    labels in six steps; the held-out margin on real data is what docs report for real models.)
+    The trained-on rise is the robust check.  The held-out one is this seed's
+    measurement (−0.0059 → −0.0013 PRO, −0.0029 RRHF, −0.0034 DPO, far above float
+    noise): a two-layer random model generalises human harmlessness labels only
+    weakly, and other seeds or longer runs need not show it.
     """
     sets = ["offline.max_examples=40", "offline.heldout_fraction=0.2", "offline.max_steps=6", "train.max_length=96"]
     cfg = config(model_dir, tmp_path / loss, f"hh-rlhf:{HH_ROOT}:test", f"loss.name={loss}", *sets)
@@ -158,6 +160,8 @@ def test_training_on_real_harmless_base_fits_the_human_preferences(model_dir: Pa
     assert after is not None and before is not None
     assert after["margin"] > before["margin"], (before, after)
     assert summary["heldout_examples"] == 8 and summary["heldout_after"] is not None
+    held_before, held_after = summary["heldout_before"]["margin"], summary["heldout_after"]["margin"]
+    assert held_after > held_before, (summary["heldout_before"], summary["heldout_after"])
 
 
 def test_graceful_stop_then_resume_equals_an_uninterrupted_run(model_dir: Path, tmp_path: Path) -> None:
