@@ -126,11 +126,17 @@ def test_alpaca_layout_and_format_resolution() -> None:
 
 
 def test_paper_configs_set_the_hh_format() -> None:
-    from cyclealign.config import load_config
+    import yaml
+
+    from cyclealign.config import Config, load_config
+    from cyclealign.offline.settings import OfflineTrainConfig
 
     root = Path(__file__).resolve().parents[1] / "configs" / "paper"
-    for path in sorted(root.glob("*.yaml")):
-        assert load_config(path).whitebox.prompt_format == "hh", path.name
+    paths = sorted(root.rglob("*.yaml"))
+    assert len(paths) >= 14  # the cycle's, the ablations', the human-label baselines' and the N sweep's
+    for path in paths:
+        schema = OfflineTrainConfig if "offline" in yaml.safe_load(path.read_text()) else Config
+        assert load_config(path, schema=schema).whitebox.prompt_format == "hh", path.name
 
 
 def test_raw_formats_start_with_bos_where_the_tokenizer_adds_one() -> None:

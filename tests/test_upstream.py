@@ -111,4 +111,4 @@ def test_eval_generate_with_a_local_model_then_reward_scores_the_file(tmp_path: 
     assert [r["answer"] for r in scored] == [r["answer"] for r in rows]
     assert all(isinstance(r["score"], float) for r in scored)
     table = (out / "reward-answers" / "table1_reward.csv").read_text().splitlines()
-    assert table[0] == "system,harmless-base,total" and table[1].startswith("base-answers,")
+    assert table[0] == "system,harmless-base,total,unweighted subset mean" and table[1].startswith("base-answers,")
