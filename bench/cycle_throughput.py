@@ -41,13 +41,15 @@ from tests.support.tiny_models import tiny_llama_dir  # noqa: E402
 INTERACTIONS_PER_PROMPT = 2  # early stop off: every prompt makes exactly this many interactions
 
 
-def measure(model: Path, api_base: str, tmp: Path, batch: int, interactions: int, new_tokens: int) -> dict:
+def measure(
+    model: Path, api_base: str, tmp: Path, batch: int, interactions: int, new_tokens: int, ahead: bool = False
+) -> dict:
     n_prompts = batch * max(2, -(-interactions // (INTERACTIONS_PER_PROMPT * batch)) + 1)  # + 1 wave of start-up
     prompts = tmp / f"prompts-{batch}.jsonl"
     prompts.write_text(
         "".join(json.dumps({"prompt": f"Question {i}: how do I bake bread?"}) + "\n" for i in range(n_prompts))
     )
-    run_dir = tmp / f"run-{batch}"
+    run_dir = tmp / f"run-{batch}{'-ahead' if ahead else ''}"
     overrides = tiny_overrides(
         model,
         prompts,
@@ -62,6 +64,7 @@ def measure(model: Path, api_base: str, tmp: Path, batch: int, interactions: int
         "oracle.timeout_s=60",
         "data.max_prompts=null",
         f"run.checkpoint_interval_s={RunConfig().checkpoint_interval_s}",  # the default, not the tests' 0
+        f"cycle.sample_ahead={str(ahead).lower()}",
     )
     run(load_config(overrides=overrides))
     records = read_jsonl(run_dir / "interactions.jsonl")  # not splitlines(): a sampled text may hold U+2028
@@ -71,7 +74,11 @@ def measure(model: Path, api_base: str, tmp: Path, batch: int, interactions: int
     ends = sorted(ticks)
     steady = [r for t in ends[1:] for r in ticks[t]]
     per_interaction = (ends[-1] - ends[0]) / len(steady)
-    compute = sum(rs[0]["timings"]["sample_s"] + rs[0]["timings"]["train_s"] for t, rs in ticks.items() if t != ends[0])
+    compute = sum(  # drawing ahead is compute too, though hidden behind the oracle's wait
+        rs[0]["timings"]["sample_s"] + rs[0]["timings"]["train_s"] + rs[0]["timings"].get("sample_ahead_s", 0.0)
+        for t, rs in ticks.items()
+        if t != ends[0]
+    )
     return {"per_interaction": per_interaction, "compute": compute / len(steady), "interactions": len(steady)}
 
 
@@ -93,18 +100,27 @@ def main() -> None:
         "--model", choices=["tiny", "h256"], default="tiny", help="the white-box (see docs/performance.md)"
     )
     parser.add_argument("--new-tokens", type=int, default=12, help="whitebox.max_new_tokens")
+    parser.add_argument(
+        "--ahead",
+        type=int,
+        nargs="*",
+        default=[8],
+        help="prompt_batch values also measured with cycle.sample_ahead=true (opt-in, one step off-policy)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name, server_process(args.latency) as api_base:
         tmp = Path(tmp_name)
         model = bench_model(args.model, tmp)
-        rows = [(b, measure(model, api_base, tmp, b, args.interactions, args.new_tokens)) for b in args.batches]
+        runs = [(b, False) for b in args.batches] + [(b, True) for b in args.ahead]
+        rows = [(b, a, measure(model, api_base, tmp, b, args.interactions, args.new_tokens, a)) for b, a in runs]
     print(f"cycle, {args.model} white-box, oracle latency {args.latency:g} s, steady state")
-    print(f"{'B':>3} {'interactions':>12} {'s/interaction':>13} {'compute s':>9} {'latency/B':>9}", end="")
-    print(f" {'ideal s':>8} {'ratio':>6}")
-    for b, m in rows:
+    print(f"{'B':>3} {'sampling':>16} {'interactions':>12} {'s/interaction':>13} {'compute s':>9}", end="")
+    print(f" {'latency/B':>9} {'ideal s':>8} {'ratio':>6}")
+    for b, ahead, m in rows:
         ideal = max(m["compute"], args.latency / b)
+        mode = "ahead (opt-in)" if ahead else "on-policy"
         print(
-            f"{b:>3} {m['interactions']:>12} {m['per_interaction']:>13.3f} {m['compute']:>9.3f} "
+            f"{b:>3} {mode:>16} {m['interactions']:>12} {m['per_interaction']:>13.3f} {m['compute']:>9.3f} "
             f"{args.latency / b:>9.3f} {ideal:>8.3f} {ideal / m['per_interaction']:>6.2f}"
         )
 

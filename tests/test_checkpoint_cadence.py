@@ -8,7 +8,7 @@ import pytest
 
 from cyclealign import checkpoint
 from cyclealign.checkpoint import Checkpointer
-from cyclealign.engine import CycleTotals
+from cyclealign.cycle_state import CycleTotals
 
 
 @pytest.fixture

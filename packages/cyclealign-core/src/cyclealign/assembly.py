@@ -15,15 +15,21 @@ from cyclealign import plugins
 from cyclealign.agreement import make_agreement
 from cyclealign.checkpoint import reseed_all
 from cyclealign.config import Config
+from cyclealign.cycle_state import CycleSettings, CycleTotals
 from cyclealign.demos import DemoPool
-from cyclealign.engine import Cycle, CycleSettings, CycleTotals
-from cyclealign.errors import DataError
+from cyclealign.engine import Cycle
+from cyclealign.errors import ConfigError, DataError
 from cyclealign.lockstep import Lockstep
 from cyclealign.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import Oracle, Prompt, RankLoss
 from cyclealign.rewards import ranks_to_rewards
 from cyclealign.store import RunDir
 from cyclealign.usage import Usage
+
+_AHEAD_ALONE = (
+    "cycle.sample_ahead=true runs in a single torch process (train.backend=torch, no launcher): "
+    "draws made while waiting would not stay in step across processes"
+)
 
 
 def load_training_prompts(config: Config) -> list[Prompt]:
@@ -47,6 +53,8 @@ def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     resolve_model(config.whitebox.model, config.whitebox.gguf_file)
     plugins.get_registry().get("oracle", config.oracle.name, field="oracle.name")
     load_instruction(config.oracle.instruction_file)  # a missing or empty file fails before the run starts
+    if config.cycle.sample_ahead and config.train.backend == "deepspeed":
+        raise ConfigError(_AHEAD_ALONE)
     return prompts, loss
 
 
@@ -120,6 +128,8 @@ def build_cycle(
     from cyclealign.whitebox.sampler import HFSampler
 
     c = config.cycle
+    if c.sample_ahead and lockstep is not None and lockstep.world_size > 1:
+        raise ConfigError(_AHEAD_ALONE)
     return Cycle(
         sampler=HFSampler(whitebox, config.whitebox),
         oracle=oracle,

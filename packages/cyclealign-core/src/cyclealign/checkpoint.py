@@ -192,8 +192,9 @@ class Checkpointer:
         self.interval_s = interval_s
         self.last_time = time.monotonic()
 
-    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False) -> None:
-        """Save when due (``totals``: the engine's counters; ``spent``: the oracle's usage so far)."""
+    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False, ahead: Any = None) -> None:
+        """Save when due (``totals``: the engine's counters; ``spent``: the oracle's usage so far;
+        ``ahead``: samples drawn ahead for the next tick, with ``cycle.sample_ahead``)."""
         waited = time.monotonic() - self.last_time >= self.interval_s
         due = (totals.prompts - self.last_prompts >= self.every and waited) or totals.prompts == self.total_prompts
         if self.lockstep is not None:
@@ -206,7 +207,7 @@ class Checkpointer:
             n_demos=len(self.store.demos),
             totals=asdict(totals),
             config_fingerprint=self.fingerprint,
-            extra={"oracle_spend": spent},
+            extra={"oracle_spend": spent, **({"sample_ahead": ahead} if ahead is not None else {})},
         )
         save_checkpoint(self.store, self.trainer, state, self.lockstep)
         self.last_prompts = totals.prompts

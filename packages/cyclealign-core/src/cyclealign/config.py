@@ -106,6 +106,11 @@ class CycleConfig(_Section):
     agreement: Literal["lcs"] = "lcs"
     min_agreement: int = Field(2, ge=1, description="shortest agreement worth keeping as a demonstration")
     prompt_batch: int = Field(1, ge=1, description="prompts whose oracle calls run concurrently")
+    sample_ahead: bool = Field(
+        False,
+        description="opt-in, one step off-policy: draw a prompt's next samples while the oracle ranks these, "
+        "from the weights before this tick's step (docs/method.md)",
+    )
     on_oracle_failure: Literal["skip", "self_rank"] = Field(
         "skip", description="skip: no loss for that interaction (recorded); self_rank: train on own ranking"
     )

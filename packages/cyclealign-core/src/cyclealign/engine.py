@@ -11,11 +11,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from cyclealign.cycle_state import CycleSettings, CycleTotals, PromptState
 from cyclealign.demos import DemoPool
 from cyclealign.lockstep import Lockstep, Solo
+from cyclealign.lookahead import Lookahead
 from cyclealign.protocols import (
     AgreementStrategy,
     BudgetExceeded,
@@ -33,57 +35,6 @@ from cyclealign.protocols import (
 )
 
 RewardFn = Callable[[Sequence[int]], Sequence[float]]
-
-
-@dataclass(frozen=True)
-class CycleSettings:
-    """The switches of one cycle (a view of ``CycleConfig`` the engine needs)."""
-
-    num_samples: int = 3
-    max_interactions: int = 5
-    early_stop: bool = True
-    include_oracle_response: bool = True
-    shuffle: bool = True
-    min_agreement: int = 2
-    prompt_batch: int = 1
-    on_oracle_failure: str = "skip"
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, cycle: Any, seed: int) -> CycleSettings:
-        """The engine's view of a ``CycleConfig`` (fields of the same name), plus the run's seed."""
-        names = {f.name for f in fields(cls)} - {"seed"}
-        return cls(**{n: getattr(cycle, n) for n in names}, seed=seed)
-
-
-@dataclass
-class PromptState:
-    """Where one prompt stands inside a wave of concurrently processed prompts."""
-
-    prompt: Prompt
-    position: int = 0  # the prompt's index in the run's prompt list: orders what ranks share
-    interaction: int = 0
-    done: bool = False
-
-
-@dataclass
-class CycleTotals:
-    prompts: int = 0
-    waves: int = 0
-    interactions: int = 0
-    full_agreements: int = 0
-    oracle_failures: int = 0
-    trained_steps: int = 0
-    loss_sum: float = 0.0
-    stopped: str | None = None
-
-    @property
-    def agreement_rate(self) -> float:
-        return self.full_agreements / self.interactions if self.interactions else 0.0
-
-    @property
-    def mean_loss(self) -> float | None:
-        return self.loss_sum / self.trained_steps if self.trained_steps else None
 
 
 def interaction_rng(seed: int, prompt_id: str, interaction: int) -> random.Random:
@@ -154,6 +105,8 @@ class Cycle:
         self.totals = totals if totals is not None else CycleTotals()  # a resumed run starts from its own
         self.lockstep = lockstep or Solo()
         self.full_weights = full_weights  # sharded weights (ZeRO-3) are gathered once per tick to sample
+        self.lookahead = Lookahead(sampler, settings.num_samples) if settings.sample_ahead else None
+        self._upcoming: list[PromptState] = []  # the next wave's prompts (what the last tick of a wave draws ahead)
 
     # ------------------------------------------------------------------ the loop
     def run(
@@ -181,6 +134,7 @@ class Cycle:
             if self.totals.stopped:
                 break
             wave = [PromptState(p, position=i) for i, p in pairs[k * b : (k + 1) * b]]
+            self._upcoming = [PromptState(p, position=i) for i, p in pairs[(k + 1) * b : (k + 2) * b]]
             self.run_wave(wave)
             if self.lockstep.any(not all(state.done for state in wave)):
                 break  # stopped inside the wave: the partial prompts are redone on resume
@@ -189,6 +143,8 @@ class Cycle:
             self.totals.waves += 1
             on_prompts_done(done)
             on_wave_done()
+        if self.lookahead is not None:
+            self.lookahead.close()
         return self.totals
 
     def run_wave(self, wave: list[PromptState]) -> None:
@@ -231,11 +187,15 @@ class Cycle:
 
     def interact(self, states: list[PromptState]) -> list[_Judged]:
         """Sample l responses per prompt, have the oracle rank them (concurrently), rank them ourselves."""
-        keys = [f"{self.s.seed}:{st.prompt.id}:{st.interaction}" for st in states]
+        keys = [self._key(st, st.interaction) for st in states]
         self.reseed("|".join(keys))  # the tick's other randomness (dropout in training), resumable
         t0 = time.perf_counter()
         with self.full_weights():
-            sampled = self.sampler.sample_many([st.prompt for st in states], self.s.num_samples, keys)
+            prompts = [st.prompt for st in states]
+            if self.lookahead is not None:
+                sampled = self.lookahead.sample(prompts, keys)
+            else:
+                sampled = self.sampler.sample_many(prompts, self.s.num_samples, keys)
         sample_s = time.perf_counter() - t0  # the wave's, shared by its prompts (as the oracle's wait is)
         shown: list[tuple[int, ...]] = []
         for st, cands in zip(states, sampled, strict=True):
@@ -253,7 +213,7 @@ class Cycle:
         ]
         t0 = time.perf_counter()
         try:
-            verdicts = self.oracle.rank_many(requests) if requests else []
+            verdicts = self._rank(requests, states)
         except BudgetExceeded as e:
             self.totals.stopped = f"budget: {e}"
             return []
@@ -266,6 +226,8 @@ class Cycle:
             own = self.self_ranker.rank(st.prompt, cands)
             batch = self._loss_batch(st.prompt, cands, oracle_order, verdict, own)
             timings = {"sample_s": sample_s, "oracle_s": oracle_s}
+            if self.lookahead is not None:
+                timings["sample_ahead_s"] = self.lookahead.ahead_s  # the next tick's draws, during this wait
             judged.append(
                 _Judged(st, cands, order, verdict, oracle_order, own, batch, timings, len(req.demonstrations))
             )
@@ -316,6 +278,26 @@ class Cycle:
         return record, demo
 
     # ------------------------------------------------------------------ helpers
+    def _key(self, st: PromptState, interaction: int) -> str:
+        """The random key of one interaction's samples: the same whichever wave, process or moment draws them."""
+        return f"{self.s.seed}:{st.prompt.id}:{interaction}"
+
+    def _rank(self, requests: list[OracleRequest], states: list[PromptState]) -> list[OracleVerdict]:
+        """The oracle's verdicts; with ``sample_ahead``, the next interaction's samples are drawn meanwhile."""
+        if not requests:
+            return []
+        if self.lookahead is None:
+            return self.oracle.rank_many(requests)
+        ahead = [(st, st.interaction + 1) for st in states if st.interaction + 1 < self.s.max_interactions]
+        if not ahead:  # the wave ends with this tick: the next wave's first interactions
+            ahead = [(st, 0) for st in self._upcoming]
+        with self.full_weights():
+            return self.lookahead.while_waiting(
+                lambda: self.oracle.rank_many(requests),
+                [st.prompt for st, _ in ahead],
+                [self._key(st, i) for st, i in ahead],
+            )
+
     def _loss_batch(
         self,
         prompt: Prompt,

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cyclealign import assembly
 from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, read_checkpoint
 from cyclealign.config import Config
-from cyclealign.engine import CycleTotals
+from cyclealign.cycle_state import CycleTotals
 from cyclealign.lockstep import lockstep_for
 from cyclealign.store import RunDir
 from cyclealign.summary import print_summary, sum_stats, summarize
@@ -123,6 +123,8 @@ class RunSession:
                 should_stop=self.stop,
                 lockstep=self.lockstep,
             )
+            if state is not None and self.cycle.lookahead is not None:
+                self.cycle.lookahead.restore(state.extra.get("sample_ahead"))
             self.checkpoints = Checkpointer(
                 store,
                 self.trainer,
@@ -160,7 +162,8 @@ class RunSession:
 
     def checkpoint(self, force: bool = False) -> None:
         spent = self.lockstep.gather(self.oracle.stats.usage.as_dict())
-        self.checkpoints.maybe_save(self.cycle.totals, spent, force=force)
+        ahead = self.cycle.lookahead.snapshot() if self.cycle.lookahead is not None else None
+        self.checkpoints.maybe_save(self.cycle.totals, spent, force=force, ahead=ahead)
 
     # ------------------------------------------------------------------ train
     def train(self) -> CycleTotals:

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cyclealign.engine import CycleTotals
+from cyclealign.cycle_state import CycleTotals
 from cyclealign.usage import OracleStats
 
 

@@ -1,0 +1,64 @@
+"""The state of a cycle: its switches, where each prompt of a wave stands, and the run's totals.
+
+Kept apart from the engine's control flow so that the session, the summary and
+checkpoints share these types without the engine's dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from cyclealign.protocols import Prompt
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    """The switches of one cycle (a view of ``CycleConfig`` the engine needs)."""
+
+    num_samples: int = 3
+    max_interactions: int = 5
+    early_stop: bool = True
+    include_oracle_response: bool = True
+    shuffle: bool = True
+    min_agreement: int = 2
+    prompt_batch: int = 1
+    on_oracle_failure: str = "skip"
+    sample_ahead: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cycle: Any, seed: int) -> CycleSettings:
+        """The engine's view of a ``CycleConfig`` (fields of the same name), plus the run's seed."""
+        names = {f.name for f in fields(cls)} - {"seed"}
+        return cls(**{n: getattr(cycle, n) for n in names}, seed=seed)
+
+
+@dataclass
+class PromptState:
+    """Where one prompt stands inside a wave of concurrently processed prompts."""
+
+    prompt: Prompt
+    position: int = 0  # the prompt's index in the run's prompt list: orders what ranks share
+    interaction: int = 0
+    done: bool = False
+
+
+@dataclass
+class CycleTotals:
+    prompts: int = 0
+    waves: int = 0
+    interactions: int = 0
+    full_agreements: int = 0
+    oracle_failures: int = 0
+    trained_steps: int = 0
+    loss_sum: float = 0.0
+    stopped: str | None = None
+
+    @property
+    def agreement_rate(self) -> float:
+        return self.full_agreements / self.interactions if self.interactions else 0.0
+
+    @property
+    def mean_loss(self) -> float | None:
+        return self.loss_sum / self.trained_steps if self.trained_steps else None
