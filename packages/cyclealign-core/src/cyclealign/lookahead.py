@@ -18,11 +18,10 @@ not in step across data-parallel processes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cyclealign.protocols import Candidate, Prompt, Sampler
@@ -37,7 +36,6 @@ class Lookahead:
         self.sampler = sampler
         self.n = num_samples
         self._ready: dict[str, list[Candidate]] = {}
-        self._pool: ThreadPoolExecutor | None = None
         self.ahead_s = 0.0  # the last wait's drawing time (compute hidden behind the oracle)
 
     def sample(self, prompts: Sequence[Prompt], keys: Sequence[str]) -> list[list[Candidate]]:
@@ -51,20 +49,35 @@ class Lookahead:
         return out
 
     def while_waiting(self, call: Callable[[], T], prompts: Sequence[Prompt], keys: Sequence[str]) -> T:
-        """Run ``call`` (the oracle's calls) on a worker thread; meanwhile draw ``prompts``' samples under ``keys``."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cyclealign-oracle-wait")
-        future = self._pool.submit(call)
+        """Run ``call`` (the oracle's calls) on a worker thread; meanwhile draw ``prompts``' samples under ``keys``.
+
+        The worker is a daemon thread: a second Ctrl+C that aborts the run is not
+        held up by oracle calls still in flight (the oracle's loop cancels them at exit).
+        """
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def wait_for_oracle() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as e:  # handed to the caller's thread below
+                outcome["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=wait_for_oracle, name="cyclealign-oracle-wait", daemon=True).start()
         t0 = time.perf_counter()
         try:
             if prompts:
                 self._ready.update(zip(keys, self.sampler.sample_many(prompts, self.n, keys), strict=True))
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                future.result()  # no oracle call is left running behind the sampler's error
+        except Exception:
+            done.wait()  # no oracle call is left running behind the sampler's error (Ctrl+C does not wait)
             raise
         self.ahead_s = time.perf_counter() - t0
-        return future.result()  # the oracle's errors (a budget stop) surface here, in the caller
+        done.wait()
+        if "error" in outcome:
+            raise outcome["error"]  # the oracle's errors (a budget stop) surface here, in the caller
+        return outcome["value"]
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         """The draws not yet used, as JSON for a checkpoint."""
@@ -79,6 +92,3 @@ class Lookahead:
 
     def close(self) -> None:
         self._ready.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
