@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cyclealign import plugins
-from cyclealign.cli_common import console, fail, guarded
+from cyclealign.cli_common import console, guarded, start_or_resume
 from cyclealign.config import load_config
 
 app = typer.Typer(
@@ -55,19 +54,7 @@ def run_command(
     from cyclealign.run import resume as resume_run
     from cyclealign.run import run
 
-    if resume is not None and (config is not None or set_):
-        fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
-    target = resume
-    try:
-        if resume is not None:
-            result = guarded(resume_run, run_dir=resume, console=console)
-        else:
-            cfg = guarded(load_config, path=config, overrides=set_ or [])
-            target = cfg.run.dir
-            result = guarded(run, config=cfg, console=console)
-    except KeyboardInterrupt:
-        print(f"aborted; the last checkpoint is intact: cyclealign run --resume {target}", file=sys.stderr)
-        raise typer.Exit(130) from None
+    result = start_or_resume("run", config=config, set_=set_, resume=resume, start=run, resume_fn=resume_run)
     if result.totals.stopped and not result.totals.stopped.startswith("budget"):
         raise typer.Exit(130)  # interrupted: the message printed by run() says how to resume
 

@@ -7,7 +7,9 @@ bug still shows its traceback.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -34,3 +36,33 @@ def guarded(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         return fn(**kwargs)
     except USER_ERRORS as e:
         fail(str(e))
+
+
+def start_or_resume(
+    command: str,
+    *,
+    config: Path | None,
+    set_: list[str] | None,
+    resume: Path | None,
+    start: Callable[..., Any],
+    resume_fn: Callable[..., Any],
+    schema: Any = None,
+) -> Any:
+    """The body of `run`, `train` and `aligner train`: CONFIG (+ --set) starts a run, --resume continues one.
+
+    Ctrl+C that gets past the run's own graceful stop exits 130 with the command that continues.
+    """
+    from cyclealign.config import Config, load_config
+
+    if resume is not None and (config is not None or set_):
+        fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
+    target = resume
+    try:
+        if resume is not None:
+            return guarded(resume_fn, run_dir=resume, console=console)
+        cfg = guarded(load_config, path=config, overrides=set_ or [], schema=schema or Config)
+        target = cfg.run.dir
+        return guarded(start, config=cfg, console=console)
+    except KeyboardInterrupt:
+        print(f"aborted; the last checkpoint is intact: cyclealign {command} --resume {target}", file=sys.stderr)
+        raise typer.Exit(130) from None

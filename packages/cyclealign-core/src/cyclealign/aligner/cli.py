@@ -5,13 +5,12 @@ Each command is one function on ``aligner_app`` over a Python function.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import console, fail, guarded
+from cyclealign.cli_common import console, fail, guarded, start_or_resume
 
 aligner_app = typer.Typer(
     help=(
@@ -49,21 +48,16 @@ def train_command(
     """
     from cyclealign.aligner.settings import AlignerTrainConfig
     from cyclealign.aligner.training import resume_corrector, train_corrector
-    from cyclealign.config import load_config
 
-    if resume is not None and (config is not None or set_):
-        fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
-    target = resume
-    try:
-        if resume is not None:
-            result = guarded(resume_corrector, run_dir=resume, console=console)
-        else:
-            cfg = guarded(load_config, path=config, overrides=set_ or [], schema=AlignerTrainConfig)
-            target = cfg.run.dir
-            result = guarded(train_corrector, config=cfg, console=console)
-    except KeyboardInterrupt:
-        print(f"aborted; the last checkpoint is intact: cyclealign aligner train --resume {target}", file=sys.stderr)
-        raise typer.Exit(130) from None
+    result = start_or_resume(
+        "aligner train",
+        config=config,
+        set_=set_,
+        resume=resume,
+        start=train_corrector,
+        resume_fn=resume_corrector,
+        schema=AlignerTrainConfig,
+    )
     if result.totals.stopped:
         raise typer.Exit(130)
     console.print(f"corrector saved in {result.summary['corrector']}")

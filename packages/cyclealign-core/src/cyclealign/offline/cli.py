@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import console, fail, guarded
+from cyclealign.cli_common import start_or_resume
 
 
 def train_command(
@@ -36,23 +35,18 @@ def train_command(
 
       cyclealign train --resume runs/dpo              # continue after a crash or Ctrl+C
     """
-    from cyclealign.config import load_config
     from cyclealign.offline.settings import OfflineTrainConfig
     from cyclealign.offline.train import resume as resume_training
     from cyclealign.offline.train import train
 
-    if resume is not None and (config is not None or set_):
-        fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
-    target = resume
-    try:
-        if resume is not None:
-            result = guarded(resume_training, run_dir=resume, console=console)
-        else:
-            cfg = guarded(load_config, path=config, overrides=set_ or [], schema=OfflineTrainConfig)
-            target = cfg.run.dir
-            result = guarded(train, config=cfg, console=console)
-    except KeyboardInterrupt:
-        print(f"aborted; the last checkpoint is intact: cyclealign train --resume {target}", file=sys.stderr)
-        raise typer.Exit(130) from None
+    result = start_or_resume(
+        "train",
+        config=config,
+        set_=set_,
+        resume=resume,
+        start=train,
+        resume_fn=resume_training,
+        schema=OfflineTrainConfig,
+    )
     if result.totals.stopped:
         raise typer.Exit(130)
