@@ -81,10 +81,10 @@ def test_the_corrected_file(corrected: tuple[Path, Path]) -> None:
 
 
 def test_eval_reward_scores_either_column_of_the_corrected_file(corrected: tuple[Path, Path], tmp_path: Path) -> None:
-    from tests.test_eval import _classifier_dir
+    from tests.support.tiny_models import tiny_reward_model_dir
 
     out, _ = corrected
-    rm = _classifier_dir(tmp_path / "rm")
+    rm = tiny_reward_model_dir(tmp_path / "rm")
     scored = {}
     for column in ("original", "corrected"):
         target = tmp_path / column

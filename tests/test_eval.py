@@ -22,29 +22,9 @@ from cyclealign.evaluate.reward import RewardModelError, RewardScorer, oasst_tex
 from cyclealign.protocols import Demonstration, Message, Prompt
 from cyclealign.store import atomic_write_jsonl
 from tests.support.openai_server import OpenAIServer, Reply, shown_responses
-from tests.support.tiny_models import tiny_llama_dir, tiny_tokenizer
+from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir, tiny_tokenizer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf"
-
-
-def _classifier_dir(path: Path) -> Path:
-    """A one-logit BERT sequence classifier: the shape of OpenAssistant's DeBERTa reward models."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    tok = tiny_tokenizer(padding_side="right")
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-    )
-    BertForSequenceClassification(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def _pythia_dir(path: Path) -> Path:
@@ -86,7 +66,7 @@ def _pythia_dir(path: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ["classifier", "oasst-pythia"])
 def test_reward_table_layout_and_arithmetic(kind: str, tmp_path: Path) -> None:
-    rm = _classifier_dir(tmp_path / "rm") if kind == "classifier" else _pythia_dir(tmp_path / "rm")
+    rm = tiny_reward_model_dir(tmp_path / "rm") if kind == "classifier" else _pythia_dir(tmp_path / "rm")
     examples, _ = load_hh_rlhf(SHARED, subsets=["harmless-base"], split="test")
     picked = stratified_sample(examples, 6, seed=0)
     answers = [f"answer number {i} " * (i + 1) for i in range(6)]
@@ -158,7 +138,7 @@ def test_eval_reward_generates_in_batches_and_merges_a_shared_table(tmp_path: Pa
     from cyclealign.evaluate.generate import generate_answers, load_system
 
     model = tiny_llama_dir(tmp_path / "base")
-    rm = _classifier_dir(tmp_path / "rm")
+    rm = tiny_reward_model_dir(tmp_path / "rm")
     table = tmp_path / "table1.csv"
     runner = CliRunner()
     for name in ("base", "again", "base"):
@@ -184,7 +164,7 @@ def test_eval_reward_generates_with_a_trained_runs_adapter(tmp_path: Path) -> No
     from tests.test_report import make_run
 
     run_dir = make_run(tmp_path)
-    rm = _classifier_dir(tmp_path / "rm")
+    rm = tiny_reward_model_dir(tmp_path / "rm")
     out = eval_reward(data=SHARED, reward_model=rm, run_dir=run_dir, subsets=["harmless-base"], k=2, max_new_tokens=6)
     rows = [json.loads(x) for x in (run_dir / "eval" / "answers.jsonl").read_text().rstrip("\n").split("\n")]
     assert len(rows) == 2 and out["rows"][0][0] == "run"

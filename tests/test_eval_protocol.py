@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from cyclealign.cli import app
 from cyclealign.evaluate.reward import PAPER_TEST_SIZES, weighted_total
-from tests.support.tiny_models import tiny_llama_dir, tiny_tokenizer
+from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir
 from tests.test_eval import SHARED
 
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
@@ -47,28 +47,6 @@ def test_a_subset_without_a_size_is_an_error() -> None:
         weighted_total({"harmless-base": 50.0, "helpful-online": 60.0}, {"harmless-base": 10})
 
 
-def _spread_classifier(path: Path) -> Path:
-    """A one-logit classifier with large random weights, so subsets' mean scores differ visibly."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    tok = tiny_tokenizer(padding_side="right")
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-        initializer_range=1.0,
-    )
-    BertForSequenceClassification(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def _local_copy(root: Path) -> dict[str, int]:
     """Two small subsets: 7 real harmless-base test rows, 3 helpful-base rows made here."""
     with gzip.open(SHARED / "harmless-base" / "test.jsonl.gz", "rt") as f:
@@ -87,7 +65,7 @@ def _local_copy(root: Path) -> dict[str, int]:
 
 def test_eval_reward_scores_every_test_row_by_default_and_weighs_the_total(tmp_path: Path) -> None:
     sizes = _local_copy(tmp_path / "hh")
-    model, rm = tiny_llama_dir(tmp_path / "base"), _spread_classifier(tmp_path / "rm")
+    model, rm = tiny_llama_dir(tmp_path / "base"), tiny_reward_model_dir(tmp_path / "rm", initializer_range=1.0)
     args = ["eval", "reward", "--model", str(model), "--name", "tiny", "--reward-model", str(rm)]
     args += ["--data", str(tmp_path / "hh"), "--max-new-tokens", "4", "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(app, args, terminal_width=200)

@@ -9,35 +9,14 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cyclealign.cli import app
 from cyclealign.evaluate.run_accuracy import Interval, pair_outcomes, prompt_of, score_intervals
 from tests.support.openai_server import OpenAIServer, Reply, default_behaviour
-from tests.support.tiny_models import tiny_llama_dir, tiny_tokenizer
+from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir
 
 PROMPTS = ["How do I bake bread?", "Why is the sky blue?"]
-
-
-def _reward_model(path: Path) -> Path:
-    """A one-logit BERT classifier, random but fixed: a reward model with an opinion on every text."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    tok = tiny_tokenizer(padding_side="right")
-    torch.manual_seed(1)
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-    )
-    BertForSequenceClassification(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def _sometimes_refusing(call, index: int) -> Reply:
@@ -109,7 +88,7 @@ def test_oracle_accuracy_on_a_runs_candidates_and_two_curves_in_the_report(tmp_p
     from cyclealign.evaluate.reward import RewardScorer
     from cyclealign.evaluate.run_accuracy import prompt_of as rebuild
 
-    rm = _reward_model(tmp_path / "rm")
+    rm = tiny_reward_model_dir(tmp_path / "rm", seed=1)
     full = make_run(tmp_path, "full")
     no_icl = tmp_path / "no-icl"  # a second run directory: the same journal, measured at another interval
     shutil.copytree(full, no_icl)

@@ -93,7 +93,7 @@ def test_eval_generate_with_a_litellm_model_and_its_cache(tmp_path: Path) -> Non
 
 
 def test_eval_generate_with_a_local_model_then_reward_scores_the_file(tmp_path: Path) -> None:
-    from tests.test_eval import _classifier_dir
+    from tests.support.tiny_models import tiny_reward_model_dir
 
     model = tiny_llama_dir(tmp_path / "base")
     out = tmp_path / "base-answers"
@@ -103,7 +103,7 @@ def test_eval_generate_with_a_local_model_then_reward_scores_the_file(tmp_path: 
     assert result.exit_code == 0, result.output
     rows = _rows(out / "answers.jsonl")
     assert len(rows) == 3 and rows[0]["system"] == "base"
-    rm = _classifier_dir(tmp_path / "rm")
+    rm = tiny_reward_model_dir(tmp_path / "rm")
     score = ["eval", "reward", "--reward-model", str(rm), "--answers", str(out / "answers.jsonl")]
     result = CliRunner().invoke(app, score, terminal_width=200)
     assert result.exit_code == 0, result.output

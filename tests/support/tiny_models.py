@@ -116,3 +116,28 @@ def tiny_family_dir(path: Path, family: str, padding_side: str = "left", seed: i
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_reward_model_dir(path: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A one-logit BERT sequence classifier, random but fixed: the shape of OpenAssistant's DeBERTa reward models.
+
+    A larger ``initializer_range`` spreads its scores, so that means over different texts differ visibly.
+    """
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = Path(path)
+    tok = tiny_tokenizer(padding_side="right")
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=initializer_range,
+    )
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
