@@ -48,6 +48,12 @@ class WhiteboxConfig(_Section):
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
         None, description="None: transformers' default; flash_attention_2 needs pip install flash-attn and CUDA"
     )
+    sampler: Literal["auto", "eager", "static"] = Field(
+        "auto",
+        description="decoding path: eager (dynamic cache, a torch.Generator per sample), static (LoRA merged for "
+        "the wave, static cache, CUDA graph, keyed counter-based noise); auto: static on CUDA, eager elsewhere",
+    )
+    cuda_graph: bool = Field(True, description="static sampler on CUDA: replay each decoding step from a CUDA graph")
 
 
 class OracleConfig(_Section):

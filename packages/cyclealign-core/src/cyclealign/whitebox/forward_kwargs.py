@@ -16,6 +16,11 @@ def _forward_params(model: Any) -> Any:
     return inspect.signature(base.forward).parameters
 
 
+def accepts(model: Any, name: str) -> bool:
+    """Whether this model's forward takes a keyword ``name`` (e.g. ``cache_position``, gone in transformers 5)."""
+    return name in _forward_params(model)
+
+
 def keep_kwarg(model: Any) -> str | None:
     """The name under which this model's forward accepts "project only the last k positions", if any."""
     params = _forward_params(model)

@@ -10,11 +10,14 @@ from typing import Any
 import torch
 
 from cyclealign.config import WhiteboxConfig
+from cyclealign.errors import WhiteboxError
 from cyclealign.protocols import Candidate, Prompt
 from cyclealign.whitebox.batching import token_logps
 from cyclealign.whitebox.forward_kwargs import cache_kwarg, keep_last, returned_cache
 from cyclealign.whitebox.loading import WhiteBox
+from cyclealign.whitebox.keyed_noise import seed_tensor
 from cyclealign.whitebox.prompt_format import cut_ids, cut_text, encode_prompt, resolve_format
+from cyclealign.whitebox.static_sampling import StaticSampling, resolve_sampler, static_unsupported
 
 
 @contextlib.contextmanager
@@ -164,14 +167,23 @@ class HFSampler:
     every sequence has ended.  The loop's logits give each sampled token's
     temperature-1 log-prob, so self-ranking needs no second forward pass.  A
     response keeps its EOS token, so training also teaches the model where to
-    stop.  Randomness comes from one generator per sample, keyed by the
-    prompt's key (the engine's ``seed:prompt:interaction``).
+    stop.  Randomness comes from one stream per sample, keyed by the
+    prompt's key (the engine's ``seed:prompt:interaction``): a generator on the
+    eager path, a counter-based hash on the static one (``whitebox.sampler``,
+    ``static_sampling.py``); the two paths draw different, equally valid samples.
     """
 
     def __init__(self, whitebox: WhiteBox, cfg: WhiteboxConfig | None = None) -> None:
         self.wb = whitebox
         self.cfg = cfg or whitebox.config
         self.format = resolve_format(whitebox.tokenizer, self.cfg.prompt_format)  # whitebox/prompt_format.py
+        self.mode = resolve_sampler(self.cfg.sampler, whitebox.device.type)
+        if self.mode == "static":
+            reason = static_unsupported(whitebox.model, self.cfg.max_prompt_tokens + self.cfg.max_new_tokens)
+            if reason is not None and self.cfg.sampler == "static":
+                raise WhiteboxError(f"whitebox.sampler=static: {reason} (set whitebox.sampler: eager)")
+            self.mode = "eager" if reason is not None else "static"
+        self.static = StaticSampling(self.cfg, whitebox.device) if self.mode == "static" else None
 
     def sample(self, prompt: Prompt, n: int, key: str = "0") -> list[Candidate]:
         """``n`` responses to one prompt (a wave of one)."""
@@ -192,22 +204,24 @@ class HFSampler:
         for b, ids in enumerate(encoded):
             input_ids[b, width - len(ids) :] = torch.tensor(ids)
             attention[b, width - len(ids) :] = 1
-        generators = [row_generator(key, i, device) for key in keys for i in range(n)]
-        processor = GumbelSampling(generators, self.cfg.temperature, self.cfg.top_p)
+        rows_ids = input_ids.repeat_interleave(n, dim=0).to(device)  # row b*n + i: sample i of prompt b
+        rows_att = attention.repeat_interleave(n, dim=0).to(device)
+        ends = {
+            "eos_id": tok.eos_token_id,
+            "pad_id": tok.pad_token_id,
+            "stopped": self._began_a_turn if self.format in ("hh", "alpaca") else None,
+        }
         was_training = model.training
         model.eval()
         try:
             with skinny_head(model):
-                generated, logps = decode(
-                    model,
-                    input_ids.repeat_interleave(n, dim=0).to(device),  # row b*n + i: sample i of prompt b
-                    attention.repeat_interleave(n, dim=0).to(device),
-                    processor,
-                    self.cfg.max_new_tokens,
-                    eos_id=tok.eos_token_id,
-                    pad_id=tok.pad_token_id,
-                    stopped=self._began_a_turn if self.format in ("hh", "alpaca") else None,
-                )
+                if self.static is not None:
+                    seeds = seed_tensor(keys, n, device)
+                    generated, logps = self.static.decode(model, rows_ids, rows_att, seeds, **ends)
+                else:
+                    generators = [row_generator(key, i, device) for key in keys for i in range(n)]
+                    processor = GumbelSampling(generators, self.cfg.temperature, self.cfg.top_p)
+                    generated, logps = decode(model, rows_ids, rows_att, processor, self.cfg.max_new_tokens, **ends)
         finally:
             model.train(was_training)
         rows = [self._candidate(generated[r], logps[r], tok, self.format) for r in range(generated.shape[0])]
