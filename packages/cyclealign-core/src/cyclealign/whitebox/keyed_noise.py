@@ -64,14 +64,15 @@ def row_step_keys(seeds: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor
 def keyed_uniform(seeds: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:
     """``[R, vocab]`` float32 uniforms in (0, 1): row r's entry v is a hash of (seeds[r], step, v) alone.
 
-    24 bits per uniform, as ``torch.rand`` gives in float32: ``(h + 0.5) / 2**24`` is
-    exact in float32 and never 0 or 1, so the Gumbel transform stays finite.
+    23 bits per uniform: ``(h + 0.5) / 2**23`` is exact in float32 (with 24 bits
+    the top value would round to 1.0 and its Gumbel noise be infinite), never 0
+    or 1, so the Gumbel transform stays finite (at most about 16.6).
     """
     k1, k2 = row_step_keys(seeds, step)
     index = torch.arange(vocab, dtype=torch.int64, device=seeds.device)
     h = _fmix32(_mulmod32(index, GOLDEN)[None, :] ^ k1[:, None])
     h = _fmix32(h ^ k2[:, None])
-    return ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))
+    return ((h >> 9).float() + 0.5) * (1.0 / (1 << 23))
 
 
 def keyed_gumbel(seeds: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -89,9 +89,10 @@ class AdapterMerger:
     @torch.no_grad()
     def _merge_one(self, name: str, layer: Any) -> torch.Tensor:
         weight = layer.get_base_layer().weight
-        merged = weight.float()
+        precision = torch.promote_types(weight.dtype, torch.float32)  # the sum in float32 at least, then rounded once
+        merged = weight.to(precision)
         for adapter in _active(layer):
-            merged = merged + layer.get_delta_weight(adapter).float()
+            merged = merged + layer.get_delta_weight(adapter).to(precision)
         return self._buffer(name, weight).copy_(merged)
 
     @contextlib.contextmanager

@@ -67,7 +67,8 @@ class StaticDecoder:
         self.columns = torch.arange(length, **long)
         columns = settings.max_new_tokens + WARMUP_STEPS  # a capture's warm-up may write past the last step
         self.tokens = torch.zeros(rows, columns, **long)
-        self.logps = torch.zeros(rows, columns, dtype=torch.float32, device=device)
+        precision = torch.promote_types(model.dtype, torch.float32)  # float32 log-probs, float64 for a float64 model
+        self.logps = torch.zeros(rows, columns, dtype=precision, device=device)
         self.graph: Any = None
 
     # ------------------------------------------------------------------ one wave
@@ -153,7 +154,6 @@ class StaticDecoder:
     def _record(self, logits: torch.Tensor) -> None:
         """Choose every row's next token from its logits, store it and its log-prob, advance the step counter."""
         s = self.settings
-        logits = logits.float()
         chosen = keyed_choice(logits, self.seeds, self.step, s.temperature, s.top_p)
         token = torch.where(self.ended, s.pad_id, chosen)
         at = self.step.view(1)
@@ -193,18 +193,22 @@ class StaticDecoder:
         own = [self.token, self.position, self.cur, self.step, self.ended, self.ended_at, self.tokens, self.logps]
         return own + [t for t in counters if isinstance(t, torch.Tensor)]
 
-    def _capture(self) -> Any:
-        """Warm the step up on a side stream, put the state back, and capture one step into a graph."""
+    def _warm_up(self, steps: int) -> None:
+        """Run ``steps`` steps, then put back every tensor they changed: the wave goes on as if they never ran."""
         state = self._state()
         saved = [t.clone() for t in state]
+        for _ in range(steps):
+            self._step()
+        for t, v in zip(state, saved, strict=True):
+            t.copy_(v)
+
+    def _capture(self) -> Any:
+        """Warm the step up on a side stream (as CUDA graphs require), then capture one step into a graph."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                self._step()
+            self._warm_up(WARMUP_STEPS)
         torch.cuda.current_stream().wait_stream(side)
-        for t, v in zip(state, saved, strict=True):
-            t.copy_(v)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._step()
