@@ -9,6 +9,7 @@ step from below; the bandwidth is measured here (a large tensor summed), and
 the bound's fraction is ``bound / measured`` time per decoding step.
 
     python bench/sampling.py [--batches 1 2 4 8] [--samples 3] [--new-tokens 48]
+    python bench/sampling.py --paths [--rows 3 32]   # eager vs static decoding, ms/step, toy llama on the CPU
 """
 
 from __future__ import annotations
@@ -58,12 +59,74 @@ def timed(fn) -> tuple[float, list]:
     return time.perf_counter() - t0, out
 
 
+def toy_peft_llama(seed: int = 0):
+    """A small random llama (4 layers, width 256, 8k vocabulary) with a LoRA adapter whose B is not zero."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=8192,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    model = get_peft_model(LlamaForCausalLM(config), lora)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    return model.eval()
+
+
+def paths(rows_list: list[int], new_tokens: int) -> None:
+    """Milliseconds per decoding step of the eager and the static path, same rows, every row running to the end."""
+    from cyclealign.whitebox.keyed_noise import seed_tensor
+    from cyclealign.whitebox.sampler import GumbelSampling, decode, row_generator
+    from cyclealign.whitebox.static_sampling import StaticSampling
+
+    model = toy_peft_llama()
+    cfg = WhiteboxConfig(device="cpu", max_new_tokens=new_tokens)
+    static = StaticSampling(cfg, torch.device("cpu"))
+    print(f"toy llama (4 layers, width 256, vocab 8192) + LoRA, float32, {new_tokens} steps, CPU")
+    print(f"{'rows':>5} {'eager ms/step':>14} {'static ms/step':>15}")
+    for rows in rows_list:
+        ids = torch.randint(3, 8192, (rows, 32), generator=torch.Generator().manual_seed(rows))
+        att = torch.ones_like(ids)
+        keys = [f"bench:{r}" for r in range(rows)]
+
+        def eager(ids=ids, att=att, keys=keys):
+            gens = [row_generator(k, 0, torch.device("cpu")) for k in keys]
+            return decode(model, ids, att, GumbelSampling(gens, 1.0, 0.95), new_tokens, eos_id=-1, pad_id=0)
+
+        def fast(ids=ids, att=att, keys=keys):
+            return static.decode(model, ids, att, seed_tensor(keys, 1), eos_id=-1, pad_id=0)
+
+        times = []
+        for fn in (eager, fast):
+            with torch.no_grad():
+                fn()  # warm-up (the static path builds its decoder here)
+                wall, (tokens, _) = timed(fn)
+            times.append(wall / tokens.shape[1] * 1e3)
+        print(f"{rows:>5} {times[0]:>14.2f} {times[1]:>15.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8], help="prompts per wave (B)")
     parser.add_argument("--samples", type=int, default=3, help="samples per prompt (l)")
     parser.add_argument("--new-tokens", type=int, default=48, help="whitebox.max_new_tokens")
+    parser.add_argument("--paths", action="store_true", help="eager vs static decoding on a toy llama instead")
+    parser.add_argument("--rows", type=int, nargs="+", default=[3, 32], help="sequences per wave (--paths)")
     args = parser.parse_args()
+    if args.paths:
+        paths(args.rows, args.new_tokens)
+        return
     wb = load_whitebox(WhiteboxConfig(device="cpu", max_new_tokens=args.new_tokens), seed=0)
     sampler = HFSampler(wb)
     weight_bytes = sum(p.numel() * p.element_size() for p in wb.model.parameters())

@@ -103,7 +103,7 @@ def ragged_batch(vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
     return ids.repeat_interleave(N, 0), att.repeat_interleave(N, 0)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "mistral"])
+@pytest.fixture(scope="module")
 def family_model(request, tmp_path_factory):
     return lora_model(tiny_family_dir(tmp_path_factory.mktemp(request.param), request.param))
 
@@ -114,12 +114,16 @@ def frequent_token(tokens: torch.Tensor) -> int:
 
 
 # ------------------------------------------------------------------ exactness
-@pytest.mark.parametrize("sampling", [(1.0, 0.95), (0.7, 0.8)], ids=["default", "tempered"])
+@pytest.mark.parametrize(
+    ("family_model", "sampling"),
+    [("llama", (1.0, 0.95)), ("qwen2", (1.0, 0.95)), ("mistral", (1.0, 0.95)), ("llama", (0.7, 0.8))],
+    ids=["llama", "qwen2", "mistral", "llama-tempered"],
+    indirect=["family_model"],
+)
 def test_static_path_draws_what_the_plain_loop_draws(family_model, sampling) -> None:
+    """The default temperature and top-p in three families; another sampling in one."""
     temperature, top_p = sampling
     wb = family_model
-    if sampling != (1.0, 0.95) and wb.model.config.model_type != "llama":
-        pytest.skip("other samplings: one family is enough (the decoding machinery does not see them)")
     cfg = wb.config.model_copy(update={"max_new_tokens": 20, "temperature": temperature, "top_p": top_p})
     ids, att = ragged_batch(wb.model.config.vocab_size)
     seeds = seed_tensor(["p:a", "p:b", "p:c"], N)
@@ -168,6 +172,24 @@ def test_eager_attention_takes_the_float_mask(tmp_path) -> None:
     got, got_logps = StaticSampling(cfg, torch.device("cpu")).decode(wb.model, ids, att, seeds, eos_id=-1, pad_id=0)
     assert torch.equal(got, want)
     torch.testing.assert_close(got_logps, want_logps, atol=1e-5, rtol=0)
+
+
+def test_bfloat16_weights_decode_with_float32_log_probs(tmp_path) -> None:
+    """The GPU's default dtype: merged in float32 and rounded once, scored in float32 near the float32 model."""
+    path = tiny_family_dir(tmp_path / "m", "llama")
+    wb, wide = lora_model(path, dtype=torch.bfloat16), lora_model(path, dtype=torch.float32)
+    cfg = wb.config.model_copy(update={"max_new_tokens": 8})
+    ids, att = ragged_batch(wb.model.config.vocab_size)
+    seeds = seed_tensor(["h:a", "h:b", "h:c"], N)
+    tokens, logps = StaticSampling(cfg, torch.device("cpu")).decode(wb.model, ids, att, seeds, eos_id=-1, pad_id=0)
+    assert logps.dtype == torch.float32 and tokens.shape == (6, 8)
+    full = torch.cat([ids, tokens], 1)
+    full_att = torch.cat([att, torch.ones_like(tokens)], 1)
+    with torch.no_grad():
+        positions = (full_att.cumsum(-1) - 1).clamp(min=0)
+        logits = wide.model(input_ids=full, attention_mask=full_att, position_ids=positions).logits
+    want = token_logps(logits[:, ids.shape[1] - 1 : -1], tokens)
+    torch.testing.assert_close(logps, want, atol=0.05, rtol=0)
 
 
 def test_a_graph_warm_up_leaves_no_trace(tmp_path, monkeypatch) -> None:
