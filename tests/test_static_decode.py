@@ -253,7 +253,7 @@ def test_sampler_setting_resolves_per_device() -> None:
     assert resolve_sampler("auto", "cpu") == "eager"
     assert resolve_sampler("auto", "cuda") == "static"
     assert resolve_sampler("eager", "cuda") == "eager" and resolve_sampler("static", "cpu") == "static"
-    with pytest.raises(ValueError, match="whitebox.sampler"):
+    with pytest.raises(ValueError, match=r"whitebox\.sampler"):
         resolve_sampler("fast", "cpu")
     assert WhiteboxConfig().sampler == "auto" and WhiteboxConfig().cuda_graph is True
 

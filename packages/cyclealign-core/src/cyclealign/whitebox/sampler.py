@@ -14,8 +14,8 @@ from cyclealign.errors import WhiteboxError
 from cyclealign.protocols import Candidate, Prompt
 from cyclealign.whitebox.batching import token_logps
 from cyclealign.whitebox.forward_kwargs import cache_kwarg, keep_last, returned_cache
-from cyclealign.whitebox.loading import WhiteBox
 from cyclealign.whitebox.keyed_noise import seed_tensor
+from cyclealign.whitebox.loading import WhiteBox
 from cyclealign.whitebox.prompt_format import cut_ids, cut_text, encode_prompt, resolve_format
 from cyclealign.whitebox.static_sampling import StaticSampling, resolve_sampler, static_unsupported
 

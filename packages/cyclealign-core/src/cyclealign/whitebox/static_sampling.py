@@ -41,6 +41,8 @@ def static_unsupported(model: Any, length: int) -> str | None:
         from transformers.cache_utils import Cache, StaticLayer  # noqa: F401
     except ImportError:
         return "this transformers version has no per-layer StaticLayer cache (transformers >= 4.56 has)"
+    if any(hasattr(p, "ds_id") for p in model.parameters()):
+        return "DeepSpeed ZeRO-3 partitions the weights (its hooks gather them inside every forward)"
     attn = getattr(model.config, "_attn_implementation", None)
     if attn not in STATIC_ATTENTION:
         return f"attention implementation {attn!r} does not take a 4-D mask (use sdpa or eager)"
