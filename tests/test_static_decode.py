@@ -213,6 +213,22 @@ def test_a_graph_warm_up_leaves_no_trace(tmp_path, monkeypatch) -> None:
     assert warmed and torch.equal(again[0], plain[0]) and torch.equal(again[1], plain[1])
 
 
+def test_a_failed_capture_warns_and_decodes_without_a_graph(tmp_path) -> None:
+    """Here the capture fails at its first CUDA call; the wave goes on eagerly, draws the same, and says why."""
+    wb = lora_model(tiny_family_dir(tmp_path / "m", "llama"))
+    cfg = wb.config.model_copy(update={"max_new_tokens": 10})
+    ids, att = ragged_batch(wb.model.config.vocab_size)
+    seeds = seed_tensor(["c:a", "c:b", "c:c"], N)
+    plain = StaticSampling(cfg, torch.device("cpu")).decode(wb.model, ids, att, seeds, eos_id=-1, pad_id=0)
+    graphed = StaticSampling(cfg, torch.device("cpu"))
+    graphed.use_graph = True
+    with pytest.warns(UserWarning, match=r"whitebox\.cuda_graph: capturing the decoding step failed"):
+        got = graphed.decode(wb.model, ids, att, seeds, eos_id=-1, pad_id=0)
+    assert torch.equal(got[0], plain[0]) and torch.equal(got[1], plain[1])
+    (decoder,) = graphed._decoders.values()
+    assert decoder.graph_failed and decoder.graph is None
+
+
 def test_decoders_are_reused_and_follow_the_adapters_training(tmp_path) -> None:
     """A bucket's decoder serves the next wave; its merged weights are refreshed in place when the adapter learns."""
     wb = lora_model(tiny_family_dir(tmp_path / "m", "llama"))

@@ -13,6 +13,7 @@ would have stopped.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,7 @@ class StaticDecoder:
         precision = torch.promote_types(model.dtype, torch.float32)  # float32 log-probs, float64 for a float64 model
         self.logps = torch.zeros(rows, columns, dtype=precision, device=device)
         self.graph: Any = None
+        self.graph_failed = False
 
     # ------------------------------------------------------------------ one wave
     @torch.no_grad()
@@ -179,12 +181,22 @@ class StaticDecoder:
         self._record(out.logits[:, -1])
 
     def _advance(self) -> None:
-        if not self.settings.use_graph:
+        """One step: replayed from the graph (captured on first use), or run eagerly."""
+        if self.settings.use_graph and self.graph is None and not self.graph_failed:
+            try:
+                self.graph = self._capture()
+            except Exception as e:  # the warm-up's state is back; the wave goes on without a graph
+                self.graph_failed = True
+                warnings.warn(
+                    f"whitebox.cuda_graph: capturing the decoding step failed ({type(e).__name__}: {e}); "
+                    f"waves of {self.rows} rows × {self.length} tokens decode without a graph "
+                    "(whitebox.cuda_graph: false avoids the attempt)",
+                    stacklevel=2,
+                )
+        if self.graph is not None:
+            self.graph.replay()
+        else:
             self._step()
-            return
-        if self.graph is None:
-            self.graph = self._capture()
-        self.graph.replay()
 
     # ------------------------------------------------------------------ CUDA graph
     def _state(self) -> list[torch.Tensor]:
