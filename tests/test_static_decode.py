@@ -254,7 +254,7 @@ def test_decoders_are_reused_and_follow_the_adapters_training(tmp_path) -> None:
 # ------------------------------------------------------------------ the sampler on the static path
 def test_a_prompt_draws_the_same_alone_and_in_a_wave_of_four(tmp_path) -> None:
     wb = lora_model(tiny_family_dir(tmp_path / "m", "llama"))
-    wb.config = wb.config.model_copy(update={"sampler": "static", "max_new_tokens": 12})
+    wb.config = wb.config.model_copy(update={"sampler": "static", "max_new_tokens": 8})
     sampler = HFSampler(wb)
     assert sampler.mode == "static"
     prompts = [Prompt.from_text(f"p{i}", q) for i, q in enumerate(["Why is the sky blue?", "Bake bread?", "Hi", "Run"])]
