@@ -77,7 +77,9 @@ def test_the_dpo_reference_pass_builds_no_autograd_graph(model_dir: Path, sharin
 
 def _losses_and_grads(model_dir: Path, compile_setting: bool) -> tuple[list[float], list[torch.Tensor]]:
     wb = load_whitebox(WhiteboxConfig(model=str(model_dir), lora_dropout=0.0), seed=0)
-    trainer = build_trainer(wb, DpoLoss(beta=0.1), TrainConfig(lr=0.01, prefix_sharing="packed", compile=compile_setting))
+    trainer = build_trainer(
+        wb, DpoLoss(beta=0.1), TrainConfig(lr=0.01, prefix_sharing="packed", compile=compile_setting)
+    )
     grads: list[torch.Tensor] = []
     trainer.backend.optimizer.register_step_pre_hook(
         lambda *_: grads.extend(p.grad.clone() for p in trainer.backend.trainable_parameters)

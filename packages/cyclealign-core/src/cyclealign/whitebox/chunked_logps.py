@@ -1,4 +1,4 @@
-"""Response log-probs from hidden states, a chunk of tokens at a time: the [tokens × vocabulary] logits never exist whole.
+"""Response log-probs from hidden states, a chunk of tokens at a time: never all [tokens × vocabulary] logits.
 
 The LM head is the largest activation of a training step (float32 logits over a
 ~50–150k vocabulary for every scored token).  Here only the positions that
@@ -35,7 +35,9 @@ def chunked_token_logps(
     recompute).
     """
     if hidden.dim() != 2 or targets.dim() != 1 or hidden.shape[0] != targets.shape[0]:
-        raise ValueError(f"hidden [T, H] and targets [T] expected, got {tuple(hidden.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"hidden [T, H] and targets [T] expected, got {tuple(hidden.shape)} and {tuple(targets.shape)}"
+        )
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be at least 1 (got {chunk_tokens})")
     grad = torch.is_grad_enabled() and (hidden.requires_grad or _head_trains(head))

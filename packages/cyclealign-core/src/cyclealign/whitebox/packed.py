@@ -151,7 +151,9 @@ def packed_candidate_logps(
     config = base_model(model).config
     implementation = getattr(config, "_attn_implementation", None) or "eager"
     mask = attention_mask_for(pb, implementation, next(head.parameters()).dtype)
-    out = (plain_body if body is None else body)(input_ids=pb.input_ids, attention_mask=mask, position_ids=pb.position_ids, use_cache=False)
+    out = (plain_body if body is None else body)(
+        input_ids=pb.input_ids, attention_mask=mask, position_ids=pb.position_ids, use_cache=False
+    )
     hidden = out.last_hidden_state[0]
     lp = chunked_token_logps(head, hidden.index_select(0, pb.source), pb.target, chunk_tokens)
     summed = torch.zeros(len(pb.lengths), dtype=lp.dtype, device=lp.device).index_add(0, pb.owner, lp)

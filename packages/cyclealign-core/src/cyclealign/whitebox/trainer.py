@@ -116,7 +116,7 @@ class PolicyTrainer:
         return encode(tok, prompts, candidates, limit, cfg.max_prompt_tokens, cfg.prompt_format).to(self.wb.device)
 
     def logps(self, model: Any, enc: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed response log-probs and lengths by the path ``enc`` was laid out for: ``[B, n]``, or flat ``[C]`` packed."""
+        """Summed response log-probs and lengths by ``enc``'s layout: ``[B, n]``, or flat ``[C]`` when packed."""
         if isinstance(enc, PackedBatch):
             return packed_candidate_logps(model, enc, self._body(model))
         return shared_sequence_logps(model, enc) if isinstance(enc, SharedBatch) else sequence_logps(model, enc)
@@ -290,7 +290,9 @@ def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any, lockstep: Lock
     else:
         raise ConfigError(f"train.backend: unknown backend {train.backend!r} (known: torch, deepspeed)")
     path = choose_sharing_path(whitebox.model, train.prefix_sharing, train.gradient_checkpointing, whitebox.device)
-    return PolicyTrainer(whitebox, loss, backend, train.max_length, lockstep, prefix_sharing=path, compile=train.compile)
+    return PolicyTrainer(
+        whitebox, loss, backend, train.max_length, lockstep, prefix_sharing=path, compile=train.compile
+    )
 
 
 def save_trainable(whitebox: WhiteBox, directory: Path, trainer: PolicyTrainer | None = None) -> None:
