@@ -12,7 +12,7 @@ from cyclealign.errors import ConfigError
 from cyclealign.protocols import Candidate, LossBatch, Prompt
 from cyclealign.whitebox import build_trainer, load_whitebox
 from cyclealign.whitebox.prefix import choose_sharing_path
-from cyclealign_losses import DpoLoss
+from cyclealign_losses import DpoLoss, ProLoss
 from tests.support.tiny_models import tiny_llama_dir
 
 PROMPTS = [Prompt.from_text("a", "How do I bake bread?"), Prompt.from_text("b", "Why is the sky blue at noon?")]
@@ -75,16 +75,15 @@ def test_the_dpo_reference_pass_builds_no_autograd_graph(model_dir: Path, sharin
     assert policy.requires_grad and policy_saves > 0  # the counter does count a pass that builds a graph
 
 
-def _losses_and_grads(model_dir: Path, compile_setting: bool) -> tuple[list[float], list[torch.Tensor]]:
+def _losses_and_grads(model_dir: Path, compile_setting: bool, loss=None, steps: int = 2) -> tuple[list, list]:
     wb = load_whitebox(WhiteboxConfig(model=str(model_dir), lora_dropout=0.0), seed=0)
-    trainer = build_trainer(
-        wb, DpoLoss(beta=0.1), TrainConfig(lr=0.01, prefix_sharing="packed", compile=compile_setting)
-    )
+    train = TrainConfig(lr=0.01, prefix_sharing="packed", compile=compile_setting)
+    trainer = build_trainer(wb, loss or DpoLoss(beta=0.1), train)
     grads: list[torch.Tensor] = []
     trainer.backend.optimizer.register_step_pre_hook(
         lambda *_: grads.extend(p.grad.clone() for p in trainer.backend.trainable_parameters)
     )
-    losses = [trainer.step(BATCHES)["total"] for _ in range(2)]
+    losses = [trainer.step(BATCHES)["total"] for _ in range(steps)]
     return losses, grads
 
 
@@ -109,10 +108,10 @@ def test_compile_traces_the_packed_body_and_gives_the_same_step(model_dir: Path,
 
 @pytest.mark.slow
 def test_compile_with_inductor_gives_the_same_step(model_dir: Path) -> None:
-    """The real thing: inductor generates CPU kernels (about a minute or two on two cores)."""
+    """The real thing: inductor generates CPU kernels; one step, no reference pass, to keep it to one compilation."""
     torch._dynamo.reset()
-    want = _losses_and_grads(model_dir, False)
-    got = _losses_and_grads(model_dir, True)
+    want = _losses_and_grads(model_dir, False, ProLoss(), steps=1)
+    got = _losses_and_grads(model_dir, True, ProLoss(), steps=1)
     assert got[0] == pytest.approx(want[0], abs=1e-4)
     for g, w in zip(got[1], want[1], strict=True):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-3)
