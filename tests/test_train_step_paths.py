@@ -115,3 +115,12 @@ def test_compile_with_inductor_gives_the_same_step(model_dir: Path) -> None:
     assert got[0] == pytest.approx(want[0], abs=1e-4)
     for g, w in zip(got[1], want[1], strict=True):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-3)
+
+
+def test_packed_with_an_attention_that_takes_no_mask_is_refused_naming_the_key(model_dir: Path) -> None:
+    from cyclealign.whitebox import PolicyTrainer, TorchBackend
+
+    wb = load_whitebox(WhiteboxConfig(model=str(model_dir)), seed=0)
+    wb.model.get_base_model().config._attn_implementation_internal = "flash_attention_2"  # as loaded on a GPU
+    with pytest.raises(ConfigError, match=r"prefix_sharing=packed: whitebox\.attn_implementation=flash_attention_2"):
+        PolicyTrainer(wb, DpoLoss(beta=0.1), TorchBackend(wb.model, lr=0.01), prefix_sharing="packed")

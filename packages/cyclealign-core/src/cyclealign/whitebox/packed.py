@@ -30,6 +30,12 @@ from cyclealign.whitebox.batching import encode_pairs
 from cyclealign.whitebox.chunked_logps import CHUNK_TOKENS, chunked_token_logps
 
 FLEX = "flex_attention"
+MASKABLE = (FLEX, "sdpa", "eager")  # attention implementations that take the sharing mask
+
+
+def attention_of(model: Any) -> str:
+    """The attention implementation the model runs now (``eager`` when it says nothing)."""
+    return getattr(base_model(model).config, "_attn_implementation", None) or "eager"
 
 
 @dataclass
@@ -148,8 +154,9 @@ def packed_candidate_logps(
     ``body`` may be a compiled version of the model's body (``train.compile``).
     """
     plain_body, head = body_and_head(model)
-    config = base_model(model).config
-    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    implementation = attention_of(model)
+    if implementation not in MASKABLE:
+        raise ValueError(f"attention {implementation!r} takes no sharing mask: the packed path needs one of {MASKABLE}")
     mask = attention_mask_for(pb, implementation, next(head.parameters()).dtype)
     out = (plain_body if body is None else body)(
         input_ids=pb.input_ids, attention_mask=mask, position_ids=pb.position_ids, use_cache=False

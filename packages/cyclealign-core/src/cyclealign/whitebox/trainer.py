@@ -23,8 +23,10 @@ from cyclealign.whitebox.batching import encode_candidates, sequence_logps
 from cyclealign.whitebox.loading import WhiteBox
 from cyclealign.whitebox.packed import (
     FLEX,
+    MASKABLE,
     PackedBatch,
     attention_implementation,
+    attention_of,
     body_and_head,
     encode_packed,
     packed_candidate_logps,
@@ -100,6 +102,11 @@ class PolicyTrainer:
         # FlexAttention for the packed step where its fused kernels exist (CUDA; it has no backward on the CPU).
         on_gpu = torch.device(whitebox.device).type == "cuda"
         self.attention = FLEX if path == "packed" and on_gpu and supports_flex(whitebox.model) else None
+        if path == "packed" and self.attention is None and attention_of(whitebox.model) not in MASKABLE:
+            raise ConfigError(
+                f"train.prefix_sharing=packed: whitebox.attn_implementation={attention_of(whitebox.model)} takes no "
+                f"sharing mask here (use one of {', '.join(MASKABLE)}, or prefix_sharing=cache/false)"
+            )
         self.compile = compile
         self._compiled: dict[int, Any] = {}
         self._frozen_reference: Any = None
@@ -192,8 +199,9 @@ class PolicyTrainer:
 
         Batches with the same number of candidates share one forward pass.  Mixed
         counts (e.g. the oracle's answer missing for one prompt) are grouped by
-        n, one pass per group, and the group losses weighted by their share of
-        prompts, so the step equals the loss's own batch mean.
+        n, one pass per group (on the packed path all groups share one pass), and
+        the group losses weighted by their share of prompts, so the step equals
+        the loss's own batch mean.
         """
         world = self.lockstep.world_size
         if not batches and world == 1:
