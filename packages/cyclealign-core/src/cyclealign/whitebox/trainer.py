@@ -116,7 +116,7 @@ class PolicyTrainer:
     def encode(
         self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[Candidate]], max_length: int | None = None
     ) -> Any:
-        """The candidates laid out for this trainer's path: prompt shared (``SharedBatch``) or padded rows."""
+        """The candidates laid out for this trainer's path: ``SharedBatch`` (cache), ``PackedBatch`` or padded rows."""
         encode = {"padded": encode_candidates, "cache": encode_shared, "packed": encode_packed}[self.sharing_path]
         tok, cfg = self.wb.tokenizer, self.wb.config
         limit = max_length or self.max_length
