@@ -163,11 +163,14 @@ class TrainConfig(_Section):
         None, description="your own DeepSpeed JSON; our train.* settings fill what it leaves out"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
-    prefix_sharing: bool | Literal["auto"] = Field(
+    prefix_sharing: bool | Literal["auto", "cache", "packed"] = Field(
         "auto",
-        description="encode each prompt once for all its candidates; auto: on for the families proven exact "
-        "(llama, mistral, qwen2, gpt2) unless gradient checkpointing is on",
+        description="encode each prompt once for all its candidates: cache (a key/value cache expanded per "
+        "candidate; no checkpointing), packed (prompt and candidates as one sequence with a sharing mask; "
+        "FlexAttention on CUDA), true (packed on CUDA or with checkpointing, else cache), auto (as true for the "
+        "families proven exact: llama, mistral, qwen2, gpt2), false (padded rows)",
     )
+    compile: bool = Field(False, description="torch.compile the model body of the packed training step")
     grad_accum: int = Field(1, ge=1, description="optimizer update every k-th training step, gradients averaged")
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="LR after warm-up: constant, or decaying to 0 at train.total_steps"

@@ -6,7 +6,9 @@ as ``l`` rows of ``R`` tokens on top of that cache, about ``P + l·R`` tokens in
 all.  The cache is not detached, so gradients reach the prompt's positions
 exactly as in the padded pass.  Which model families this is proven exact for
 (by ``tests/test_prefix_sharing.py``) is ``PROVEN_FAMILIES``; the trainer falls
-back to the padded path elsewhere.
+back to the padded path elsewhere.  The packed layout (``packed.py``) shares the
+prompt without a cache and is what ``choose_sharing_path`` picks on CUDA and
+under gradient checkpointing.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def choose_prefix_sharing(model: Any, setting: bool | str, gradient_checkpointin
     if gradient_checkpointing:
         raise ConfigError(
             "train.prefix_sharing=true cannot be combined with train.gradient_checkpointing "
-            "(recomputation would run the shared prompt's cache twice); use prefix_sharing=auto or false"
+            "(recomputation would run the shared prompt's cache twice); use prefix_sharing=packed, auto or false"
         )
     if family not in PROVEN_FAMILIES:
         warnings.warn(
@@ -138,3 +140,38 @@ def choose_prefix_sharing(model: Any, setting: bool | str, gradient_checkpointin
             stacklevel=2,
         )
     return True
+
+
+# Where ``auto``/``true`` pick the packed layout over the key/value cache: on CUDA (FlexAttention's fused
+# kernels), and under gradient checkpointing (the cache path cannot recompute).  On the CPU without checkpointing
+# the cache path stays: it was measured faster there (docs/performance.md, "Packed prefix sharing").
+PACKED_ON_CPU = False
+
+
+def choose_sharing_path(
+    model: Any, setting: bool | str, gradient_checkpointing: bool = False, device: Any = None
+) -> str:
+    """``train.prefix_sharing`` → the layout of a step: ``padded`` rows, the shared ``cache``, or ``packed``.
+
+    ``false``: padded; ``cache``: the key/value cache (refuses checkpointing);
+    ``packed``: one packed sequence (any family with a separate body and head);
+    ``true``/``auto``: packed on CUDA or under checkpointing, else the cache;
+    ``auto`` only for the families proven exact, padded rows elsewhere.
+    """
+    if setting is False:
+        return "padded"
+    if setting == "cache":
+        return "cache" if choose_prefix_sharing(model, True, gradient_checkpointing) else "padded"
+    family = prefix_sharing_family(model)
+    if setting == "auto" and family not in PROVEN_FAMILIES:
+        return "padded"
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    if setting == "packed" or gradient_checkpointing or on_gpu or PACKED_ON_CPU:
+        if family not in PROVEN_FAMILIES:
+            warnings.warn(
+                f"train.prefix_sharing={setting} on model_type {family!r}, which is not among the families proven "
+                f"exact ({', '.join(sorted(PROVEN_FAMILIES))}); compare with prefix_sharing=false before trusting it",
+                stacklevel=2,
+            )
+        return "packed"
+    return "cache" if choose_prefix_sharing(model, setting, gradient_checkpointing) else "padded"

@@ -21,7 +21,19 @@ from cyclealign.lockstep import Lockstep, Solo
 from cyclealign.protocols import Candidate, LossBatch, Prompt, RankLoss
 from cyclealign.whitebox.batching import encode_candidates, sequence_logps
 from cyclealign.whitebox.loading import WhiteBox
-from cyclealign.whitebox.prefix import SharedBatch, choose_prefix_sharing, encode_shared, shared_sequence_logps
+from cyclealign.whitebox.packed import (
+    FLEX,
+    MASKABLE,
+    PackedBatch,
+    attention_implementation,
+    attention_of,
+    body_and_head,
+    encode_packed,
+    packed_candidate_logps,
+    split_by_prompt,
+    supports_flex,
+)
+from cyclealign.whitebox.prefix import SharedBatch, choose_sharing_path, encode_shared, shared_sequence_logps
 from cyclealign.whitebox.torch_backend import TorchBackend
 
 
@@ -72,7 +84,8 @@ class PolicyTrainer:
         backend: TrainingBackend,
         max_length: int = 512,
         lockstep: Lockstep | None = None,
-        prefix_sharing: bool = False,
+        prefix_sharing: bool | str = False,
+        compile: bool = False,
     ) -> None:
         self.wb = whitebox
         self.loss = loss
@@ -80,7 +93,22 @@ class PolicyTrainer:
         self.max_length = max_length
         self.lockstep = lockstep or Solo()
         self.forward_passes = 0
-        self.prefix_sharing = prefix_sharing  # encode each prompt once for all its candidates (prefix.py)
+        # The layout: padded rows, the prompt's key/value cache shared (prefix.py), or packed (packed.py).
+        path = {True: "cache", False: "padded"}.get(prefix_sharing, prefix_sharing)  # type: ignore[call-overload]
+        if path not in ("padded", "cache", "packed"):
+            raise ConfigError(f"train.prefix_sharing: unknown path {prefix_sharing!r}")
+        self.sharing_path: str = path
+        self.prefix_sharing = path != "padded"
+        # FlexAttention for the packed step where its fused kernels exist (CUDA; it has no backward on the CPU).
+        on_gpu = torch.device(whitebox.device).type == "cuda"
+        self.attention = FLEX if path == "packed" and on_gpu and supports_flex(whitebox.model) else None
+        if path == "packed" and self.attention is None and attention_of(whitebox.model) not in MASKABLE:
+            raise ConfigError(
+                f"train.prefix_sharing=packed: whitebox.attn_implementation={attention_of(whitebox.model)} takes no "
+                f"sharing mask here (use one of {', '.join(MASKABLE)}, or prefix_sharing=cache/false)"
+            )
+        self.compile = compile
+        self._compiled: dict[int, Any] = {}
         self._frozen_reference: Any = None
         if loss.needs_reference and not whitebox.uses_lora:
             self._frozen_reference = copy.deepcopy(whitebox.model).eval().requires_grad_(False)
@@ -88,16 +116,33 @@ class PolicyTrainer:
     def encode(
         self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[Candidate]], max_length: int | None = None
     ) -> Any:
-        """The candidates laid out for this trainer's path: prompt shared (``SharedBatch``) or padded rows."""
-        encode = encode_shared if self.prefix_sharing else encode_candidates
+        """The candidates laid out for this trainer's path: ``SharedBatch`` (cache), ``PackedBatch`` or padded rows."""
+        encode = {"padded": encode_candidates, "cache": encode_shared, "packed": encode_packed}[self.sharing_path]
         tok, cfg = self.wb.tokenizer, self.wb.config
         limit = max_length or self.max_length
         return encode(tok, prompts, candidates, limit, cfg.max_prompt_tokens, cfg.prompt_format).to(self.wb.device)
 
-    @staticmethod
-    def logps(model: Any, enc: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed response log-probs and lengths ``[B, n]`` by whichever path ``enc`` was laid out for."""
+    def logps(self, model: Any, enc: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed response log-probs and lengths by ``enc``'s layout: ``[B, n]``, or flat ``[C]`` when packed."""
+        if isinstance(enc, PackedBatch):
+            return packed_candidate_logps(model, enc, self._body(model))
         return shared_sequence_logps(model, enc) if isinstance(enc, SharedBatch) else sequence_logps(model, enc)
+
+    def _body(self, model: Any) -> Any:
+        """The model's body under ``torch.compile`` (``train.compile``), compiled once per model; None: as it is."""
+        if not self.compile:
+            return None
+        if id(model) not in self._compiled:
+            self._compiled[id(model)] = torch.compile(body_and_head(model)[0])
+        return self._compiled[id(model)]
+
+    def _attention(self) -> Any:
+        """The step's attention kernel (FlexAttention for the packed step on CUDA), held over forward and backward."""
+        stack = contextlib.ExitStack()
+        for model in (self.wb.model, self._frozen_reference):
+            if model is not None:
+                stack.enter_context(attention_implementation(model, self.attention))
+        return stack
 
     def reference_logps(self, enc: Any) -> torch.Tensor:
         """The frozen reference's summed log-probs, in eval mode (no dropout) and without gradients."""
@@ -120,17 +165,43 @@ class PolicyTrainer:
         logps, lengths = self.logps(self.wb.model, enc)
         self.forward_passes += 1
         ref = self.reference_logps(enc) if self.loss.needs_reference else None
+        return self._loss_of(batches, logps, lengths, ref)
+
+    def _loss_of(
+        self, batches: Sequence[LossBatch], logps: torch.Tensor, lengths: torch.Tensor, ref: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, float], int]:
         rewards = torch.tensor([list(b.rewards) for b in batches], dtype=logps.dtype, device=logps.device)
         out = self.loss(logps, lengths, rewards, ref)
         return out.total, dict(out.parts), int(lengths.sum())
+
+    def _packed_losses(self, groups: dict[int, list[LossBatch]]) -> list[tuple[torch.Tensor, dict[str, float], int]]:
+        """Every group in ONE packed forward (counts may differ), then each group's loss on its rows."""
+        order = [b for group in groups.values() for b in group]
+        enc = self.encode([b.prompt for b in order], [b.candidates for b in order])
+        flat, lengths = self.logps(self.wb.model, enc)
+        self.forward_passes += 1
+        columns = [flat, lengths] + ([self.reference_logps(enc)] if self.loss.needs_reference else [])
+        per_prompt = [split_by_prompt(c, enc.counts) for c in columns]
+        results, at = [], 0
+        for group in groups.values():
+            rows = [torch.stack(c[at : at + len(group)]) for c in per_prompt]
+            at += len(group)
+            results.append(self._loss_of(group, rows[0], rows[1], rows[2] if len(rows) > 2 else None))
+        return results
+
+    def _group_losses(self, groups: dict[int, list[LossBatch]]) -> list[tuple[torch.Tensor, dict[str, float], int]]:
+        if self.sharing_path == "packed" and groups:
+            return self._packed_losses(groups)
+        return [self._group_loss(group) for group in groups.values()]
 
     def step(self, batches: Sequence[LossBatch]) -> dict[str, float]:
         """One optimisation step over ``batches``; returns the loss parts plus token count and wall time.
 
         Batches with the same number of candidates share one forward pass.  Mixed
         counts (e.g. the oracle's answer missing for one prompt) are grouped by
-        n, one pass per group, and the group losses weighted by their share of
-        prompts, so the step equals the loss's own batch mean.
+        n, one pass per group (on the packed path all groups share one pass), and
+        the group losses weighted by their share of prompts, so the step equals
+        the loss's own batch mean.
         """
         world = self.lockstep.world_size
         if not batches and world == 1:
@@ -143,15 +214,20 @@ class PolicyTrainer:
         for b in batches:
             groups.setdefault(len(b.candidates), []).append(b)
         self.wb.model.train()
+        with self._attention():
+            return self._step(batches, groups, t0)
+
+    def _step(self, batches: Sequence[LossBatch], groups: dict[int, list[LossBatch]], t0: float) -> dict[str, float]:
+        world = self.lockstep.world_size
         # Every process makes as many forward passes as the busiest one (ZeRO-3 gathers weights in each).
-        busiest = max(self.lockstep.gather(max(len(groups), 1))) if world > 1 else len(groups)
-        padding = [self._zero_loss() for _ in range(busiest - len(groups))]  # zero-weight passes
+        passes = min(len(groups), 1) if self.sharing_path == "packed" else len(groups)
+        busiest = max(self.lockstep.gather(max(passes, 1))) if world > 1 else passes
+        padding = [self._zero_loss() for _ in range(busiest - passes)]  # zero-weight passes
         total: torch.Tensor | None = sum(padding[1:], start=padding[0]) if padding else None
         parts: dict[str, float] = {}
         tokens = 0
-        for group in groups.values():
+        for group, (loss, group_parts, n_tokens) in zip(groups.values(), self._group_losses(groups), strict=True):
             weight = len(group) / len(batches)
-            loss, group_parts, n_tokens = self._group_loss(group)
             total = loss * weight if total is None else total + loss * weight
             for key, value in group_parts.items():
                 parts[key] = parts.get(key, 0.0) + weight * float(value)
@@ -221,8 +297,10 @@ def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any, lockstep: Lock
         backend = DeepSpeedBackend(whitebox.model, train)
     else:
         raise ConfigError(f"train.backend: unknown backend {train.backend!r} (known: torch, deepspeed)")
-    sharing = choose_prefix_sharing(whitebox.model, train.prefix_sharing, train.gradient_checkpointing)
-    return PolicyTrainer(whitebox, loss, backend, train.max_length, lockstep, prefix_sharing=sharing)
+    path = choose_sharing_path(whitebox.model, train.prefix_sharing, train.gradient_checkpointing, whitebox.device)
+    return PolicyTrainer(
+        whitebox, loss, backend, train.max_length, lockstep, prefix_sharing=path, compile=train.compile
+    )
 
 
 def save_trainable(whitebox: WhiteBox, directory: Path, trainer: PolicyTrainer | None = None) -> None:
