@@ -29,14 +29,14 @@ def install(spec: str) -> None:
 
         original = ck.atomic_replace_dir
 
-        def replace_dir(target_dir: Path, fill: Any) -> None:
+        def replace_dir(target_dir: Path, fill: Any, **kw: Any) -> None:
             def fill_then_maybe_die(tmp: Path) -> None:
                 fill(tmp)
                 count["n"] += 1
                 if count["n"] == target:
                     _die()
 
-            original(target_dir, fill_then_maybe_die)
+            original(target_dir, fill_then_maybe_die, **kw)
 
         ck.atomic_replace_dir = replace_dir
     elif kind == "flush":
@@ -47,7 +47,7 @@ def install(spec: str) -> None:
         def write(path: Path, data: bytes) -> None:
             count["n"] += 1
             if count["n"] == target:
-                tmp = path.with_name(f".{path.name}.chaos.tmp")
+                tmp = path.with_name(f"{st.TEMP_PREFIX}{path.name}.chaos.tmp")  # as the real write names it
                 tmp.write_bytes(data[: len(data) // 2])
                 _die()
             original_write(path, data)

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cyclealign import assembly
-from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, read_checkpoint
+from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.config import Config
 from cyclealign.cycle_state import CycleTotals
 from cyclealign.lockstep import lockstep_for
@@ -99,7 +99,8 @@ class RunSession:
             store.require_existing()
         else:
             store.check_free(overwrite=cfg.run.overwrite)
-        state = read_checkpoint(store, self.fingerprint) if self.resume else None
+        state = read_checkpoint(store, self.fingerprint, config=self.public) if self.resume else None
+        note_fallback(store, state, self.console)
         with self.console.status(f"starting the oracle {cfg.oracle.name!r}…"):
             self.oracle = assembly.build_oracle(cfg, store, self._spent(state), share=1 / self.world_size)
         try:
@@ -134,6 +135,7 @@ class RunSession:
                 start_prompts=self.totals.prompts,
                 lockstep=self.lockstep,
                 interval_s=cfg.run.checkpoint_interval_s,
+                config=self.public,
             )
             if state is None:
                 self.checkpoint(force=True)  # a run stopped before its first prompt ends still resumes from here

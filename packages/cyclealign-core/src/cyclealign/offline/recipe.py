@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cyclealign import assembly
-from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, read_checkpoint
+from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.lockstep import lockstep_for
 from cyclealign.offline.margin import heldout_margin
 from cyclealign.offline.records import RankedExample
@@ -125,7 +125,8 @@ class OfflineRecipe:
             store.require_existing()
         else:
             store.check_free(overwrite=cfg.run.overwrite)
-        state = read_checkpoint(store, self.fingerprint) if self.resume else None
+        state = read_checkpoint(store, self.fingerprint, config=self.public) if self.resume else None
+        note_fallback(store, state, self.console, unit="steps")
         if self.resume:
             store.set_status("running")
         else:
@@ -143,6 +144,7 @@ class OfflineRecipe:
                 start_prompts=state.prompts_done if state else 0,
                 lockstep=self.lockstep,
                 interval_s=cfg.run.checkpoint_interval_s,
+                config=self.public,
             )
             self.load(state)
         except BaseException:
