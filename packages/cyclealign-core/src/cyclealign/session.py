@@ -28,8 +28,10 @@ from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpo
 from cyclealign.config import Config
 from cyclealign.cycle_state import CycleTotals
 from cyclealign.lockstep import lockstep_for
+from cyclealign.oracle.ledger import NAME as LEDGER
+from cyclealign.oracle.ledger import CallLedger, in_flight, ledger_totals, process_id
 from cyclealign.store import RunDir
-from cyclealign.summary import print_summary, sum_stats, summarize
+from cyclealign.summary import across_processes, counters, print_summary, sum_counters, sum_stats, summarize
 from cyclealign.usage import Usage
 
 
@@ -90,6 +92,7 @@ class RunSession:
         self.stop = StopFlag(self.console)
         self.status = "failed"
         self.started = time.monotonic()
+        self.process = process_id(self.rank)  # this start's name in the call journal
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -105,11 +108,14 @@ class RunSession:
             self.oracle = assembly.build_oracle(cfg, store, self._spent(state), share=1 / self.world_size)
         try:
             self.oracle.preflight()
+            store.start_process()
             if self.resume:
+                self._warn_in_flight()
                 store.set_status("running")
             else:
                 store.prepare(self.public, overwrite=cfg.run.overwrite)
             self.lockstep.barrier()  # the run directory exists for every process from here on
+            self.ledger = self._attach_ledger()
             with self.console.status("loading the white-box model…"):
                 self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep)
             self.prompts = assembly.fit_prompts(self.prompts, self.whitebox.tokenizer, cfg, self.console)
@@ -162,10 +168,30 @@ class RunSession:
         spend = [spend] if isinstance(spend, dict) else spend
         return Usage.from_dict(spend[self.rank]) if self.rank < len(spend) else None
 
+    def _attach_ledger(self) -> CallLedger | None:
+        """Journal every HTTP call of the oracle's transport (a plugin's own ``Oracle`` has none)."""
+        transport = getattr(self.oracle, "transport", None)
+        if transport is None or not hasattr(transport, "ledger"):
+            return None
+        transport.ledger = CallLedger(self.store.path / LEDGER, self.process)
+        return transport.ledger
+
+    def _warn_in_flight(self) -> None:
+        n = len(in_flight(self.store.path / LEDGER))
+        if n:
+            self.console.print(
+                f"[yellow]{n} oracle call(s) were in flight when the run stopped: sent again, they may be paid "
+                "twice (counted as re-paid in the summary)[/yellow]"
+            )
+
     def checkpoint(self, force: bool = False) -> None:
-        spent = self.lockstep.gather(self.oracle.stats.usage.as_dict())
+        """At every wave: the checkpoint when due, and this process's counters in run.json."""
+        gathered = self.lockstep.gather((self.oracle.stats.usage.as_dict(), counters(self.oracle.stats)))
+        spent = [usage for usage, _ in gathered]
         ahead = self.cycle.lookahead.snapshot() if self.cycle.lookahead is not None else None
         self.checkpoints.maybe_save(self.cycle.totals, spent, force=force, ahead=ahead)
+        self.store.update_process(oracle=sum_counters([c for _, c in gathered]))
+        self.store.set_status("running")
 
     # ------------------------------------------------------------------ train
     def train(self) -> CycleTotals:
@@ -210,10 +236,16 @@ class RunSession:
         from cyclealign.whitebox.trainer import save_trainable, weights_digest
 
         self.oracle.close()
+        if self.ledger is not None:
+            self.ledger.close()
         self.store.flush()
         save_trainable(self.whitebox, self.store.adapter_dir, self.trainer)
-        stats = sum_stats(self.lockstep.gather(self.oracle.stats))
+        parts = self.lockstep.gather((self.oracle.stats, self.process))
+        stats = sum_stats([part for part, _ in parts])
         summary = summarize(self.loss, self.cycle.totals, stats, self.started)
+        self.store.update_process(oracle=counters(stats), ended=self.status)
+        journal = ledger_totals(self.store.path / LEDGER, {p for _, p in parts}) if self.ledger else None
+        across_processes(summary, self.store.earlier_processes, journal)
         summary["world_size"] = self.world_size
         if self.world_size > 1:  # equal digests: every process ends with the same weights
             summary["weights_digest_by_rank"] = self.lockstep.gather(weights_digest(self.whitebox, self.trainer))

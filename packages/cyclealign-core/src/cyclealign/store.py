@@ -150,6 +150,7 @@ class RunDir:
         self.interactions: list[dict[str, Any]] = []
         self.demos: list[Demonstration] = []
         self.meta: dict[str, Any] = {}  # what run.json keeps besides the status (see :meth:`set_status`)
+        self._started = time.monotonic()
 
     # paths
     @property
@@ -218,7 +219,7 @@ class RunDir:
                 else:
                     child.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
-        self.meta = {"created": _now()}
+        self.meta.setdefault("created", _now())
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.set_status("running")
 
@@ -262,6 +263,22 @@ class RunDir:
             self.meta.update(extra)
             record = {"format": 1, "written_by": MARKER, "status": status, "world_size": self.world_size}
             atomic_write_json(self.path / "run.json", {**record, **self.meta})
+
+    def start_process(self) -> None:
+        """Open this process's entry in run.json's ``processes`` (one per start or ``--resume`` of the run)."""
+        self._started = time.monotonic()
+        self.meta.setdefault("processes", []).append({"started": _now(), "wall_s": 0.0})
+
+    def update_process(self, **fields: Any) -> None:
+        """This process's wall time so far and ``fields`` (e.g. its oracle counters), written with the status."""
+        if self.meta.get("processes"):
+            wall = round(time.monotonic() - self._started, 2)
+            self.meta["processes"][-1].update(wall_s=wall, **fields)
+
+    @property
+    def earlier_processes(self) -> list[dict[str, Any]]:
+        """The entries of the processes before this one (what they did, up to their last checkpoint)."""
+        return list(self.meta.get("processes", [])[:-1])
 
     def note(self, key: str, entry: dict[str, Any]) -> None:
         """Append ``entry`` (stamped with the time) to run.json's list ``key`` (e.g. a fallback, a change)."""

@@ -31,6 +31,7 @@ from cyclealign.offline.schedule import Schedule, Stage
 from cyclealign.protocols import RankLoss
 from cyclealign.session import StopFlag
 from cyclealign.store import RunDir, atomic_write_jsonl, read_jsonl
+from cyclealign.summary import across_processes
 
 Evaluate = Callable[[Any, Sequence[RankedExample]], dict[str, float] | None]
 
@@ -127,6 +128,7 @@ class OfflineRecipe:
             store.check_free(overwrite=cfg.run.overwrite)
         state = read_checkpoint(store, self.fingerprint, config=self.public) if self.resume else None
         note_fallback(store, state, self.console, unit="steps")
+        store.start_process()
         if self.resume:
             store.set_status("running")
         else:
@@ -240,6 +242,8 @@ class OfflineRecipe:
             "world_size": self.world_size,
             "wall_s": round(time.monotonic() - self.started, 2),
         }
+        self.store.update_process(ended=self.status)
+        across_processes(summary, self.store.earlier_processes, None)  # wall time and resumes of every process
         self.store.write_summary(summary)
         self.store.set_status(self.status)
         return summary
