@@ -128,7 +128,7 @@ def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState, lockste
     def fill(tmp: Path) -> None:
         save_file({"torch": torch_rng}, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(asdict(state), sort_keys=True))
-        write_manifest(tmp)  # last: a checkpoint with a manifest is complete
+        write_manifest(tmp, state.prompts_done)  # last: a checkpoint with a manifest is complete
 
     target, keep = store.path / CURRENT, store.path / PREVIOUS
     if lockstep is None or lockstep.world_size == 1:

@@ -35,13 +35,13 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def write_manifest(directory: Path) -> None:
-    """Record every file under ``directory`` (size, sha256); the last file a checkpoint gets."""
+def write_manifest(directory: Path, covers: int) -> None:
+    """Record every file under ``directory`` (size, sha256) and the prompts (or steps) it ``covers``; written last."""
     files = {
         p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in _files(directory)
     }
-    (directory / MANIFEST).write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True))
+    (directory / MANIFEST).write_text(json.dumps({"format": 1, "covers": covers, "files": files}, indent=1, sort_keys=True))
 
 
 def damaged_file(directory: Path) -> str | None:
@@ -67,11 +67,13 @@ def damaged_file(directory: Path) -> str | None:
 
 
 def _done(directory: Path) -> int | None:
-    """The prompts (or steps) a damaged checkpoint says it covers, when its state.json still reads."""
-    try:
-        return int(json.loads((directory / "state.json").read_text())["prompts_done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The prompts (or steps) a damaged checkpoint says it covers, when its state.json or manifest still reads."""
+    for name, key in (("state.json", "prompts_done"), (MANIFEST, "covers")):
+        try:
+            return int(json.loads((directory / name).read_text())[key])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def choose_checkpoint(run_path: Path, make_state: Callable[..., Any], check: Callable[[Any], None]) -> Any:
