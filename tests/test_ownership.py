@@ -56,11 +56,9 @@ def test_the_cli_refuses_overwrite_of_a_foreign_directory_with_one_red_line(tmp_
     victim.mkdir()
     before = user_files(victim)
     pairs = ROOT / "examples/data/preference-pairs.jsonl"
-    commands = [
-        ["run", "--set", f"run.dir={victim}", "--set", "run.overwrite=true"],
-        ["train", str(ROOT / "configs/offline-example.yaml"), "--set", f"offline.source={pairs}"]
-        + ["--set", f"run.dir={victim}", "--set", "run.overwrite=true"],
-    ]
+    sets = ["--set", f"run.dir={victim}", "--set", "run.overwrite=true"]
+    example = str(ROOT / "configs/offline-example.yaml")
+    commands = [["run", *sets], ["train", example, "--set", f"offline.source={pairs}", *sets]]
     for args in commands:
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output

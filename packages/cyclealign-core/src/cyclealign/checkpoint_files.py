@@ -41,7 +41,8 @@ def write_manifest(directory: Path, covers: int) -> None:
         p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in _files(directory)
     }
-    (directory / MANIFEST).write_text(json.dumps({"format": 1, "covers": covers, "files": files}, indent=1, sort_keys=True))
+    manifest = {"format": 1, "covers": covers, "files": files}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def damaged_file(directory: Path) -> str | None:

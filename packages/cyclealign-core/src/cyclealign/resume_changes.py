@@ -54,10 +54,10 @@ def check_keys(overrides: list[str], allowed: tuple[str, ...], command: str) -> 
 
 def load_resumed(run_dir: Path, overrides: list[str], schema: Any, *, command: str, allowed: tuple[str, ...]) -> Any:
     """The run's config with ``overrides`` applied; changed values go into config.yaml and run.json."""
+    keys = check_keys(overrides, allowed, command)
     config_file = Path(run_dir) / "config.yaml"
     if not config_file.is_file():
         raise RunDirError(f"{run_dir} holds no run to resume (no config.yaml)")
-    keys = check_keys(overrides, allowed, command)
     before = load_config(config_file, [f"run.dir={run_dir}"], schema=schema)
     if not keys:
         return before
