@@ -49,15 +49,20 @@ class CheckpointState:
 # What a resume may change (``--resume RUN --set KEY=VALUE``): how much the oracle may spend and how fast it is
 # asked.  They change no answer, so they are left out of the fingerprint.
 RESUME_KEYS = ("budget_usd", "concurrency", "requests_per_minute", "timeout_s", "max_retries")
+WAIT_KEYS = ("collective_timeout_s",)  # how long processes wait on each other: no answer depends on it either
+
+
+def _without(config: dict[str, Any], section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(config.get(section), dict):
+        return config
+    return {**config, section: {k: v for k, v in config[section].items() if k not in keys}}
 
 
 def fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a config that determines the run's results (bookkeeping and the oracle's pacing excluded)."""
     relevant = {k: v for k, v in config.items() if k != "run"}
     relevant["seed"] = config.get("run", {}).get("seed")
-    if isinstance(relevant.get("oracle"), dict):
-        relevant["oracle"] = {k: v for k, v in relevant["oracle"].items() if k not in RESUME_KEYS}
-    return relevant
+    return _without(_without(relevant, "oracle", RESUME_KEYS), "train", WAIT_KEYS)
 
 
 def _digest(relevant: dict[str, Any]) -> str:
@@ -73,7 +78,7 @@ def legacy_fingerprint(config: dict[str, Any]) -> str:
     """The hash checkpoints of earlier versions carry (the oracle's pacing keys included)."""
     relevant = {k: v for k, v in config.items() if k != "run"}
     relevant["seed"] = config.get("run", {}).get("seed")
-    return _digest(relevant)
+    return _digest(_without(relevant, "train", WAIT_KEYS))
 
 
 def reseed_all(key: str) -> None:

@@ -80,7 +80,8 @@ class RunSession:
 
     def __init__(self, config: Config, *, console: Console | None = None, resume: bool = False) -> None:
         self.config = config
-        self.lockstep = lockstep_for(config.train.backend)  # who else runs with us (data parallelism)
+        # who else runs with us (data parallelism)
+        self.lockstep = lockstep_for(config.train.backend, config.train.collective_timeout_s)
         self.rank, self.world_size = self.lockstep.rank, self.lockstep.world_size
         self.console = console or Console()
         if self.rank:

@@ -104,7 +104,7 @@ class OfflineRecipe:
         self.save_hook = save
         self.resume = resume
         self.command = command
-        self.lockstep = lockstep_for(config.train.backend)
+        self.lockstep = lockstep_for(config.train.backend, config.train.collective_timeout_s)
         self.rank, self.world_size = self.lockstep.rank, self.lockstep.world_size
         self.console = console or Console()
         if self.rank:
