@@ -261,15 +261,15 @@ class Checkpointer:
         self.interval_s = interval_s
         self.last_time = time.monotonic()
 
-    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False, ahead: Any = None) -> None:
+    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False, ahead: Any = None) -> bool:
         """Save when due (``totals``: the engine's counters; ``spent``: the oracle's usage so far;
-        ``ahead``: samples drawn ahead for the next tick, with ``cycle.sample_ahead``)."""
+        ``ahead``: samples drawn ahead for the next tick, with ``cycle.sample_ahead``); True when it saved."""
         waited = time.monotonic() - self.last_time >= self.interval_s
         due = (totals.prompts - self.last_prompts >= self.every and waited) or totals.prompts == self.total_prompts
         if self.lockstep is not None:
             due = self.lockstep.any(due)  # clocks differ between processes: one says so, all save
         if not (due or force):
-            return
+            return False
         state = CheckpointState(
             prompts_done=totals.prompts,
             n_interactions=len(self.store.interactions),
@@ -285,3 +285,4 @@ class Checkpointer:
         save_checkpoint(self.store, self.trainer, state, self.lockstep)
         self.last_prompts = totals.prompts
         self.last_time = time.monotonic()
+        return True

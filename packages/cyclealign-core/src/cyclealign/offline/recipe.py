@@ -169,7 +169,9 @@ class OfflineRecipe:
 
     def checkpoint(self, force: bool = False) -> None:
         """The checkpoint when due (``steps.jsonl`` is flushed first: a checkpoint covers its first ``steps`` lines)."""
-        self.checkpoints.maybe_save(self.totals, {}, force=force)
+        if self.checkpoints.maybe_save(self.totals, {}, force=force):
+            self.store.update_process()  # this process's wall time, should it be killed before the end
+            self.store.set_status("running")
 
     # ------------------------------------------------------------------ train
     def train(self) -> OfflineTotals:
