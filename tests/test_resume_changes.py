@@ -71,3 +71,45 @@ def test_a_run_stopped_by_its_budget_finishes_after_raising_it_on_resume(tmp_pat
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     edited = cli("run", "--resume", str(run_dir))
     assert edited.exit_code == 2 and "train.lr: 0.01 → 0.02" in edited.output, edited.output
+
+
+@pytest.mark.slow
+def test_a_call_in_flight_at_a_sigkill_is_counted_as_re_paid_and_the_totals_match_the_server(tmp_path: Path) -> None:
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.openai_server import default_behaviour
+    from tests.support.waiting import wait_until
+
+    def third_call_hangs(call, index):  # the first time only: the resumed run gets its answer at once
+        reply = default_behaviour(call, index)
+        return dataclasses.replace(reply, delay_s=60.0) if index == 2 else reply
+
+    model = tiny_llama_dir(tmp_path / "model")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:2]))
+    run_dir = tmp_path / "run"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    with OpenAIServer(third_call_hangs) as server:
+        cfg = tiny_overrides(model, prompts, server.api_base, run_dir, "cycle.max_interactions=2", "train.lr=0.01")
+        args = [a for item in cfg for a in ("--set", item)]
+        proc = subprocess.Popen([sys.executable, "-m", "cyclealign", "run", *args], env=env, cwd=root)
+        try:
+            wait_until(
+                lambda: len(server.chat_calls) == 3 and server.in_flight == 1, 300, "a call in flight", process=proc
+            )
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        assert cli("run", "--resume", str(run_dir)).exit_code == 0
+        sent = [json.dumps(c.body["messages"]) for c in server.chat_calls]
+    assert len(sent) == len(set(sent)) + 1  # exactly one call was sent twice: the one in flight at the kill
+    summary = json.loads((run_dir / "summary.json").read_text())
+    oracle = summary["oracle"]
+    assert summary["resumes"] == 1
+    assert (oracle["in_flight_at_crash"], oracle["repaid_calls"]) == (1, 1)
+    assert oracle["http_calls"] == len(sent) and oracle["paid_calls"] == len(sent) - 1  # the killed one: no answer
