@@ -113,3 +113,20 @@ def test_a_call_in_flight_at_a_sigkill_is_counted_as_re_paid_and_the_totals_matc
     assert summary["resumes"] == 1
     assert (oracle["in_flight_at_crash"], oracle["repaid_calls"]) == (1, 1)
     assert oracle["http_calls"] == len(sent) and oracle["paid_calls"] == len(sent) - 1  # the killed one: no answer
+
+
+def test_the_call_journal_counts_in_flight_and_re_paid_calls_across_processes(tmp_path: Path) -> None:
+    from cyclealign.oracle.ledger import CallLedger, in_flight, ledger_totals
+    from cyclealign.usage import Usage
+
+    path = tmp_path / "oracle_calls.jsonl"
+    first, second = CallLedger(path, "a.0"), CallLedger(path, "b.0")
+    first.sent("k1"), first.paid("k1", Usage(1, 10, 2, 0.5)), first.ended("k1")
+    first.sent("k2"), first.sent("k3")  # killed with two calls in flight
+    with path.open("a") as f:
+        f.write('{"p": "a.0", "e": "se')  # the line a kill cut short
+    assert sorted(in_flight(path)) == [("a.0", "k2"), ("a.0", "k3")]
+    second.sent("k2"), second.sent("k2"), second.paid("k2", Usage(1, 10, 2, 0.5)), second.ended("k2")  # a retry
+    totals = ledger_totals(path, alive={"b.0"})
+    assert totals["http_calls"] == 5 and totals["paid_calls"] == 2 and totals["cost_usd"] == 1.0
+    assert (totals["in_flight_at_crash"], totals["repaid_calls"]) == (2, 1)  # k3 was never sent again

@@ -43,6 +43,8 @@ class CallLedger:
             try:
                 if self._fd is None:
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    if _cut_short(self.path):
+                        os.write(self._fd, b"\n")  # a killed process's last line stays apart from ours
                 os.write(self._fd, line)
             except OSError:
                 pass  # a journal that cannot be written costs the totals' precision, never the run
@@ -61,6 +63,16 @@ class CallLedger:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _cut_short(path: Path) -> bool:
+    """True when the file's last line has no newline (its writer was killed during the write)."""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
