@@ -78,7 +78,12 @@ def test_each_damaged_checkpoint_file_falls_back_and_ends_as_an_uninterrupted_ru
             work = tmp_path / f"damaged-{i}"
             shutil.copytree(ref, work)
             truncate(work / name)
-            resume(work, console=QUIET)
+            if i:
+                resume(work, console=QUIET)
+            else:  # what the user sees
+                shown = CliRunner().invoke(app, ["run", "--resume", str(work)]).output
+                assert f"damaged checkpoint file {name}" in shown, shown
+                assert "after 2 prompts instead of 3: 1 prompt redone" in shown, shown
             fallback = json.loads((work / "run.json").read_text())["fallbacks"][-1]
             assert fallback["damaged"][0].startswith(name), fallback
             assert (fallback["resumed_after"], fallback["instead_of"], fallback["redone"]) == (2, 3, 1)

@@ -220,7 +220,7 @@ def note_fallback(store: RunDir, state: CheckpointState | None, console: Any, un
         return
     before, after = fallback["instead_of"], fallback["resumed_after"]
     redone = None if before is None else before - after
-    lost = "" if before is None else f" instead of {before}: {redone} {unit} redone"
+    lost = "" if before is None else f" instead of {before}: {redone} {unit[:-1] if redone == 1 else unit} redone"
     console.print(
         f"[yellow]warning: damaged checkpoint file {escape(fallback['damaged'][0])}; resumed from the previous "
         f"checkpoint, after {after} {unit}{lost}[/yellow]",
