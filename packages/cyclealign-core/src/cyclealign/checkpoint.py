@@ -5,6 +5,12 @@ A checkpoint is one directory, ``checkpoint/``, swapped in atomically:
     state.json          prompt cursor, counters, record counts, config fingerprint
     rng.safetensors     torch RNG state (numpy and python states live in state.json)
     trainer/            trainable weights (safetensors) and optimizer state (weights-only)
+    manifest.json       every other file's size and sha256, written last
+
+Two generations are kept: the one it replaces becomes ``checkpoint.prev/``.  A
+resume verifies every file against the manifest and, when the newest is damaged
+(a disk error, a truncated copy), falls back to the previous one, redoing the work
+between them (:mod:`cyclealign.checkpoint_files`).
 
 The run's ``interactions.jsonl`` and ``demos.jsonl`` are flushed *before* the
 checkpoint is swapped in, and the checkpoint records how many lines of each it
@@ -16,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import time
@@ -24,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cyclealign.checkpoint_files import CURRENT, PREVIOUS, choose_checkpoint, write_manifest
 from cyclealign.errors import RunDirError
-from cyclealign.store import RunDir, atomic_replace_dir
+from cyclealign.store import TEMP_PREFIX, RunDir, atomic_replace_dir, swap_in
 
 STATE_FORMAT = 1
 
@@ -40,11 +46,39 @@ class CheckpointState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def config_fingerprint(config: dict[str, Any]) -> str:
-    """A hash of what determines the run's results (the run section's bookkeeping excluded)."""
+# What a resume may change (``--resume RUN --set KEY=VALUE``): how much the oracle may spend and how fast it is
+# asked.  They change no answer, so they are left out of the fingerprint.
+RESUME_KEYS = ("budget_usd", "concurrency", "requests_per_minute", "timeout_s", "max_retries")
+WAIT_KEYS = ("collective_timeout_s",)  # how long processes wait on each other: no answer depends on it either
+
+
+def _without(config: dict[str, Any], section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(config.get(section), dict):
+        return config
+    return {**config, section: {k: v for k, v in config[section].items() if k not in keys}}
+
+
+def fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config that determines the run's results (bookkeeping and the oracle's pacing excluded)."""
     relevant = {k: v for k, v in config.items() if k != "run"}
     relevant["seed"] = config.get("run", {}).get("seed")
+    return _without(_without(relevant, "oracle", RESUME_KEYS), "train", WAIT_KEYS)
+
+
+def _digest(relevant: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """A hash of :func:`fingerprinted`: a checkpoint continues only under the config it was written with."""
+    return _digest(fingerprinted(config))
+
+
+def legacy_fingerprint(config: dict[str, Any]) -> str:
+    """The hash checkpoints of earlier versions carry (the oracle's pacing keys included)."""
+    relevant = {k: v for k, v in config.items() if k != "run"}
+    relevant["seed"] = config.get("run", {}).get("seed")
+    return _digest(_without(relevant, "train", WAIT_KEYS))
 
 
 def reseed_all(key: str) -> None:
@@ -85,7 +119,7 @@ def _set_rng_state(states: dict[str, Any], torch_state: Any) -> None:
 
 
 def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState, lockstep: Any = None) -> None:
-    """Flush the records, then atomically replace ``checkpoint/`` with the current state.
+    """Flush the records, then atomically swap in a new ``checkpoint/`` (the old one becomes ``checkpoint.prev/``).
 
     With a data-parallel ``lockstep`` every process writes its part of the trainer
     state into one staging directory; the first process writes the rest and swaps it in.
@@ -99,16 +133,18 @@ def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState, lockste
     def fill(tmp: Path) -> None:
         save_file({"torch": torch_rng}, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(asdict(state), sort_keys=True))
+        write_manifest(tmp, state.prompts_done)  # last: a checkpoint with a manifest is complete
 
+    target, keep = store.path / CURRENT, store.path / PREVIOUS
     if lockstep is None or lockstep.world_size == 1:
 
         def fill_all(tmp: Path) -> None:
             trainer.save_state(tmp / "trainer")
             fill(tmp)
 
-        atomic_replace_dir(store.path / "checkpoint", fill_all)
+        atomic_replace_dir(target, fill_all, keep=keep)
         return
-    staging = store.path / ".checkpoint.staging"
+    staging = store.path / f"{TEMP_PREFIX}checkpoint.staging"
     if store.writer:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -117,34 +153,47 @@ def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState, lockste
     lockstep.barrier()
     if store.writer:
         fill(staging)
-        target, old = store.path / "checkpoint", store.path / ".checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, target, keep=keep)
     lockstep.barrier()
 
 
-def has_checkpoint(store: RunDir) -> bool:
-    return (store.path / "checkpoint" / "state.json").exists()
+def read_checkpoint(store: RunDir, fingerprint: str, *, config: dict[str, Any] | None = None) -> CheckpointState | None:
+    """The newest intact checkpoint's state (no weights), or None when there is none.
 
+    A damaged newest checkpoint falls back to the previous one (``state.fallback``
+    says which file was damaged and what is redone); another config's checkpoint is
+    refused, naming the keys that changed when ``config`` (the run's public dict) is given.
+    """
+    accepted = {fingerprint, *([legacy_fingerprint(config)] if config is not None else [])}
 
-def read_checkpoint(store: RunDir, fingerprint: str) -> CheckpointState | None:
-    """The checkpoint's state (no weights), or None when there is none; refuses another config's checkpoint."""
-    if not has_checkpoint(store):
-        return None
-    path = store.path / "checkpoint" / "state.json"
-    try:
-        state = CheckpointState(**json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError, TypeError) as e:
-        raise RunDirError(f"{path}: no readable checkpoint ({e})") from None
-    if state.config_fingerprint != fingerprint:
+    def check(state: CheckpointState) -> None:
+        if state.config_fingerprint in accepted:
+            return
+        saved = state.extra.get("config")
+        changed = _changes(saved, fingerprinted(config)) if saved is not None and config is not None else ""
         raise RunDirError(
             f"{store.path}: the checkpoint was written with a different configuration "
-            f"({state.config_fingerprint} vs {fingerprint}); resume with the run's own config.yaml"
+            f"({changed or f'{state.config_fingerprint} vs {fingerprint}'}); resume with the run's own config.yaml "
+            f"(only oracle.{', oracle.'.join(RESUME_KEYS)} may change: --resume RUN --set KEY=VALUE)"
         )
-    return state
+
+    return choose_checkpoint(store.path, CheckpointState, check)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _changes(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """``key old → new`` for every key that differs (``seed`` is ``run.seed``)."""
+    a, b = _flat(json.loads(json.dumps(saved, default=str))), _flat(json.loads(json.dumps(now, default=str)))
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return "; ".join(f"{'run.seed' if k == 'seed' else k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys)
 
 
 def load_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None:
@@ -153,13 +202,31 @@ def load_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None
 
     from cyclealign.store import load_demos, read_jsonl
 
-    ckpt = store.path / "checkpoint"
+    ckpt = getattr(state, "directory", store.path / CURRENT)
     trainer.load_state(ckpt / "trainer")
     _set_rng_state(state.extra["rng"], load_file(str(ckpt / "rng.safetensors"))["torch"])
     store.interactions = read_jsonl(store.path / "interactions.jsonl")[: state.n_interactions]
     store.demos = load_demos(store.path / "demos.jsonl")[: state.n_demos]
     if len(store.interactions) != state.n_interactions or len(store.demos) != state.n_demos:
         raise RunDirError(f"{store.path}: interactions.jsonl or demos.jsonl is shorter than the checkpoint says")
+
+
+def note_fallback(store: RunDir, state: CheckpointState | None, console: Any, unit: str = "prompts") -> None:
+    """Say (console, run.json ``fallbacks``) that a damaged checkpoint was skipped, and how much is redone."""
+    from rich.markup import escape
+
+    fallback = getattr(state, "fallback", None)
+    if state is None or not fallback:
+        return
+    before, after = fallback["instead_of"], fallback["resumed_after"]
+    redone = None if before is None else before - after
+    lost = "" if before is None else f" instead of {before}: {redone} {unit[:-1] if redone == 1 else unit} redone"
+    console.print(
+        f"[yellow]warning: damaged checkpoint file {escape(fallback['damaged'][0])}; resumed from the previous "
+        f"checkpoint, after {after} {unit}{lost}[/yellow]",
+        soft_wrap=True,
+    )
+    store.note("fallbacks", {**fallback, "redone": redone})
 
 
 class Checkpointer:
@@ -181,8 +248,10 @@ class Checkpointer:
         start_prompts: int,
         lockstep: Any = None,
         interval_s: float = 0.0,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
+        self.config = fingerprinted(config) if config is not None else None  # to name what changed, if it does
         self.lockstep = lockstep
         self.trainer = trainer
         self.fingerprint = fingerprint
@@ -192,23 +261,28 @@ class Checkpointer:
         self.interval_s = interval_s
         self.last_time = time.monotonic()
 
-    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False, ahead: Any = None) -> None:
+    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False, ahead: Any = None) -> bool:
         """Save when due (``totals``: the engine's counters; ``spent``: the oracle's usage so far;
-        ``ahead``: samples drawn ahead for the next tick, with ``cycle.sample_ahead``)."""
+        ``ahead``: samples drawn ahead for the next tick, with ``cycle.sample_ahead``); True when it saved."""
         waited = time.monotonic() - self.last_time >= self.interval_s
         due = (totals.prompts - self.last_prompts >= self.every and waited) or totals.prompts == self.total_prompts
         if self.lockstep is not None:
             due = self.lockstep.any(due)  # clocks differ between processes: one says so, all save
         if not (due or force):
-            return
+            return False
         state = CheckpointState(
             prompts_done=totals.prompts,
             n_interactions=len(self.store.interactions),
             n_demos=len(self.store.demos),
             totals=asdict(totals),
             config_fingerprint=self.fingerprint,
-            extra={"oracle_spend": spent, **({"sample_ahead": ahead} if ahead is not None else {})},
+            extra={
+                "oracle_spend": spent,
+                **({"sample_ahead": ahead} if ahead is not None else {}),
+                **({"config": self.config} if self.config is not None else {}),
+            },
         )
         save_checkpoint(self.store, self.trainer, state, self.lockstep)
         self.last_prompts = totals.prompts
         self.last_time = time.monotonic()
+        return True

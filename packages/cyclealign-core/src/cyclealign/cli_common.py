@@ -48,18 +48,18 @@ def start_or_resume(
     resume_fn: Callable[..., Any],
     schema: Any = None,
 ) -> Any:
-    """The body of `run`, `train` and `aligner train`: CONFIG (+ --set) starts a run, --resume continues one.
+    """The body of `run`, `train` and `aligner train`: CONFIG (+ --set) starts a run, --resume (+ --set) continues one.
 
     Ctrl+C that gets past the run's own graceful stop exits 130 with the command that continues.
     """
     from cyclealign.config import Config, load_config
 
-    if resume is not None and (config is not None or set_):
-        fail("--resume continues a run with its own config.yaml; it takes no CONFIG and no --set")
+    if resume is not None and config is not None:
+        fail("--resume continues a run with its own config.yaml; it takes no CONFIG")
     target = resume
     try:
-        if resume is not None:
-            return guarded(resume_fn, run_dir=resume, console=console)
+        if resume is not None:  # --set: only what a resumed run may change (resume_changes.py)
+            return guarded(resume_fn, run_dir=resume, console=console, changes=set_ or [])
         cfg = guarded(load_config, path=config, overrides=set_ or [], schema=schema or Config)
         target = cfg.run.dir
         return guarded(start, config=cfg, console=console)

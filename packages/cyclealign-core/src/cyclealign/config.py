@@ -159,6 +159,9 @@ class TrainConfig(_Section):
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     max_length: int = Field(512, ge=16, description="prompt + response tokens in a training sequence")
     zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage with backend=deepspeed (the paper: 2)")
+    collective_timeout_s: float = Field(
+        1800.0, gt=0.0, description="backend=deepspeed: a process waiting longer on the others fails (one died)"
+    )
     deepspeed_config: Path | None = Field(
         None, description="your own DeepSpeed JSON; our train.* settings fill what it leaves out"
     )

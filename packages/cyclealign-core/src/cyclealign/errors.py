@@ -44,6 +44,10 @@ class RunDirError(CycleAlignError, RuntimeError):
     """The run directory cannot be used as asked (occupied, missing, damaged, another config)."""
 
 
+class CheckpointDamaged(RunDirError):
+    """No generation of a run's checkpoint is intact; the message names the damaged files."""
+
+
 class BudgetExceeded(CycleAlignError, RuntimeError):
     """A call would take the oracle's spend past ``oracle.budget_usd``; raised before it is sent."""
 
@@ -59,6 +63,7 @@ class TransportError(CycleAlignError, RuntimeError):
 
 __all__ = [
     "BudgetExceeded",
+    "CheckpointDamaged",
     "ConfigError",
     "CycleAlignError",
     "DataError",

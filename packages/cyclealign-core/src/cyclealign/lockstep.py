@@ -97,13 +97,16 @@ class TorchLockstep:
         self._dist.barrier()
 
 
-def lockstep_for(backend: str) -> Lockstep:
-    """The lockstep of this process: DeepSpeed joins the launcher's process group (a world of one without one)."""
+def lockstep_for(backend: str, timeout_s: float | None = None) -> Lockstep:
+    """The lockstep of this process: DeepSpeed joins the launcher's process group (a world of one without one).
+
+    ``timeout_s``: how long a collective waits for the other processes before it fails.
+    """
     if backend != "deepspeed":
         return Solo()
     import torch.distributed as dist
 
     from cyclealign.whitebox.deepspeed_backend import init_distributed
 
-    init_distributed()
+    init_distributed(timeout_s)
     return TorchLockstep() if dist.get_world_size() > 1 else Solo()

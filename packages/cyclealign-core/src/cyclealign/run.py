@@ -10,8 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cyclealign.config import Config, load_config
-from cyclealign.errors import RunDirError
+from cyclealign.config import Config
 from cyclealign.session import RunResult, RunSession
 
 __all__ = ["RunResult", "resume", "run"]
@@ -26,9 +25,13 @@ def run(config: Config, *, console: Console | None = None, resume: bool = False)
     return RunSession(config, console=console, resume=resume).run()
 
 
-def resume(run_dir: Path, *, console: Console | None = None) -> RunResult:
-    """Continue the run in ``run_dir`` with its own resolved config."""
-    config_file = Path(run_dir) / "config.yaml"
-    if not config_file.is_file():
-        raise RunDirError(f"{run_dir} holds no run to resume (no config.yaml)")
-    return run(load_config(config_file, [f"run.dir={run_dir}"]), console=console, resume=True)
+def resume(run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None) -> RunResult:
+    """Continue the run in ``run_dir`` with its own resolved config.
+
+    ``changes`` (``KEY=VALUE``): the oracle's spending and pacing keys may change
+    (e.g. a raised ``oracle.budget_usd``); they are recorded in run.json.
+    """
+    from cyclealign.resume_changes import CHANGEABLE, load_resumed
+
+    config = load_resumed(Path(run_dir), list(changes or []), Config, command="cyclealign run", allowed=CHANGEABLE)
+    return run(config, console=console, resume=True)

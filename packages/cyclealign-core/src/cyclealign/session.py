@@ -24,12 +24,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cyclealign import assembly
-from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, read_checkpoint
+from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.config import Config
 from cyclealign.cycle_state import CycleTotals
 from cyclealign.lockstep import lockstep_for
+from cyclealign.oracle.ledger import NAME as LEDGER
+from cyclealign.oracle.ledger import CallLedger, in_flight, ledger_totals, process_id
 from cyclealign.store import RunDir
-from cyclealign.summary import print_summary, sum_stats, summarize
+from cyclealign.summary import across_processes, counters, print_summary, sum_counters, sum_stats, summarize
 from cyclealign.usage import Usage
 
 
@@ -78,7 +80,8 @@ class RunSession:
 
     def __init__(self, config: Config, *, console: Console | None = None, resume: bool = False) -> None:
         self.config = config
-        self.lockstep = lockstep_for(config.train.backend)  # who else runs with us (data parallelism)
+        # who else runs with us (data parallelism)
+        self.lockstep = lockstep_for(config.train.backend, config.train.collective_timeout_s)
         self.rank, self.world_size = self.lockstep.rank, self.lockstep.world_size
         self.console = console or Console()
         if self.rank:
@@ -90,6 +93,7 @@ class RunSession:
         self.stop = StopFlag(self.console)
         self.status = "failed"
         self.started = time.monotonic()
+        self.process = process_id(self.rank)  # this start's name in the call journal
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -99,16 +103,20 @@ class RunSession:
             store.require_existing()
         else:
             store.check_free(overwrite=cfg.run.overwrite)
-        state = read_checkpoint(store, self.fingerprint) if self.resume else None
+        state = read_checkpoint(store, self.fingerprint, config=self.public) if self.resume else None
+        note_fallback(store, state, self.console)
         with self.console.status(f"starting the oracle {cfg.oracle.name!r}…"):
             self.oracle = assembly.build_oracle(cfg, store, self._spent(state), share=1 / self.world_size)
         try:
             self.oracle.preflight()
+            store.start_process()
             if self.resume:
+                self._warn_in_flight()
                 store.set_status("running")
             else:
                 store.prepare(self.public, overwrite=cfg.run.overwrite)
             self.lockstep.barrier()  # the run directory exists for every process from here on
+            self.ledger = self._attach_ledger()
             with self.console.status("loading the white-box model…"):
                 self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep)
             self.prompts = assembly.fit_prompts(self.prompts, self.whitebox.tokenizer, cfg, self.console)
@@ -134,6 +142,7 @@ class RunSession:
                 start_prompts=self.totals.prompts,
                 lockstep=self.lockstep,
                 interval_s=cfg.run.checkpoint_interval_s,
+                config=self.public,
             )
             if state is None:
                 self.checkpoint(force=True)  # a run stopped before its first prompt ends still resumes from here
@@ -160,10 +169,30 @@ class RunSession:
         spend = [spend] if isinstance(spend, dict) else spend
         return Usage.from_dict(spend[self.rank]) if self.rank < len(spend) else None
 
+    def _attach_ledger(self) -> CallLedger | None:
+        """Journal every HTTP call of the oracle's transport (a plugin's own ``Oracle`` has none)."""
+        transport = getattr(self.oracle, "transport", None)
+        if transport is None or not hasattr(transport, "ledger"):
+            return None
+        transport.ledger = CallLedger(self.store.path / LEDGER, self.process)
+        return transport.ledger
+
+    def _warn_in_flight(self) -> None:
+        n = len(in_flight(self.store.path / LEDGER))
+        if n:
+            self.console.print(
+                f"[yellow]{n} oracle call(s) were in flight when the run stopped: sent again, they may be paid "
+                "twice (counted as re-paid in the summary)[/yellow]"
+            )
+
     def checkpoint(self, force: bool = False) -> None:
-        spent = self.lockstep.gather(self.oracle.stats.usage.as_dict())
+        """At every wave: the checkpoint when due, and this process's counters in run.json."""
+        gathered = self.lockstep.gather((self.oracle.stats.usage.as_dict(), counters(self.oracle.stats)))
+        spent = [usage for usage, _ in gathered]
         ahead = self.cycle.lookahead.snapshot() if self.cycle.lookahead is not None else None
         self.checkpoints.maybe_save(self.cycle.totals, spent, force=force, ahead=ahead)
+        self.store.update_process(oracle=sum_counters([c for _, c in gathered]))
+        self.store.set_status("running")
 
     # ------------------------------------------------------------------ train
     def train(self) -> CycleTotals:
@@ -208,10 +237,16 @@ class RunSession:
         from cyclealign.whitebox.trainer import save_trainable, weights_digest
 
         self.oracle.close()
+        if self.ledger is not None:
+            self.ledger.close()
         self.store.flush()
         save_trainable(self.whitebox, self.store.adapter_dir, self.trainer)
-        stats = sum_stats(self.lockstep.gather(self.oracle.stats))
+        parts = self.lockstep.gather((self.oracle.stats, self.process))
+        stats = sum_stats([part for part, _ in parts])
         summary = summarize(self.loss, self.cycle.totals, stats, self.started)
+        self.store.update_process(oracle=counters(stats), ended=self.status)
+        journal = ledger_totals(self.store.path / LEDGER, {p for _, p in parts}) if self.ledger else None
+        across_processes(summary, self.store.earlier_processes, journal)
         summary["world_size"] = self.world_size
         if self.world_size > 1:  # equal digests: every process ends with the same weights
             summary["weights_digest_by_rank"] = self.lockstep.gather(weights_digest(self.whitebox, self.trainer))

@@ -10,7 +10,10 @@ Layout::
     adapter/            the trained weights (peft ``save_pretrained`` format)
 
 Every file is replaced by write-to-temp + fsync + rename, so a crash at any
-moment leaves either the old or the new version, never half of one.
+moment leaves either the old or the new version, never half of one.  Temporary
+names start with ``.cyclealign-tmp-``; cleaning up and ``run.overwrite`` touch
+only those and the names above (:data:`OWNED`), never a file the project did
+not write, and ``run.overwrite`` refuses a directory that holds no run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +33,26 @@ import yaml
 from cyclealign import jsonl
 from cyclealign.errors import DataError, RunDirError
 from cyclealign.protocols import Demonstration
+
+TEMP_PREFIX = ".cyclealign-tmp-"  # every temporary name the project makes; cleanup touches no other
+MARKER = "cyclealign"  # run.json's ``written_by``: a directory with it holds a run this project made
+OWNED = frozenset(
+    {
+        "run.json",
+        "config.yaml",
+        "interactions.jsonl",
+        "demos.jsonl",
+        "steps.jsonl",
+        "summary.json",
+        "adapter",
+        "checkpoint",
+        "checkpoint.prev",
+        "oracle_calls.jsonl",
+        "corrector",
+        "eval",
+        "report",
+    }
+)  # what a run writes into its directory (the oracle cache, ``oracle_cache.sqlite*``, besides)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -45,7 +69,7 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -70,24 +94,39 @@ def atomic_write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def atomic_replace_dir(target: Path, fill: Any) -> None:
-    """Build a directory beside ``target`` with ``fill(tmp_dir)``, then swap it in."""
+def swap_in(tmp: Path, target: Path, *, keep: Path | None = None) -> None:
+    """Rename the complete directory ``tmp`` to ``target``; the replaced one is deleted, or becomes ``keep``.
+
+    With ``keep`` the generation before it is dropped, so a damaged new
+    ``target`` still has an intact predecessor.
+    """
+    old = target.with_name(f"{TEMP_PREFIX}{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if keep is not None and keep.exists() and target.exists():
+        os.replace(keep, old)  # from here until the swap below, ``target`` alone is complete
+    if target.exists():
+        os.replace(target, keep if keep is not None else old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
+    _fsync_dir(target.parent)
+
+
+def atomic_replace_dir(target: Path, fill: Any, *, keep: Path | None = None) -> None:
+    """Build a directory beside ``target`` with ``fill(tmp_dir)``, then swap it in (see :func:`swap_in`)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent))
     try:
         fill(tmp)
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old.exists():
-            shutil.rmtree(old)
-        _fsync_dir(target.parent)
+        swap_in(tmp, target, keep=keep)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -110,6 +149,8 @@ class RunDir:
         self.world_size = world_size
         self.interactions: list[dict[str, Any]] = []
         self.demos: list[Demonstration] = []
+        self.meta: dict[str, Any] = {}  # what run.json keeps besides the status (see :meth:`set_status`)
+        self._started = time.monotonic()
 
     # paths
     @property
@@ -120,44 +161,65 @@ class RunDir:
     def cache_path(self) -> Path:
         return self.path / "oracle_cache.sqlite"
 
+    def _meta(self) -> dict[str, Any] | None:
+        """run.json as a dict when this project wrote it (``written_by``, or the older ``format`` + ``status``)."""
+        try:
+            meta = json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict):
+            return None
+        return meta if meta.get("written_by") == MARKER or {"format", "status"} <= meta.keys() else None
+
     def _reusable(self) -> bool:
         """A run that failed before its first interaction holds nothing worth keeping."""
-        try:
-            status = json.loads((self.path / "run.json").read_text()).get("status")
-        except (OSError, json.JSONDecodeError):
-            return False
-        return status == "failed" and not (self.path / "interactions.jsonl").exists()
+        meta = self._meta() or {}
+        return meta.get("status") == "failed" and not (self.path / "interactions.jsonl").exists()
+
+    def _owned(self, name: str) -> bool:
+        return name in OWNED or name.startswith((TEMP_PREFIX, self.cache_path.name))
 
     def check_free(self, *, overwrite: bool) -> None:
-        """Refuse, before any work, to mix two different runs in one place."""
+        """Refuse, before any work, to mix two different runs in one place, or to touch a directory that holds none."""
         if not self.writer or not self.path.exists():
             return
         if not self.path.is_dir():
             raise RunDirError(f"run.dir: {self.path} is a file, not a directory")
-        others = [c for c in self.path.iterdir() if not c.name.startswith(self.cache_path.name)]
-        if overwrite or not others or self._reusable():
-            return
-        if (self.path / "run.json").exists():
+        holds_run = self._meta() is not None
+        ours = self._owned if holds_run else lambda name: name.startswith((TEMP_PREFIX, self.cache_path.name))
+        others = sorted(c.name + "/" * c.is_dir() for c in self.path.iterdir() if not ours(c.name))
+        if not holds_run and others:
+            shown = ", ".join(others[:5]) + (f", … ({len(others)} entries)" if len(others) > 5 else "")
             raise RunDirError(
-                f"run.dir: {self.path} already holds a run; choose another `run.dir`, "
-                f"set `run.overwrite=true` to replace it, or resume it with `--resume {self.path}`"
+                f"run.dir: {self.path} is not empty and holds no CycleAlign run ({shown}); choose another "
+                "`run.dir` (`run.overwrite` replaces only a run's own files, never a directory like this one)"
             )
-        raise RunDirError(f"run.dir: {self.path} exists, is not empty and holds no run; choose another `run.dir`")
+        if overwrite or not holds_run or self._reusable():
+            return
+        raise RunDirError(
+            f"run.dir: {self.path} already holds a run; choose another `run.dir`, "
+            f"set `run.overwrite=true` to replace it, or resume it with `--resume {self.path}`"
+        )
 
     def prepare(self, config: dict[str, Any], *, overwrite: bool) -> None:
-        """Create the directory (after :meth:`check_free`), keeping an open oracle cache if there is one."""
+        """Create the directory (after :meth:`check_free`); replace only the project's own names in it.
+
+        The oracle cache stays (it may already be open; its answers stay valid); files
+        the project did not write stay too.
+        """
         if not self.writer:
             return
         self.check_free(overwrite=overwrite)
         if self.path.exists():
             for child in self.path.iterdir():
-                if child.name.startswith(self.cache_path.name):
-                    continue  # the oracle cache may already be open; its answers stay valid
-                if child.is_dir():
+                if not self._owned(child.name) or child.name.startswith(self.cache_path.name):
+                    continue
+                if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)
                 else:
                     child.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
+        self.meta.setdefault("created", _now())
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.set_status("running")
 
@@ -166,7 +228,8 @@ class RunDir:
         if not (self.path / "run.json").is_file() or not (self.path / "config.yaml").is_file():
             raise RunDirError(f"{self.path} holds no run to resume (run.json or config.yaml is missing)")
         try:
-            made_by = int(json.loads((self.path / "run.json").read_text()).get("world_size", 1))
+            meta = json.loads((self.path / "run.json").read_text())
+            made_by = int(meta.get("world_size", 1))
         except (OSError, ValueError, AttributeError) as e:
             raise RunDirError(f"{self.path / 'run.json'}: unreadable ({e})") from None
         if made_by != self.world_size:
@@ -175,21 +238,51 @@ class RunDir:
                 f"world size {made_by} (e.g. deepspeed --num_gpus {made_by} --module cyclealign run --resume "
                 f"{self.path}), or the data shards and steps would not match"
             )
+        self.meta = {k: v for k, v in meta.items() if k not in ("format", "status", "world_size", "written_by")}
         if self.writer:
             self.clean_temp()
 
     def clean_temp(self) -> None:
-        """Remove what writes killed half-way left behind (their targets are intact by construction)."""
+        """Remove what writes killed half-way left behind (their targets are intact by construction).
+
+        Only the project's temporary names: ``.cyclealign-tmp-*``, and the older
+        ``.<own name>.*`` ones; any other hidden entry (a user's ``.git/``) stays.
+        """
+        legacy = tuple(f".{name}." for name in OWNED)
         for leftover in self.path.glob(".*"):
-            if leftover.is_dir():
+            if not leftover.name.startswith((TEMP_PREFIX, *legacy)):
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
                 shutil.rmtree(leftover, ignore_errors=True)
-            elif leftover.name.endswith((".tmp", ".old")):
+            else:
                 leftover.unlink(missing_ok=True)
 
     def set_status(self, status: str, **extra: Any) -> None:
+        """Write run.json: the status, and what the run keeps there (:attr:`meta`: resumes, changes, fallbacks)."""
         if self.writer:
-            record = {"format": 1, "status": status, "world_size": self.world_size, **extra}
-            atomic_write_json(self.path / "run.json", record)
+            self.meta.update(extra)
+            record = {"format": 1, "written_by": MARKER, "status": status, "world_size": self.world_size}
+            atomic_write_json(self.path / "run.json", {**record, **self.meta})
+
+    def start_process(self) -> None:
+        """Open this process's entry in run.json's ``processes`` (one per start or ``--resume`` of the run)."""
+        self._started = time.monotonic()
+        self.meta.setdefault("processes", []).append({"started": _now(), "wall_s": 0.0})
+
+    def update_process(self, **fields: Any) -> None:
+        """This process's wall time so far and ``fields`` (e.g. its oracle counters), written with the status."""
+        if self.meta.get("processes"):
+            wall = round(time.monotonic() - self._started, 2)
+            self.meta["processes"][-1].update(wall_s=wall, **fields)
+
+    @property
+    def earlier_processes(self) -> list[dict[str, Any]]:
+        """The entries of the processes before this one (what they did, up to their last checkpoint)."""
+        return list(self.meta.get("processes", [])[:-1])
+
+    def note(self, key: str, entry: dict[str, Any]) -> None:
+        """Append ``entry`` (stamped with the time) to run.json's list ``key`` (e.g. a fallback, a change)."""
+        self.meta.setdefault(key, []).append({"time": _now(), **entry})
 
     def add_interaction(self, record: dict[str, Any]) -> None:
         self.interactions.append(record)

@@ -23,8 +23,7 @@ from cyclealign.aligner.corrector import Corrector
 from cyclealign.aligner.prompt import CorrectorPrompt
 from cyclealign.aligner.settings import AlignerTrainConfig
 from cyclealign.aligner.triples import Triple, read_triples, triples_from_run
-from cyclealign.config import load_config
-from cyclealign.errors import ConfigError, RunDirError
+from cyclealign.errors import ConfigError
 from cyclealign.offline.recipe import OfflineRecipe, OfflineResult
 from cyclealign.offline.records import RankedExample
 from cyclealign.offline.schedule import Stage
@@ -128,9 +127,12 @@ def train_corrector(
     return result
 
 
-def resume_corrector(run_dir: Path, *, console: Console | None = None) -> OfflineResult:
-    config_file = Path(run_dir) / "config.yaml"
-    if not config_file.is_file():
-        raise RunDirError(f"{run_dir} holds no corrector training to resume (no config.yaml)")
-    config = load_config(config_file, [f"run.dir={run_dir}"], schema=AlignerTrainConfig)
+def resume_corrector(
+    run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None
+) -> OfflineResult:
+    """Continue a corrector's training in ``run_dir`` (``changes``: refused, by key)."""
+    from cyclealign.resume_changes import load_resumed
+
+    command = "cyclealign aligner train"
+    config = load_resumed(Path(run_dir), list(changes or []), AlignerTrainConfig, command=command, allowed=())
     return train_corrector(config, console=console, resume=True)

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cyclealign import assembly
-from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, read_checkpoint
+from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.lockstep import lockstep_for
 from cyclealign.offline.margin import heldout_margin
 from cyclealign.offline.records import RankedExample
@@ -31,6 +31,7 @@ from cyclealign.offline.schedule import Schedule, Stage
 from cyclealign.protocols import RankLoss
 from cyclealign.session import StopFlag
 from cyclealign.store import RunDir, atomic_write_jsonl, read_jsonl
+from cyclealign.summary import across_processes
 
 Evaluate = Callable[[Any, Sequence[RankedExample]], dict[str, float] | None]
 
@@ -103,7 +104,7 @@ class OfflineRecipe:
         self.save_hook = save
         self.resume = resume
         self.command = command
-        self.lockstep = lockstep_for(config.train.backend)
+        self.lockstep = lockstep_for(config.train.backend, config.train.collective_timeout_s)
         self.rank, self.world_size = self.lockstep.rank, self.lockstep.world_size
         self.console = console or Console()
         if self.rank:
@@ -125,7 +126,9 @@ class OfflineRecipe:
             store.require_existing()
         else:
             store.check_free(overwrite=cfg.run.overwrite)
-        state = read_checkpoint(store, self.fingerprint) if self.resume else None
+        state = read_checkpoint(store, self.fingerprint, config=self.public) if self.resume else None
+        note_fallback(store, state, self.console, unit="steps")
+        store.start_process()
         if self.resume:
             store.set_status("running")
         else:
@@ -143,6 +146,7 @@ class OfflineRecipe:
                 start_prompts=state.prompts_done if state else 0,
                 lockstep=self.lockstep,
                 interval_s=cfg.run.checkpoint_interval_s,
+                config=self.public,
             )
             self.load(state)
         except BaseException:
@@ -165,7 +169,9 @@ class OfflineRecipe:
 
     def checkpoint(self, force: bool = False) -> None:
         """The checkpoint when due (``steps.jsonl`` is flushed first: a checkpoint covers its first ``steps`` lines)."""
-        self.checkpoints.maybe_save(self.totals, {}, force=force)
+        if self.checkpoints.maybe_save(self.totals, {}, force=force):
+            self.store.update_process()  # this process's wall time, should it be killed before the end
+            self.store.set_status("running")
 
     # ------------------------------------------------------------------ train
     def train(self) -> OfflineTotals:
@@ -238,6 +244,8 @@ class OfflineRecipe:
             "world_size": self.world_size,
             "wall_s": round(time.monotonic() - self.started, 2),
         }
+        self.store.update_process(ended=self.status)
+        across_processes(summary, self.store.earlier_processes, None)  # wall time and resumes of every process
         self.store.write_summary(summary)
         self.store.set_status(self.status)
         return summary

@@ -8,8 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cyclealign import plugins
-from cyclealign.config import load_config
-from cyclealign.errors import ConfigError, RunDirError
+from cyclealign.errors import ConfigError
 from cyclealign.offline.recipe import OfflineRecipe, OfflineResult
 from cyclealign.offline.records import read_examples, split_heldout
 from cyclealign.offline.schedule import Stage
@@ -49,10 +48,11 @@ def train(config: OfflineTrainConfig, *, console: Console | None = None, resume:
     return build_recipe(config, console=console, resume=resume).run()
 
 
-def resume(run_dir: Path, *, console: Console | None = None) -> OfflineResult:
-    """Continue the training run in ``run_dir`` with its own resolved config."""
-    config_file = Path(run_dir) / "config.yaml"
-    if not config_file.is_file():
-        raise RunDirError(f"{run_dir} holds no training run to resume (no config.yaml)")
-    config = load_config(config_file, [f"run.dir={run_dir}"], schema=OfflineTrainConfig)
+def resume(run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None) -> OfflineResult:
+    """Continue the training run in ``run_dir`` with its own resolved config (``changes``: refused, by key)."""
+    from cyclealign.resume_changes import load_resumed
+
+    config = load_resumed(
+        Path(run_dir), list(changes or []), OfflineTrainConfig, command="cyclealign train", allowed=()
+    )
     return train(config, console=console, resume=True)

@@ -15,6 +15,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 from cyclealign.errors import TransportError
 from cyclealign.oracle.backend import ChatBackend, ChatError, ChatReply, ChatRequest, FormatRejected
@@ -66,6 +67,7 @@ class Transport:
         self.guard = guard
         self.policy = policy
         self.paid = not backend.free
+        self.ledger: Any = None  # the run's journal of calls in flight (oracle/ledger.py), set by the session
 
     def estimate_cost_usd(self, request: ChatRequest) -> float:
         """An upper bound of one call's price: the prompt estimate with a 30 % margin, a full completion."""
@@ -100,6 +102,8 @@ class Transport:
                         self.stats.waited_s += pause
                         await asyncio.sleep(pause)
                     self.stats.http_calls += 1
+                    if self.ledger is not None:
+                        self.ledger.sent(key)
                     t0 = time.monotonic()
                     try:
                         reply = await self._complete(request)
@@ -130,6 +134,8 @@ class Transport:
                 await asyncio.sleep(delay)
         finally:
             self.guard.release(reserved)
+            if self.ledger is not None:
+                self.ledger.ended(key)
 
     def _describe(self, error: Exception) -> str:
         if isinstance(error, asyncio.TimeoutError | TimeoutError):
@@ -142,6 +148,8 @@ class Transport:
         u = reply.usage  # a backend that reports no call count made exactly one; a free one costs nothing
         reply = replace(reply, usage=Usage(u.calls or 1, u.prompt_tokens, u.completion_tokens, u.cost_usd * self.paid))
         self.stats.usage = self.stats.usage + reply.usage
+        if self.ledger is not None:
+            self.ledger.paid(key, reply.usage)
         if self.cache is not None:
             self.cache.put(key, self.backend.model, CachedAnswer(reply.text, reply.usage))
         return Sent(reply, attempts=retries + 1, waited_s=waited, latency_s=latency_s)

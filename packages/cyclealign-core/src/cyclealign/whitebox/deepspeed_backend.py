@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,21 @@ from cyclealign.errors import ConfigError, SetupError
 DS_TAG = "deepspeed"  # the sub-directory of a checkpoint holding DeepSpeed's own files
 
 
-def init_distributed() -> None:
-    """Join the launcher's process group (``RANK``/``WORLD_SIZE`` set), or make a world of one."""
+def init_distributed(timeout_s: float | None = None) -> None:
+    """Join the launcher's process group (``RANK``/``WORLD_SIZE`` set), or make a world of one.
+
+    ``timeout_s`` bounds every collective: when a process dies, the others fail
+    after it instead of waiting forever (``train.collective_timeout_s``).
+    """
     try:
         import deepspeed
     except ImportError:
         raise SetupError('train.backend=deepspeed needs DeepSpeed: pip install "cyclealign-core[deepspeed]"') from None
     if torch.distributed.is_initialized():
         return
+    wait = {"timeout": timedelta(seconds=timeout_s)} if timeout_s is not None else {}
     if "WORLD_SIZE" in os.environ:  # started by a launcher (deepspeed, torchrun): join its group
-        deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False)
+        deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False, **wait)
         return
     with socket.socket() as s:  # no launcher: a world of one on a free loopback port
         s.bind(("127.0.0.1", 0))
@@ -45,6 +51,7 @@ def init_distributed() -> None:
         init_method=f"tcp://127.0.0.1:{port}",
         rank=0,
         world_size=1,
+        **wait,
     )
 
 
