@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cyclealign.config import load_config
+from cyclealign.errors import OracleFatalError
 from cyclealign.run import resume, run
 from tests.support.openai_server import OpenAIServer, Reply, default_behaviour
 from tests.support.runs import tiny_overrides
@@ -187,7 +188,9 @@ def test_api_key_never_reaches_files_or_logs(world: dict, tmp_path: Path, monkey
             "cycle.max_interactions=3",
             "cycle.early_stop=false",
         )
-        run(cfg)
+        with pytest.raises(OracleFatalError, match="AuthenticationError"):  # a rejected key stops the run
+            run(cfg)
+        resume(run_dir)  # the server takes the key again: the run ends, through the 500
         auth = {k.lower(): v for k, v in server.chat_calls[-1].headers.items()}["authorization"]
     assert marker in auth  # it was really used
     captured = capsys.readouterr()

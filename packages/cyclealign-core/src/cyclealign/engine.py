@@ -221,7 +221,7 @@ class Cycle:
             self.totals.stopped = f"budget: {e}"
             return []
         if fatal := next((v for v in verdicts if v.fatal), None):  # nothing of this tick counts; resume redoes it
-            self.totals.stopped = f"{FATAL_STOP}{fatal.error}"
+            self.totals.stopped = f"{FATAL_STOP}{(fatal.error or fatal.failure or '').removeprefix('transport: ')}"
             return []
         oracle_s = time.perf_counter() - t0
         if len(verdicts) != len(requests):

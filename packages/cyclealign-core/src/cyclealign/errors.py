@@ -68,9 +68,7 @@ class TransportError(CycleAlignError, RuntimeError):
     ``kind`` is one of ``FAILURE_KINDS``; ``fatal`` when it is one of ``FATAL_KINDS``.
     """
 
-    def __init__(
-        self, message: str, *, attempts: int = 1, waited_s: float = 0.0, kind: str = "provider_error"
-    ) -> None:
+    def __init__(self, message: str, *, attempts: int = 1, waited_s: float = 0.0, kind: str = "provider_error") -> None:
         super().__init__(message)
         self.attempts = attempts
         self.waited_s = waited_s
@@ -86,12 +84,12 @@ class OracleFatalError(CycleAlignError, RuntimeError):
 
 
 __all__ = [
+    "FAILURE_KINDS",
+    "FATAL_KINDS",
     "BudgetExceeded",
     "ConfigError",
     "CycleAlignError",
     "DataError",
-    "FAILURE_KINDS",
-    "FATAL_KINDS",
     "LocalServerError",
     "OracleFatalError",
     "OracleSetupError",

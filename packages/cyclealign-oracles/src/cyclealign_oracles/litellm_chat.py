@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -39,6 +40,7 @@ from cyclealign_oracles.providers import (
 
 log = logging.getLogger("cyclealign.oracle")
 
+_LITELLM_PREFIX = re.compile(r"^litellm\.\w+: (\w+: )?")  # "litellm.AuthenticationError: AuthenticationError: "
 _REJECTED_NAMES = ("UnprocessableEntityError",)  # a request the provider will never accept: not retried
 _LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai")
 
@@ -218,7 +220,7 @@ class LiteLLMChat(ChatBackend):
     def _chat_error(self, error: Exception) -> Exception:
         """litellm's exception as the framework's: its kind, retryable or not, or a rejected format (weakened here)."""
         lit = self._litellm
-        message = f"{type(error).__name__}: {error}"
+        message = f"{type(error).__name__}: {_LITELLM_PREFIX.sub('', str(error))}"
         if isinstance(error, asyncio.TimeoutError | TimeoutError):
             return error
         if isinstance(error, lit.ContextWindowExceededError):

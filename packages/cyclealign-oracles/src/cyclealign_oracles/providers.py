@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cyclealign.errors import OracleSetupError
+from cyclealign.oracle.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def _error_message(error: urllib.error.HTTPError) -> str:
         message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
     except (OSError, ValueError, AttributeError):
         message = None
-    return str(message)[:300] if message else ""
+    return redact(str(message)[:300]) if message else ""
 
 
 _AUTH_NAMES = ("AuthenticationError", "PermissionDeniedError")
