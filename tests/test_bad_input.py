@@ -57,6 +57,7 @@ class Case:
     prepare: Callable[[dict, Path], list[str]] | None = None  # returns extra overrides
     env: dict[str, str | None] | None = None
     into_existing: bool = False
+    dir_made: bool = False  # the error comes after the run directory was made (the white-box tokenizer's)
 
 
 def _write(name: str, text: str):
@@ -80,6 +81,14 @@ def _closed_port(w: dict, tmp: Path) -> list[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return [f"oracle.api_base=http://127.0.0.1:{port}/v1"]
+
+
+def _a_directory(key: str, *extra: str):
+    def prepare(w: dict, tmp: Path) -> list[str]:
+        (tmp / "a-folder").mkdir()
+        return [*extra, f"{key}={tmp / 'a-folder'}"]
+
+    return prepare
 
 
 def _long_prompt(w: dict, tmp: Path) -> list[str]:
@@ -120,7 +129,20 @@ CASES = [
         env={"OPENAI_API_KEY": None},
     ),
     Case("missing-key-file", "oracle.api_key_file", ("oracle.name=chatgpt", "oracle.api_key_file=/nonexistent/key")),
-    Case("overlong-prompt-rejected", "whitebox.max_prompt_tokens", prepare=_long_prompt),
+    Case("overlong-prompt-rejected", "whitebox.max_prompt_tokens", prepare=_long_prompt, dir_made=True),
+    Case("data-source-is-a-directory", "is a directory, expected a file", prepare=_a_directory("data.source")),
+    Case(
+        "key-file-is-a-directory",
+        "oracle.api_key_file",
+        prepare=_a_directory("oracle.api_key_file", "oracle.name=chatgpt"),
+    ),
+    Case("unknown-embedded-model", "whitebox.model: unknown embedded model", ("whitebox.model=embedded:nonsense",)),
+    Case(
+        "hub-id-while-offline",
+        "not a local directory and the hub is offline",
+        ("whitebox.model=someone/no-such-model-here",),
+        env={"HF_HUB_OFFLINE": "1"},
+    ),
     Case("run-dir-holds-another-run", "run.dir", into_existing=True),
 ]
 
@@ -148,6 +170,8 @@ def test_bad_input_is_named_and_corrupts_nothing(case: Case, world: dict, tmp_pa
     if not case.into_existing and run_dir.exists():
         status = json.loads((run_dir / "run.json").read_text())["status"]
         assert status == "failed" and not (run_dir / "interactions.jsonl").exists()
+    if not case.into_existing:
+        assert run_dir.exists() == case.dir_made  # no run directory unless the checks before it passed
 
 
 def test_resume_of_a_directory_without_a_run_is_named(tmp_path: Path) -> None:

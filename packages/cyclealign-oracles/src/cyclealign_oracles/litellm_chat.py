@@ -240,8 +240,11 @@ class LiteLLMChat(ChatBackend):
             return ChatError(message, retry_after_s=hint, kind="rate_limited")
         if isinstance(error, lit.APIConnectionError | OSError):
             return ChatError(message, retry_after_s=hint, kind="unreachable")
-        if hint is not None or isinstance(error, lit.APIError):
-            return ChatError(message, retry_after_s=hint)
+        status = getattr(error, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
+            return ChatError(message, retryable=False)  # the provider refuses this request as it is
+        if hint is not None or isinstance(status, int) or isinstance(error, lit.APIError):
+            return ChatError(message, retry_after_s=hint, kind="timeout" if status == 408 else "provider_error")
         return error  # not an API error class: the framework retries it and logs it loudly
 
     def _reply(self, response: Any) -> ChatReply:
