@@ -174,7 +174,7 @@ class LiteLLMChat(ChatBackend):
                 messages=[{"role": "user", "content": "Reply with OK."}],
                 api_key=self._api_key,
                 max_tokens=1,
-                timeout=self.config.timeout_s,
+                timeout=min(self.config.timeout_s, 20.0),  # a question of seconds, not of a full answer
                 num_retries=0,
                 max_retries=0,
             )
