@@ -437,6 +437,22 @@ def test_tracebacks_and_exception_chains_in_logs_are_redacted(caplog) -> None:
     assert unknown not in caplog.text and "Bearer ***" in caplog.text and "api-key: ***" in caplog.text
 
 
+def test_a_bugs_traceback_on_the_console_is_redacted(monkeypatch, capsys) -> None:
+    import sys
+
+    from cyclealign.oracle.secrets import redact_uncaught
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    redact_uncaught()
+    unknown = "tok-never-registered-55cc66dd77"
+    try:
+        raise ValueError(f"request failed: headers={{'Authorization': 'Bearer {unknown}'}}")
+    except ValueError:
+        sys.excepthook(*sys.exc_info())  # what the interpreter does with an exception nobody caught
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError" in err and unknown not in err and "Bearer ***" in err
+
+
 def test_failures_are_counted_by_kind_in_the_summary(world: dict, tmp_path: Path) -> None:
     def mixed(call, index):
         if "slow" in call.first_user:

@@ -279,5 +279,8 @@ def test_timeouts_and_server_errors_are_not_fatal_and_keep_their_kind() -> None:
         slow = oracle_for(server, timeout_s=0.3, max_retries=0).rank(REQUEST)
     with OpenAIServer(lambda call, i: Reply(status=503)) as server:
         down = oracle_for(server, max_retries=0).rank(REQUEST)
-    assert slow.failure == "timeout" and down.failure == "provider_error"
-    assert not slow.fatal and not down.fatal
+    with OpenAIServer() as server:
+        closed = oracle_for(server, max_retries=0)
+    unreachable = closed.rank(REQUEST)  # the server has gone: nothing listens on its port
+    assert slow.failure == "timeout" and down.failure == "provider_error" and unreachable.failure == "unreachable"
+    assert not slow.fatal and not down.fatal and not unreachable.fatal

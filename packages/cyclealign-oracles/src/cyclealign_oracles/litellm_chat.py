@@ -34,6 +34,7 @@ from cyclealign_oracles.providers import (
     discover_model,
     fatal_kind,
     local_model_name,
+    network_kind,
     rejects_format,
     response_format,
 )
@@ -238,8 +239,9 @@ class LiteLLMChat(ChatBackend):
             return ChatError(message, retry_after_s=hint, kind="timeout")
         if isinstance(error, lit.RateLimitError):
             return ChatError(message, retry_after_s=hint, kind="rate_limited")
-        if isinstance(error, lit.APIConnectionError | OSError):
-            return ChatError(message, retry_after_s=hint, kind="unreachable")
+        network = "unreachable" if isinstance(error, lit.APIConnectionError | OSError) else network_kind(error)
+        if network is not None:
+            return ChatError(message, retry_after_s=hint, kind=network)
         status = getattr(error, "status_code", None)
         if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
             return ChatError(message, retryable=False)  # the provider refuses this request as it is

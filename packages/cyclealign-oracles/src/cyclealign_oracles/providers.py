@@ -223,6 +223,24 @@ def fatal_kind(error: BaseException) -> str | None:
     return None
 
 
+def network_kind(error: BaseException) -> str | None:
+    """``timeout`` or ``unreachable`` when the cause, anywhere down the exception chain, is the network.
+
+    litellm reports a refused connection as a 500 ``InternalServerError`` whose cause is the real one.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, TimeoutError) or name in ("APITimeoutError", "ReadTimeout", "ConnectTimeout"):
+            return "timeout"
+        if isinstance(current, OSError) or name in ("APIConnectionError", "ConnectError", "RemoteProtocolError"):
+            return "unreachable"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 _MODEL_MISSING = (
     "not found",
     "does not exist",
