@@ -305,3 +305,35 @@ def test_self_rank_fallback_trains_on_the_models_own_order_when_the_oracle_fails
     assert all(c.source == "whitebox" for c in batch.candidates)
     assert [c.text.split("q=")[1] for c in batch.candidates] == ["1", "2", "3"]  # most confident first
     assert records[0]["oracle"]["order"] is None and records[0]["loss"] is not None
+
+
+def test_a_fatal_oracle_failure_stops_the_run_and_leaves_its_wave_undone() -> None:
+    class Revoked(QualityOracle):  # the key is rejected from the third request on
+        def rank_many(self, requests):
+            verdicts = super().rank_many(requests)
+            first = len(self.requests) - len(requests)
+            return [
+                OracleVerdict(order=None, response=None, error="AuthenticationError: bad key", failure="auth")
+                if first + k >= 2
+                else v
+                for k, v in enumerate(verdicts)
+            ]
+
+    settings = CycleSettings(num_samples=3, max_interactions=1, prompt_batch=2)
+    cycle, records, trainer = make_cycle(
+        ScoredSampler([3, 1, 2], confidence=lambda q: -q), Revoked(), settings=settings
+    )
+    totals = cycle.run(PROMPTS)  # waves: [p0, p1] then [p2]
+    assert totals.stopped == "oracle failed fatally: AuthenticationError: bad key"
+    assert totals.prompts == 2 and len(records) == 2 and len(trainer.batches) == 2  # nothing of the failed wave
+    assert totals.oracle_failures == 0 and totals.oracle_failures_by_kind == {}
+
+
+def test_failures_are_counted_by_kind() -> None:
+    oracle = QualityOracle(fail_on={0})
+    cycle, records, _ = make_cycle(
+        ScoredSampler([3, 1, 2], confidence=lambda q: -q), oracle, settings=CycleSettings(max_interactions=2)
+    )
+    totals = cycle.run(PROMPTS[:1])
+    assert records[0]["oracle"]["failure"] is None  # an oracle that names no kind
+    assert totals.oracle_failures_by_kind == {"unknown": 1}

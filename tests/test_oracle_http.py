@@ -246,3 +246,41 @@ def test_a_completion_without_choices_is_asked_again() -> None:
         oracle = oracle_for(server)
         verdict = oracle.rank(REQUEST)
     assert verdict.ok and verdict.attempts == 2 and oracle.stats.retries + oracle.stats.parse_retries == 1
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> Reply:
+    return Reply(status=status, body=json.dumps({"error": {"message": message, "type": kind, "code": kind}}))
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (_error(401, "Incorrect API key provided."), "auth"),
+        (_error(403, "You are not allowed to use this model."), "auth"),
+        (_error(404, "The model `gpt-17` does not exist."), "model_not_found"),
+        (_error(429, "You exceeded your current quota.", "insufficient_quota"), "quota"),
+    ],
+    ids=["401", "403", "404", "quota"],
+)
+def test_fatal_errors_halt_the_batch_before_the_next_call(reply: Reply, kind: str) -> None:
+    requests = [OracleRequest(prompt=f"question {i}", responses=("a", "bbb", "cc")) for i in range(4)]
+    with OpenAIServer(lambda call, i: reply) as server:
+        oracle = oracle_for(server, concurrency=1)
+        verdicts = oracle.rank_many(requests)
+        n_calls = len(server.chat_calls)
+        again = oracle.rank(REQUEST)  # the halt lasts one batch: the caller (the engine) decides what follows
+    assert n_calls == 1 and all(v.fatal and v.failure == kind for v in verdicts)
+    assert "not sent" in verdicts[1].error and verdicts[1].attempts == 0
+    assert again.fatal and len(server.chat_calls) == 2
+
+
+def test_timeouts_and_server_errors_are_not_fatal_and_keep_their_kind() -> None:
+    with OpenAIServer(lambda call, i: Reply(delay_s=3.0)) as server:
+        slow = oracle_for(server, timeout_s=0.3, max_retries=0).rank(REQUEST)
+    with OpenAIServer(lambda call, i: Reply(status=503)) as server:
+        down = oracle_for(server, max_retries=0).rank(REQUEST)
+    with OpenAIServer() as server:
+        closed = oracle_for(server, max_retries=0)
+    unreachable = closed.rank(REQUEST)  # the server has gone: nothing listens on its port
+    assert slow.failure == "timeout" and down.failure == "provider_error" and unreachable.failure == "unreachable"
+    assert not slow.fatal and not down.fatal and not unreachable.fatal

@@ -82,11 +82,21 @@ class OpenAIServer:
     """``with OpenAIServer(behaviour) as s: ... s.api_base ... s.requests``."""
 
     def __init__(
-        self, behaviour: Behaviour | list[Reply] | None = None, latency_s: float = 0.0, models: tuple[str, ...] = ()
+        self,
+        behaviour: Behaviour | list[Reply] | None = None,
+        latency_s: float = 0.0,
+        models: tuple[str, ...] = (),
+        api_keys: set[str] | None = None,
+        protect_models: bool = True,
     ) -> None:
         self.behaviour = behaviour or default_behaviour
         self.latency_s = latency_s
         self.models = models or ("test-model",)  # what GET /v1/models lists
+        # With keys, a request whose bearer token is not one of them gets OpenAI's 401 (the key echoed in the
+        # message, as some providers do); ``protect_models=False`` leaves the listing open, as many servers do.
+        self.api_keys = api_keys
+        self.protect_models = protect_models
+        self.rejected: list[str] = []  # paths of the requests refused for their key
         self.requests: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -140,7 +150,23 @@ class OpenAIServer:
                         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))  # pipelined bytes: keep waiting
                 return True
 
+            def _refused(self) -> bool:
+                """Answer 401 when the server checks keys and this request's is not one of them."""
+                if outer.api_keys is None or (self.command == "GET" and not outer.protect_models):
+                    return False
+                key = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+                if key in outer.api_keys:
+                    return False
+                with outer._lock:
+                    outer.rejected.append(self.path)
+                message = f"Incorrect API key provided: {key}. You can find your API key in your account settings."
+                body = {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
+                self._send(401, json.dumps(body))
+                return True
+
             def do_GET(self) -> None:
+                if self._refused():
+                    return
                 if self.path.rstrip("/").endswith(("/models", "/health")):
                     models = [{"id": m, "object": "model"} for m in outer.models]
                     self._send(200, json.dumps({"object": "list", "data": models}))
@@ -161,6 +187,8 @@ class OpenAIServer:
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
+                    if self._refused():
+                        return
                     reply = outer._reply(call, index)
                     if not self._wait(outer.latency_s + reply.delay_s):
                         with outer._lock:

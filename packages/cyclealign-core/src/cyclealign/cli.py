@@ -96,6 +96,9 @@ app.command("export")(export_command)
 
 
 def main() -> None:
+    from cyclealign.oracle.secrets import redact_uncaught
+
+    redact_uncaught()  # a bug's traceback is still shown, with keys and credentials scrubbed
     app()
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cyclealign.errors import CycleAlignError
+from cyclealign.oracle.secrets import redact
 
 # ValueError: the loss package validates its hyperparameters without depending on core's errors.
 USER_ERRORS: tuple[type[BaseException], ...] = (CycleAlignError, FileNotFoundError, ImportError, ValueError)
@@ -26,6 +27,8 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
+    """One red line (keys and credentials redacted), then exit ``code``."""
+    message = redact(message)
     err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -64,5 +67,8 @@ def start_or_resume(
         target = cfg.run.dir
         return guarded(start, config=cfg, console=console)
     except KeyboardInterrupt:
-        print(f"aborted; the last checkpoint is intact: cyclealign {command} --resume {target}", file=sys.stderr)
+        if target is not None and all((Path(target) / f).is_file() for f in ("run.json", "config.yaml")):
+            print(f"aborted; the last checkpoint is intact: cyclealign {command} --resume {target}", file=sys.stderr)
+        else:  # stopped before the run directory was made: there is nothing to resume
+            print("aborted before the run started; nothing was written", file=sys.stderr)
         raise typer.Exit(130) from None

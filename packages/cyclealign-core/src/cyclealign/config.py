@@ -272,12 +272,13 @@ def load_config(
     data: dict[str, Any] = {}
     origin = "--set"
     if path is not None:
+        from cyclealign.user_files import read_text
+
         p = Path(path)
         origin = str(p)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+        text = read_text(p, "config file", ConfigError)
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(loaded, dict):

@@ -6,7 +6,7 @@ checkpoints share these types without the engine's dependencies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cyclealign.protocols import Prompt
@@ -54,6 +54,12 @@ class CycleTotals:
     trained_steps: int = 0
     loss_sum: float = 0.0
     stopped: str | None = None
+    oracle_failures_by_kind: dict[str, int] = field(default_factory=dict)  # FAILURE_KINDS → recorded failures
+
+    def count_failure(self, kind: str | None) -> None:
+        """One more recorded interaction whose oracle failed in this way (older records carry no kind)."""
+        kind = kind or "unknown"
+        self.oracle_failures_by_kind[kind] = self.oracle_failures_by_kind.get(kind, 0) + 1
 
     @property
     def agreement_rate(self) -> float:

@@ -35,6 +35,7 @@ from cyclealign.protocols import (
 )
 
 RewardFn = Callable[[Sequence[int]], Sequence[float]]
+FATAL_STOP = "oracle failed fatally: "  # how totals.stopped begins when a fatal oracle error ended the run
 
 
 def interaction_rng(seed: int, prompt_id: str, interaction: int) -> random.Random:
@@ -182,7 +183,9 @@ class Cycle:
         for record in self.lockstep.merge(records):
             self.totals.interactions += 1
             self.totals.full_agreements += int(record["agreed_fully"])
-            self.totals.oracle_failures += int(record["oracle"]["order"] is None)
+            if record["oracle"]["order"] is None:
+                self.totals.oracle_failures += 1
+                self.totals.count_failure(record["oracle"]["failure"])
             self.on_record(record)
 
     def interact(self, states: list[PromptState]) -> list[_Judged]:
@@ -216,6 +219,9 @@ class Cycle:
             verdicts = self._rank(requests, states)
         except BudgetExceeded as e:
             self.totals.stopped = f"budget: {e}"
+            return []
+        if fatal := next((v for v in verdicts if v.fatal), None):  # nothing of this tick counts; resume redoes it
+            self.totals.stopped = f"{FATAL_STOP}{(fatal.error or fatal.failure or '').removeprefix('transport: ')}"
             return []
         oracle_s = time.perf_counter() - t0
         if len(verdicts) != len(requests):
@@ -259,6 +265,7 @@ class Cycle:
                 "shown_order_answer": list(verdict.order) if verdict.order is not None else None,
                 "response": verdict.response,
                 "error": verdict.error,
+                "failure": verdict.failure,
                 "attempts": verdict.attempts,
                 "cached": verdict.cached,
                 **verdict.usage.as_dict(),

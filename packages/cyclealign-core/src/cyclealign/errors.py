@@ -52,22 +52,51 @@ class BudgetExceeded(CycleAlignError, RuntimeError):
     """A call would take the oracle's spend past ``oracle.budget_usd``; raised before it is sent."""
 
 
-class TransportError(CycleAlignError, RuntimeError):
-    """An oracle call failed after every transport retry, or with an error that no retry can fix."""
+# How an oracle request can fail, as counted in summary.json (``oracle_failures_by_kind``).  The fatal
+# kinds stop a run: no retry and no later call can fix a rejected key, an unknown model or an empty quota.
+FATAL_KINDS = ("auth", "model_not_found", "quota", "fatal")
+FAILURE_KINDS = (
+    "timeout",  # no complete answer within oracle.timeout_s (after the retries)
+    "unreachable",  # the connection failed (after the retries)
+    "rate_limited",  # 429 after the retries
+    "provider_error",  # 5xx after the retries, or a request the provider rejected
+    "context_overflow",  # the prompt does not fit oracle.context_tokens (or the provider's window)
+    "invalid_answer",  # answers came, but none valid after oracle.max_parse_retries re-asks
+    *FATAL_KINDS,
+)
 
-    def __init__(self, message: str, *, attempts: int = 1, waited_s: float = 0.0) -> None:
+
+class TransportError(CycleAlignError, RuntimeError):
+    """An oracle call failed after every transport retry, or with an error that no retry can fix.
+
+    ``kind`` is one of ``FAILURE_KINDS``; ``fatal`` when it is one of ``FATAL_KINDS``.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 1, waited_s: float = 0.0, kind: str = "provider_error") -> None:
         super().__init__(message)
         self.attempts = attempts
         self.waited_s = waited_s
+        self.kind = kind
+
+    @property
+    def fatal(self) -> bool:
+        return self.kind in FATAL_KINDS
+
+
+class OracleFatalError(CycleAlignError, RuntimeError):
+    """The oracle failed in a way that stops the run (bad key, unknown model, no quota); fix it, then resume."""
 
 
 __all__ = [
+    "FAILURE_KINDS",
+    "FATAL_KINDS",
     "BudgetExceeded",
     "CheckpointDamaged",
     "ConfigError",
     "CycleAlignError",
     "DataError",
     "LocalServerError",
+    "OracleFatalError",
     "OracleSetupError",
     "PluginError",
     "RunDirError",

@@ -30,8 +30,9 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from cyclealign.errors import CycleAlignError, RunDirError, SetupError
+from cyclealign.errors import ConfigError, CycleAlignError, RunDirError, SetupError
 from cyclealign.store import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
+from cyclealign.user_files import require_writable_dir
 
 FORMATS = ("trl", "ranked", "aligner")
 PAIRS = ("all", "best-worst")
@@ -192,7 +193,7 @@ def export_runs(
     if not run_dirs:
         raise ValueError("give at least one run directory")
     _datasets()  # a missing extra fails before anything is read
-    out_dir = Path(out_dir)
+    out_dir = require_writable_dir(out_dir, "--out", ConfigError)
     report = ExportReport(runs=[str(r) for r in run_dirs])
     items: list[Ranked] = []
     for run_dir in run_dirs:
@@ -201,12 +202,15 @@ def export_runs(
         report.interactions += total
         report.ranked += len(ranked)
     report.unranked = report.interactions - report.ranked
-    for fmt in formats:
-        rows, report.duplicates[fmt] = dedupe([row for item in items for row in rows_for(fmt, item, pairs)])
-        report.rows[fmt] = len(rows)
-        write_dataset(out_dir / fmt, fmt, rows)
-        atomic_write_jsonl(out_dir / f"{fmt}.jsonl", rows)
-    atomic_write_json(out_dir / "export.json", {"pairs": pairs, **report.__dict__})
+    try:
+        for fmt in formats:
+            rows, report.duplicates[fmt] = dedupe([row for item in items for row in rows_for(fmt, item, pairs)])
+            report.rows[fmt] = len(rows)
+            write_dataset(out_dir / fmt, fmt, rows)
+            atomic_write_jsonl(out_dir / f"{fmt}.jsonl", rows)
+        atomic_write_json(out_dir / "export.json", {"pairs": pairs, **report.__dict__})
+    except OSError as e:  # a full disk, a folder made read-only meanwhile: said once, naming the place
+        raise ConfigError(f"--out: cannot write {e.filename or out_dir} ({e.strerror or e})") from None
     return report
 
 

@@ -50,8 +50,23 @@ class JsonlReader:
                         self.reject(n, f"not valid JSON ({e.msg} at column {e.colno})")
                         continue
                     yield n, row
-        except (OSError, EOFError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
+            raise DataError(self._where_not_utf8(e)) from None
+        except (OSError, EOFError) as e:
             raise DataError(f"{self.path}: cannot be read ({e})") from None
+
+    def _where_not_utf8(self, error: UnicodeDecodeError) -> str:
+        """The line and byte offset where the file stops being UTF-8 (read again, as bytes, to find them)."""
+        from cyclealign.user_files import decode_error
+
+        try:
+            data = gzip.decompress(self.path.read_bytes()) if self.path.suffix == ".gz" else self.path.read_bytes()
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return decode_error(self.path, data, e)
+        except (OSError, EOFError):
+            pass
+        return f"{self.path}: cannot be read ({error})"
 
 
 def read_jsonl(path: str | Path, *, lenient: bool = False) -> list[Any]:

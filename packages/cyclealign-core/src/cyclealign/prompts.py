@@ -120,13 +120,10 @@ def load_instruction(path: str | Path | None) -> str:
     """The ranking instruction: ``SYSTEM``, or the text of ``oracle.instruction_file`` in its place."""
     if path is None:
         return SYSTEM
+    from cyclealign.user_files import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"oracle.instruction_file: {p} does not exist")
-    try:
-        text = p.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"oracle.instruction_file: {p} cannot be read as UTF-8 text ({e})") from None
+    text = read_text(p, "oracle.instruction_file", ConfigError).strip()
     if not text:
         raise ConfigError(f"oracle.instruction_file: {p} is empty; write the ranking instruction into it")
     return text

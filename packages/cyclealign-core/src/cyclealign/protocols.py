@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from cyclealign.errors import FATAL_KINDS
 from cyclealign.errors import BudgetExceeded as BudgetExceeded  # raised by oracles, caught by the engine
 from cyclealign.usage import Costs, OracleStats, Usage
 
@@ -107,7 +108,8 @@ class OracleVerdict(Costs):
     """The oracle's answer, already validated.
 
     ``order`` indexes ``OracleRequest.responses`` as shown, best first; it is
-    ``None`` when no valid answer could be had, and ``error`` then says why.
+    ``None`` when no valid answer could be had, and ``error`` then says why and
+    ``failure`` names the kind (``cyclealign.errors.FAILURE_KINDS``; a fatal kind stops the run).
     A failed verdict is recorded, never replaced by an invented ranking.
     ``usage`` is what the answer took, over all its attempts (a cache replay is free).
     """
@@ -121,10 +123,16 @@ class OracleVerdict(Costs):
     usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
     waited_s: float = 0.0
+    failure: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.order is not None
+
+    @property
+    def fatal(self) -> bool:
+        """The oracle cannot go on (rejected key, unknown model, no quota): the run stops."""
+        return self.failure in FATAL_KINDS
 
 
 @dataclass(frozen=True)

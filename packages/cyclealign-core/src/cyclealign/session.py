@@ -27,6 +27,8 @@ from cyclealign import assembly
 from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.config import Config
 from cyclealign.cycle_state import CycleTotals
+from cyclealign.engine import FATAL_STOP
+from cyclealign.errors import OracleFatalError
 from cyclealign.lockstep import lockstep_for
 from cyclealign.oracle.ledger import NAME as LEDGER
 from cyclealign.oracle.ledger import CallLedger, in_flight, ledger_totals, process_id
@@ -227,6 +229,8 @@ class RunSession:
             )
         if not totals.stopped:
             self.status = "completed"
+        elif totals.stopped.startswith(FATAL_STOP):
+            self.status = "failed"  # resumable: the checkpoint of the last whole wave stays
         else:
             self.status = "budget" if totals.stopped.startswith("budget") else "interrupted"
         return totals
@@ -251,7 +255,8 @@ class RunSession:
         if self.world_size > 1:  # equal digests: every process ends with the same weights
             summary["weights_digest_by_rank"] = self.lockstep.gather(weights_digest(self.whitebox, self.trainer))
         self.store.write_summary(summary)
-        self.store.set_status(self.status)
+        stopped = self.cycle.totals.stopped or ""
+        self.store.set_status(self.status, **({"error": stopped} if stopped.startswith(FATAL_STOP) else {}))
         return summary
 
     def run(self) -> RunResult:
@@ -262,6 +267,11 @@ class RunSession:
             summary = self.cleanup()
         totals = self.cycle.totals
         print_summary(self.console, summary, self.store.path)
+        if totals.stopped and totals.stopped.startswith(FATAL_STOP):
+            raise OracleFatalError(
+                f"{totals.stopped}; the run stopped after {totals.prompts} of {len(self.prompts)} prompts and is "
+                f"marked failed. Fix the cause, then continue with: cyclealign run --resume {self.store.path}"
+            )
         if self.status != "completed":
             self.console.print(f"[yellow]stopped ({totals.stopped}); continue with:[/yellow]")
             print(f"  cyclealign run --resume {self.store.path}", file=self.console.file, flush=True)  # never wrapped

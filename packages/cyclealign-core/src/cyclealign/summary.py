@@ -26,6 +26,7 @@ def summarize(loss: Any, totals: CycleTotals, stats: OracleStats, started: float
         "full_agreements": totals.full_agreements,
         "agreement_rate": totals.agreement_rate,
         "oracle_failures": totals.oracle_failures,
+        "oracle_failures_by_kind": dict(sorted(totals.oracle_failures_by_kind.items())),
         "trained_steps": totals.trained_steps,
         "mean_loss": totals.mean_loss,
         "stopped": totals.stopped,
@@ -75,6 +76,13 @@ def sum_stats(parts: list[OracleStats]) -> OracleStats:
     return total
 
 
+def failures_line(summary: dict[str, Any]) -> str:
+    """``"3 (invalid answer 1, timeout 2)"``: the failed interactions, by kind."""
+    kinds = summary.get("oracle_failures_by_kind") or {}
+    parts = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in sorted(kinds.items()) if n)
+    return f"{summary['oracle_failures']}" + (f" ({parts})" if parts else "")
+
+
 def print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> None:
     table = Table(title="CycleAlign run", show_header=False)
     table.add_column(style="bold")
@@ -86,7 +94,7 @@ def print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> N
         ("prompts done", str(summary["prompts_done"])),
         ("interactions", str(summary["interactions"])),
         ("agreement rate", f"{summary['agreement_rate']:.1%} ({summary['full_agreements']} full agreements)"),
-        ("oracle parse failures", str(summary["oracle_failures"])),
+        ("oracle failures", failures_line(summary)),
         ("training steps", str(summary["trained_steps"])),
         ("mean loss", "n/a" if mean_loss is None else f"{mean_loss:.4f}"),
         ("oracle cost", f"${oracle['cost_usd']:.4f}"),

@@ -111,6 +111,11 @@ class ChatUpstream:
         if not isinstance(self.oracle, Chat):
             self.oracle.close()
             raise SetupError(f"oracle.name={config.name!r} cannot chat, so it cannot answer questions")
+        try:
+            self.oracle.preflight()  # a rejected key or an unknown model fails before any question is sent
+        except BaseException:
+            self.oracle.close()
+            raise
         self.name = name or (config.model or config.name).rsplit("/", 1)[-1]
 
     @property

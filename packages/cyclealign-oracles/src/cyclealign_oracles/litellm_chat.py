@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -23,7 +24,7 @@ os.environ.setdefault("LITELLM_TELEMETRY", "False")
 from cyclealign.config import OracleConfig
 from cyclealign.errors import OracleSetupError
 from cyclealign.oracle import ChatBackend, ChatError, ChatOracle, ChatReply, ChatRequest, FormatRejected, Usage
-from cyclealign.oracle.secrets import guard_loggers, read_api_key, remember
+from cyclealign.oracle.secrets import guard_loggers, read_api_key, redact, remember
 from cyclealign_oracles.providers import (
     DOWNGRADE,
     FormatMode,
@@ -31,14 +32,17 @@ from cyclealign_oracles.providers import (
     check_reachable,
     choose_format,
     discover_model,
+    fatal_kind,
     local_model_name,
+    network_kind,
     rejects_format,
     response_format,
 )
 
 log = logging.getLogger("cyclealign.oracle")
 
-_FATAL_NAMES = ("AuthenticationError", "PermissionDeniedError", "NotFoundError", "UnprocessableEntityError")
+_LITELLM_PREFIX = re.compile(r"^litellm\.\w+: (\w+: )?")  # "litellm.AuthenticationError: AuthenticationError: "
+_REJECTED_NAMES = ("UnprocessableEntityError",)  # a request the provider will never accept: not retried
 _LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "openai")
 
 
@@ -157,9 +161,31 @@ class LiteLLMChat(ChatBackend):
             return 0.0
 
     def preflight(self) -> None:
-        """Fail fast on an unreachable endpoint (only where we know the address: local servers, proxies)."""
+        """Ask the provider once before the run: with the key where we know the address, else a 1-token chat.
+
+        A rejected key, an unknown model or an empty quota stops here, before the run directory
+        exists; anything a later attempt may fix (a timeout, a 5xx) is logged and the run starts.
+        """
         if self.api_base is not None:
-            check_reachable(self.api_base)
+            check_reachable(self.api_base, api_key=self._api_key)
+            return
+        try:
+            self._litellm.completion(
+                model=self.model,
+                messages=[{"role": "user", "content": "Reply with OK."}],
+                api_key=self._api_key,
+                max_tokens=1,
+                timeout=min(self.config.timeout_s, 20.0),  # a question of seconds, not of a full answer
+                num_retries=0,
+                max_retries=0,
+            )
+        except Exception as e:
+            error = self._chat_error(e)
+            if isinstance(error, ChatError) and error.fatal:
+                raise OracleSetupError(
+                    f"oracle {self.config.name!r} (model {self.model!r}): {redact(str(error))}"
+                ) from None
+            log.warning("oracle %s: the preflight call failed (%s); starting anyway", self.model, redact(str(error)))
 
     def close(self) -> None:
         if self.server is not None:
@@ -193,28 +219,34 @@ class LiteLLMChat(ChatBackend):
 
     # ------------------------------------------------------------------ helpers
     def _chat_error(self, error: Exception) -> Exception:
-        """litellm's exception as the framework's: retryable or not, or a rejected format (weakened here)."""
+        """litellm's exception as the framework's: its kind, retryable or not, or a rejected format (weakened here)."""
         lit = self._litellm
-        message = f"{type(error).__name__}: {error}"
+        message = f"{type(error).__name__}: {_LITELLM_PREFIX.sub('', str(error))}"
         if isinstance(error, asyncio.TimeoutError | TimeoutError):
             return error
         if isinstance(error, lit.ContextWindowExceededError):
+            return ChatError(message, retryable=False, kind="context_overflow")
+        if isinstance(error, lit.BadRequestError) and rejects_format(error) and self.format_mode != "none":
+            weaker = DOWNGRADE[self.format_mode]
+            rejected, self.format_mode = self.format_mode, weaker
+            return FormatRejected(f"{message} (response_format {rejected} rejected; now {weaker})")
+        if kind := fatal_kind(error):
+            return ChatError(message, kind=kind)  # stops the run: the same call would fail again
+        if isinstance(error, lit.BadRequestError) or type(error).__name__ in _REJECTED_NAMES:
             return ChatError(message, retryable=False)
-        if isinstance(error, lit.BadRequestError):
-            if rejects_format(error) and self.format_mode != "none":
-                weaker = DOWNGRADE[self.format_mode]
-                rejected, self.format_mode = self.format_mode, weaker
-                return FormatRejected(f"{message} (response_format {rejected} rejected; now {weaker})")
-            return ChatError(message, retryable=False)
-        if type(error).__name__ in _FATAL_NAMES:
-            return ChatError(message, retryable=False)
-        if isinstance(error, lit.RateLimitError) and "quota" in str(error).lower():
-            return ChatError(message, retryable=False)  # an exhausted quota does not come back within a retry
         hint = retry_after_s(error)
-        if hint is not None or isinstance(
-            error, lit.RateLimitError | lit.APIError | lit.APIConnectionError | lit.Timeout | OSError
-        ):
-            return ChatError(message, retry_after_s=hint)
+        if isinstance(error, lit.Timeout):
+            return ChatError(message, retry_after_s=hint, kind="timeout")
+        if isinstance(error, lit.RateLimitError):
+            return ChatError(message, retry_after_s=hint, kind="rate_limited")
+        network = "unreachable" if isinstance(error, lit.APIConnectionError | OSError) else network_kind(error)
+        if network is not None:
+            return ChatError(message, retry_after_s=hint, kind=network)
+        status = getattr(error, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
+            return ChatError(message, retryable=False)  # the provider refuses this request as it is
+        if hint is not None or isinstance(status, int) or isinstance(error, lit.APIError):
+            return ChatError(message, retry_after_s=hint, kind="timeout" if status == 408 else "provider_error")
         return error  # not an API error class: the framework retries it and logs it loudly
 
     def _reply(self, response: Any) -> ChatReply:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cyclealign.errors import OracleSetupError
+from cyclealign.oracle.secrets import redact
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,84 @@ def discover_model(api_base: str) -> str:
     raise OracleSetupError(f"oracle.api_base: {api_base} serves several models ({', '.join(ids)}); set oracle.model")
 
 
-def check_reachable(api_base: str, timeout_s: float = 5.0) -> None:
-    """One cheap GET before any expensive work, so a wrong ``oracle.api_base`` fails in seconds, clearly."""
+def check_reachable(api_base: str, timeout_s: float = 5.0, api_key: str | None = None) -> None:
+    """One cheap GET before any expensive work, so a wrong ``oracle.api_base`` fails in seconds, clearly.
+
+    With ``api_key`` the listing is asked for with the key, as the chats will be: a server that
+    rejects it (401/403) stops the run before it starts; any other answer counts as reachable.
+    """
     url = api_base.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s):
             return
-    except urllib.error.HTTPError:
-        return  # it answered: reachable (some servers protect /models)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            detail = _error_message(e)
+            raise OracleSetupError(
+                f"oracle.api_base: {api_base} rejected the API key (HTTP {e.code}{f': {detail}' if detail else ''}); "
+                "check oracle.api_key_env / oracle.api_key_file"
+            ) from None
+        return  # it answered: reachable (some servers do not list models)
     except (urllib.error.URLError, OSError) as e:
         raise OracleSetupError(f"oracle.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})") from None
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    """The provider's own words from an error body (OpenAI's ``{"error": {"message": …}}``), short."""
+    try:
+        body = json.loads(error.read() or b"{}")
+        message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
+    except (OSError, ValueError, AttributeError):
+        message = None
+    return redact(str(message)[:300]) if message else ""
+
+
+_AUTH_NAMES = ("AuthenticationError", "PermissionDeniedError")
+
+
+def fatal_kind(error: BaseException) -> str | None:
+    """``auth``, ``model_not_found`` or ``quota`` when no retry and no later call can succeed; else None.
+
+    By litellm's class where it has one (401/403, 404, a 429 for an exhausted quota), by the
+    HTTP status otherwise, and by the message for a model the provider does not know.
+    """
+    name, text = type(error).__name__, str(error).lower()
+    status = getattr(error, "status_code", None)
+    if name in _AUTH_NAMES or status in (401, 403):
+        return "auth"
+    if name == "NotFoundError" or status == 404:
+        return "model_not_found"
+    if name == "BadRequestError" and "model" in text and any(s in text for s in _MODEL_MISSING):
+        return "model_not_found"
+    if (name == "RateLimitError" or status == 429) and ("quota" in text or "billing" in text):
+        return "quota"
+    return None
+
+
+def network_kind(error: BaseException) -> str | None:
+    """``timeout`` or ``unreachable`` when the cause, anywhere down the exception chain, is the network.
+
+    litellm reports a refused connection as a 500 ``InternalServerError`` whose cause is the real one.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, TimeoutError) or name in ("APITimeoutError", "ReadTimeout", "ConnectTimeout"):
+            return "timeout"
+        if isinstance(current, OSError) or name in ("APIConnectionError", "ConnectError", "RemoteProtocolError"):
+            return "unreachable"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_MODEL_MISSING = (
+    "not found",
+    "does not exist",
+    "model_not_found",
+    "unknown model",
+    "not a valid model",
+    "llm provider not provided",
+)

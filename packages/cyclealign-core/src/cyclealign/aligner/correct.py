@@ -35,6 +35,8 @@ def read_questions(path: str | Path, *, lenient: bool = False) -> list[QuestionR
     An answers file (``eval generate``'s) is a questions file too: its ``question`` and ``messages`` are used.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a questions file (JSONL)")
     if not path.is_file():
         raise DataError(f"{path}: no such questions file")
     reader = JsonlReader(path, lenient=lenient, hint="--lenient skips such rows")
@@ -88,6 +90,8 @@ def correct(
     """
     from cyclealign.aligner.corrector import Corrector
 
+    if isinstance(corrector, str | Path):
+        Corrector.check(corrector)  # before the upstream answers, which may be paid for
     up = _upstream(upstream)
     prompts = [as_prompt(q, i) for i, q in enumerate(questions)]
     originals = answer_all(up, prompts, console)
@@ -148,6 +152,7 @@ def correct_file(
 
     out = Path(out)
     rows = read_questions(questions, lenient=lenient)
+    Corrector.check(corrector)  # before the upstream answers, which may be paid for
     if isinstance(upstream, str | Path):
         up = open_upstream(
             upstream,

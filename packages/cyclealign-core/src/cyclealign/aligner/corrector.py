@@ -50,6 +50,25 @@ class Corrector:
             raise SetupError(f"{path}: the corrector's model cannot be loaded ({e})") from None
         return cls(model.to(torch_device).eval(), tokenizer, prompt)
 
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """A cheap look at a corrector directory (no weights loaded), so a wrong one fails before any work.
+
+        ``aligner correct`` calls this before the upstream answers (which an API upstream is paid for).
+        """
+        path = Path(path)
+        if not path.is_dir():
+            what = "does not exist" if not path.exists() else "is a file, expected a corrector directory"
+            raise SetupError(f"--corrector: {path} {what}")
+        try:
+            CorrectorPrompt.load(path)
+        except SetupError as e:
+            raise SetupError(f"--corrector: {e}") from None
+        if not (path / "config.json").is_file():
+            raise SetupError(f"--corrector: {path} holds no config.json, so no model to load")
+        if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            raise SetupError(f"--corrector: {path} holds no tokenizer (tokenizer.json or tokenizer_config.json)")
+
     @classmethod
     def from_whitebox(cls, whitebox: Any, prompt: CorrectorPrompt) -> Corrector:
         """The trained white-box model as a corrector; a LoRA adapter is merged into its weights (in place)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from cyclealign.errors import DataError
 from cyclealign.jsonl import JsonlReader
+from cyclealign.user_files import require_file
 
 FIELDS = ("question", "answer", "correction")
 
@@ -41,9 +42,7 @@ def _triple(row: Any, source: str) -> Triple:
 
 def read_triples(path: str | Path, *, lenient: bool = False) -> list[Triple]:
     """Every triple in a ``.json`` file (a list of objects) or a ``.jsonl``/``.jsonl.gz`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"aligner.data: {path} does not exist")
+    path = require_file(path, "aligner.data")
     out: list[Triple] = []
     if path.suffix == ".json":
         try:

@@ -9,6 +9,7 @@ from typing import Any
 from cyclealign.errors import DataError
 from cyclealign.jsonl import JsonlReader
 from cyclealign.protocols import Message, Prompt
+from cyclealign.user_files import require_file
 
 
 def parse_prompt_row(row: Any, pid: str) -> Prompt:
@@ -42,9 +43,7 @@ def load_jsonl_prompts(path: str | Path, *, lenient: bool = False) -> list[Promp
 
     Skipped rows are counted in a warning, so leniency never hides how much was lost.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data.source: {path} does not exist")
+    path = require_file(path, "data.source")
     prompts: list[Prompt] = []
     rows = JsonlReader(path, lenient=lenient)
     for n, row in rows:

@@ -16,6 +16,7 @@ Three row shapes, told apart by their fields (docs/data.md):
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cyclealign.data.jsonl import parse_prompt_row
 from cyclealign.errors import DataError
 from cyclealign.jsonl import JsonlReader
 from cyclealign.protocols import Candidate, LossBatch, Message, Prompt
+from cyclealign.user_files import require_file
 
 FORMATS = ("auto", "trl", "ranked", "hh-rlhf")
 
@@ -137,6 +139,8 @@ def parse_row(row: Any, pid: str, source: str, fmt: str = "auto") -> RankedExamp
             ):
                 raise ValueError(f'field "scores" must be {len(texts)} numbers, one per response')
             scores = tuple(float(s) for s in raw)
+            if bad := [k for k, s in enumerate(scores) if not math.isfinite(s)]:
+                raise ValueError(f'field "scores" must be finite numbers; scores[{bad[0]}] is {raw[bad[0]]}')
             if any(a < b for a, b in itertools.pairwise(scores)):
                 raise ValueError('field "scores" increases along "responses", which must be best first')
     elif "rejected" not in row:
@@ -173,9 +177,7 @@ def read_examples(source: str | Path, *, fmt: str = "auto", lenient: bool = Fals
         if report.malformed_skipped:
             warnings.warn(f"HH-RLHF {root} ({split}): {report.summary()}", stacklevel=2)
         return [RankedExample(e.id, e.prompt, (e.chosen, e.rejected), None, e.source) for e in examples]
-    path = Path(text)
-    if not path.is_file():
-        raise DataError(f"offline.source: {path} does not exist")
+    path = require_file(text, "offline.source")
     rows = JsonlReader(path, lenient=lenient, hint="offline.lenient=true skips and counts such rows")
     out: list[RankedExample] = []
     for n, row in rows:

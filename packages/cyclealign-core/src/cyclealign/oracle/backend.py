@@ -7,9 +7,12 @@ retries with backoff, the requests-per-minute pacer, budget reservation and usag
 accounting.  So a backend written in a few lines gets all of them for free.
 
 A backend tells the framework what went wrong by raising :class:`ChatError`
-(``retryable`` or not, with the server's ``Retry-After``) or
-:class:`FormatRejected` (after weakening its own structured-output mode); any
-other exception is retried like a transport error and logged.
+(``retryable`` or not, with the server's ``Retry-After``, and the ``kind`` of
+failure the summary counts it under) or :class:`FormatRejected` (after weakening
+its own structured-output mode); any other exception is retried like a transport
+error and logged.  ``ChatError(..., fatal=True)`` (or a fatal ``kind``: ``auth``,
+``model_not_found``, ``quota``) stops the run: no later call is sent, the run is
+marked ``failed`` with the message, and ``--resume`` continues once it is fixed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cyclealign.errors import FAILURE_KINDS, FATAL_KINDS
 from cyclealign.usage import Usage
 
 
@@ -58,11 +62,29 @@ class ChatReply:
 
 
 class ChatError(Exception):
-    """A failed call.  ``retryable=False`` ends the request at once (bad key, unknown model, no quota)."""
+    """A failed call.  ``retryable=False`` ends the request at once; ``fatal=True`` ends the run.
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
+    ``kind`` names the failure in the summary (one of ``cyclealign.errors.FAILURE_KINDS``:
+    ``timeout``, ``unreachable``, ``rate_limited``, ``provider_error``, ``context_overflow``,
+    or a fatal one: ``auth``, ``model_not_found``, ``quota``); unset, it is ``provider_error``,
+    or ``fatal`` with ``fatal=True``.  A fatal error is never retried.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after_s: float | None = None,
+        kind: str | None = None,
+        fatal: bool = False,
+    ) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        if kind is not None and kind not in FAILURE_KINDS:
+            raise ValueError(f"ChatError kind {kind!r} is not one of {', '.join(FAILURE_KINDS)}")
+        self.kind = kind or ("fatal" if fatal else "provider_error")
+        self.fatal = fatal or self.kind in FATAL_KINDS
+        self.retryable = retryable and not self.fatal
         self.retry_after_s = retry_after_s
 
 
@@ -91,7 +113,11 @@ class ChatBackend(ABC):
         return 0.0
 
     def preflight(self) -> None:
-        """Fail fast (raise ``OracleSetupError``) when the endpoint cannot work, before any expensive work."""
+        """Fail fast (raise ``OracleSetupError``) when the endpoint cannot work, before any expensive work.
+
+        Ask the provider once if it can be done cheaply (a listing, a 1-token chat), so that a
+        rejected key or an unknown model stops the run before its directory is created.
+        """
         return None
 
     def close(self) -> None:

@@ -192,6 +192,7 @@ class ChatOracle:
             return results
 
         with self._busy:
+            self.transport.halted = None  # a fatal error halts the batch it happened in; the caller decides
             return self._loop.run(all_of)
 
     def _request(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, wants_json: bool = True):
@@ -239,11 +240,12 @@ class ChatOracle:
                 response=None,
                 error=f"the prompt (about {need} tokens) plus oracle.max_tokens={self.config.max_tokens} does "
                 f"not fit oracle.context_tokens={self.context_limit}",
+                failure="context_overflow",
             )
         shown = (request.prompt, *request.responses)
         shown += tuple(t for d in request.demonstrations for t in (d.prompt, *d.responses))
         last_text: str | None = None
-        error = "no answer"
+        error, failure = "no answer", "invalid_answer"
         for parse_try in range(self.config.max_parse_retries + 1):
             if parse_try:
                 self.stats.parse_retries += 1
@@ -251,7 +253,7 @@ class ChatOracle:
                 sent = await self.transport.send(self._request(messages, ranking_schema(n)), sem)
             except TransportError as e:
                 tally.failed_transport(e)
-                error = f"transport: {e}"
+                error, failure = f"transport: {e}", e.kind
                 break
             tally.add(sent)
             last_text = sent.reply.text
@@ -265,7 +267,7 @@ class ChatOracle:
                 continue
             return tally.verdict(order=order, response=response, raw=last_text)
         self.stats.failures += 1
-        return tally.verdict(order=None, response=None, raw=last_text, error=redact(error))
+        return tally.verdict(order=None, response=None, raw=last_text, error=redact(error), failure=failure)
 
     async def _complete_one(
         self, messages: list[dict[str, str]], schema: Any, response_format: Any, sem: asyncio.Semaphore

@@ -1,11 +1,12 @@
 """One chat call made robust: cache, budget reservation, pacing, bounded retries with backoff.
 
 Transport retries cover what a later attempt can fix (429 with ``Retry-After``,
-5xx, timeouts, dropped connections); a non-retryable :class:`ChatError` (bad key,
-unknown model, exhausted quota) ends the request at once.  When the provider
-rejects the structured-output field, the backend weakens it and the call is sent
-again at once.  Every failure that remains is a :class:`TransportError` carrying
-the attempts made and the time waited.
+5xx, timeouts, dropped connections); a non-retryable :class:`ChatError` ends the
+request at once.  A fatal one (bad key, unknown model, exhausted quota) also halts
+the transport for the rest of the batch: calls not yet sent are not sent.  When
+the provider rejects the structured-output field, the backend weakens it and the
+call is sent again at once.  Every failure that remains is a
+:class:`TransportError` carrying the attempts made, the time waited and its kind.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ from cyclealign.prompts import messages_tokens
 from cyclealign.usage import OracleStats, Usage
 
 log = logging.getLogger("cyclealign.oracle")
+
+
+def failure_kind(error: BaseException) -> str:
+    """The summary's name for a failed attempt: the backend's own kind, else what the exception says."""
+    if isinstance(error, ChatError):
+        return error.kind
+    if isinstance(error, asyncio.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(error, ConnectionError | OSError):
+        return "unreachable"
+    return "provider_error"
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class Transport:
         self.policy = policy
         self.paid = not backend.free
         self.ledger: Any = None  # the run's journal of calls in flight (oracle/ledger.py), set by the session
+        self.halted: TransportError | None = None  # a fatal error: nothing more is sent in this batch
 
     def estimate_cost_usd(self, request: ChatRequest) -> float:
         """An upper bound of one call's price: the prompt estimate with a 30 % margin, a full completion."""
@@ -95,6 +108,8 @@ class Transport:
             while True:
                 retry_hint: float | None = None
                 async with sem:
+                    if self.halted is not None:
+                        raise TransportError(f"not sent: {self.halted}", attempts=0, kind=self.halted.kind)
                     if self.paid and not reserved:  # reserve when sending: only calls in flight hold money
                         reserved = self.guard.reserve(self.estimate_cost_usd(request))
                     if pause := self.pacer.reserve():
@@ -115,15 +130,19 @@ class Transport:
                         retries += 1
                         continue
                     except Exception as e:
-                        error = self._describe(e)
+                        error, kind = self._describe(e), failure_kind(e)
                         if isinstance(e, ChatError) and not e.retryable:
-                            raise TransportError(error, attempts=retries + 1, waited_s=waited) from None
+                            failed = TransportError(error, attempts=retries + 1, waited_s=waited, kind=kind)
+                            if failed.fatal:
+                                self.halted = self.halted or failed
+                            raise failed from None
                         retry_hint = e.retry_after_s if isinstance(e, ChatError) else None
                     else:
                         return self._answered(key, reply, time.monotonic() - t0, retries, waited)
                 if retries >= self.policy.max_retries:
                     attempts = retries + 1
-                    raise TransportError(f"{error} (after {attempts} attempts)", attempts=attempts, waited_s=waited)
+                    message = f"{error} (after {attempts} attempts)"
+                    raise TransportError(message, attempts=attempts, waited_s=waited, kind=kind)
                 delay = backoff_delay(retries, self.policy.backoff_base_s, self.policy.backoff_max_s)
                 if retry_hint is not None:  # the server knows best, within our ceiling
                     delay = max(delay, min(retry_hint, self.policy.backoff_max_s))
@@ -137,7 +156,7 @@ class Transport:
             if self.ledger is not None:
                 self.ledger.ended(key)
 
-    def _describe(self, error: Exception) -> str:
+    def _describe(self, error: BaseException) -> str:
         if isinstance(error, asyncio.TimeoutError | TimeoutError):
             return f"no complete answer within {self.policy.hard_timeout_s:g} s"
         if not isinstance(error, ChatError | OSError):  # not a known failure: keep the run alive, but say so loudly

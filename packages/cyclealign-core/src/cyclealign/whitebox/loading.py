@@ -34,7 +34,41 @@ def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
         raise WhiteboxError(f"whitebox.model: {model!r} is not a model directory")
     if path.is_dir() and gguf_file is None and not (path / "config.json").is_file():
         raise WhiteboxError(f"whitebox.model: {path} holds no config.json (set whitebox.gguf_file for a GGUF file)")
+    if not path.is_dir():
+        check_hub_id(model, gguf_file)
     return model, gguf_file
+
+
+def check_hub_id(model: str, gguf_file: str | None, key: str = "whitebox.model") -> None:
+    """A name that is not a local directory must be a hub id transformers can load, here and now.
+
+    ``embedded:`` names other than the one we carry, ids the hub would refuse, and (with
+    ``HF_HUB_OFFLINE=1``) ids not in the local cache fail with the key named, not with a traceback.
+    """
+    if model.startswith("embedded:"):
+        raise WhiteboxError(f"{key}: unknown embedded model {model!r}; the one embedded model is {embedded.EMBEDDED}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise WhiteboxError(f"{key}: {model!r} is neither a local directory nor a valid hub id") from None
+    if not _hub_offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model, gguf_file or "config.json"), str):
+        raise WhiteboxError(
+            f"{key}: {model!r} is not a local directory and the hub is offline (HF_HUB_OFFLINE=1), "
+            "and it is not in the local hub cache; give a model directory or download it first"
+        )
+
+
+def _hub_offline() -> bool:
+    import os
+
+    flags = (os.environ.get(v, "").upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f in ("1", "ON", "YES", "TRUE") for f in flags)
 
 
 def pick_device(name: str) -> torch.device:
