@@ -8,9 +8,10 @@ import pytest
 
 from cyclealign.config import OracleConfig
 from cyclealign.errors import OracleSetupError
+from cyclealign.oracle import ChatOracle
 from cyclealign.plugins import create_oracle, get_registry
 from cyclealign.protocols import Oracle, OracleRequest
-from cyclealign_oracles import LiteLLMOracle
+from cyclealign_oracles import LiteLLMChat
 from cyclealign_oracles.providers import local_model_name
 from tests.support.openai_server import OpenAIServer, oracle_for
 
@@ -48,7 +49,8 @@ def test_the_key_can_come_from_a_file(tmp_path: Path, monkeypatch) -> None:
 def test_the_class_builds_from_the_config_alone_and_takes_an_explicit_key(monkeypatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with OpenAIServer() as server:
-        oracle = LiteLLMOracle(OracleConfig(name="gpt-4", api_base=server.api_base), api_key="sk-explicit-999")
+        config = OracleConfig(name="gpt-4", api_base=server.api_base)
+        oracle = ChatOracle(LiteLLMChat(config, api_key="sk-explicit-999"), config)
         assert isinstance(oracle, Oracle) and oracle.name == "gpt-4" and oracle.model == "gpt-4"
         assert oracle.rank(REQUEST).ok
         headers = {k.lower(): v for k, v in server.chat_calls[0].headers.items()}

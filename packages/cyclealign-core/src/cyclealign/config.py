@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cyclealign.errors import ConfigError
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class WhiteboxConfig(_Section):
+class WhiteboxConfig(Section):
     """The trainable model (Hugging Face transformers + peft)."""
 
     model: str = Field("embedded:smollm2", description="HF model dir/id, or 'embedded:smollm2' for the bundled GGUF")
@@ -50,7 +50,7 @@ class WhiteboxConfig(_Section):
     )
 
 
-class OracleConfig(_Section):
+class OracleConfig(Section):
     """The black-box ranker, reached through litellm (or any registered oracle plugin)."""
 
     name: str = Field("local", description="registered oracle: local, chatgpt, gpt-4, or a plugin's")
@@ -87,7 +87,7 @@ class OracleConfig(_Section):
     )
 
 
-class CycleConfig(_Section):
+class CycleConfig(Section):
     """The interaction loop of the paper's Figure 2."""
 
     num_samples: int = Field(3, ge=2, description="l: responses sampled per interaction")
@@ -116,7 +116,7 @@ class CycleConfig(_Section):
     )
 
 
-class LossConfig(_Section):
+class LossConfig(Section):
     """The ranking objective (a registered loss plugin) plus SFT."""
 
     name: str = Field("pro", description="registered loss: pro, rrhf, dpo, or a plugin's")
@@ -130,7 +130,7 @@ class LossConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict, description="extra options for third-party losses")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the training prompts come from."""
 
     source: str = Field("builtin", description="'builtin', a .jsonl file of prompts, or 'hh-rlhf:<dir>'")
@@ -142,7 +142,7 @@ class DataConfig(_Section):
     lenient: bool = Field(False, description="skip (and count) malformed rows instead of stopping at the first")
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """The optimisation step."""
 
     backend: Literal["torch", "deepspeed"] = Field(
@@ -180,7 +180,7 @@ class TrainConfig(_Section):
         return self
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """Where results go, and reproducibility."""
 
     dir: Path = Path("runs/default")
@@ -193,7 +193,7 @@ class RunConfig(_Section):
     progress: bool = True
 
 
-class Config(_Section):
+class Config(Section):
     whitebox: WhiteboxConfig = WhiteboxConfig()
     oracle: OracleConfig = OracleConfig()
     cycle: CycleConfig = CycleConfig()

@@ -63,9 +63,6 @@ class Registry:
             )
         self._items[key] = item
 
-    def remove(self, kind: str, name: str) -> None:
-        self._items.pop((kind, name), None)
-
     def items(self, kind: str | None = None) -> list[Registered]:
         return sorted(
             (i for i in self._items.values() if kind is None or i.kind == kind), key=lambda i: (i.kind, i.name)

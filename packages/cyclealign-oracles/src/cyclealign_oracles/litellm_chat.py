@@ -22,7 +22,7 @@ os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
 from cyclealign.config import OracleConfig
 from cyclealign.errors import OracleSetupError
-from cyclealign.oracle import ChatBackend, ChatError, ChatOracle, ChatReply, ChatRequest, FormatRejected, Usage
+from cyclealign.oracle import ChatBackend, ChatError, ChatReply, ChatRequest, FormatRejected, Usage
 from cyclealign.oracle.secrets import guard_loggers, read_api_key, remember
 from cyclealign_oracles.providers import (
     DOWNGRADE,
@@ -236,10 +236,3 @@ class LiteLLMChat(ChatBackend):
             ),
             truncated=getattr(choice, "finish_reason", None) == "length",
         )
-
-
-class LiteLLMOracle(ChatOracle):
-    """The framework's ranking oracle over :class:`LiteLLMChat` (what the registered names build)."""
-
-    def __init__(self, config: OracleConfig, *, api_key: str | None = None, spent: Usage | None = None) -> None:
-        super().__init__(LiteLLMChat(config, api_key=api_key), config, spent=spent)

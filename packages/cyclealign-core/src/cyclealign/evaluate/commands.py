@@ -41,7 +41,7 @@ def _examples_and_sizes(
     return stratified_sample(examples, k, seed), sizes
 
 
-def _examples(
+def load_examples(
     data: str | Path,
     subsets: Sequence[str] | None,
     split: str,
@@ -63,7 +63,7 @@ def _progress(console: Console, label: str) -> Iterator[tuple[Progress, TaskID]]
         yield progress, progress.add_task(label, total=None)
 
 
-def _oracle(config: OracleConfig, cache_dir: Path) -> Any:
+def open_oracle(config: OracleConfig, cache_dir: Path) -> Any:
     """Any registered oracle (plugins included), its cache in the output folder unless configured."""
     from cyclealign.plugins import create_oracle
 
@@ -244,7 +244,7 @@ def eval_judge(
             raise ValueError(f"item {i!r} has different questions in {answers_a} and {answers_b}")
     items = [JudgeItem(i, a[i]["subset"], a[i]["question"], a[i]["answer"], b[i]["answer"]) for i in common]
     out_dir = Path(out_dir)
-    judge_oracle = _oracle(oracle.model_copy(update={"max_tokens": max_tokens}), out_dir)
+    judge_oracle = open_oracle(oracle.model_copy(update={"max_tokens": max_tokens}), out_dir)
     try:
         with console.status(f"judging {len(items)} pairs…"):
             judgements = judge(items, judge_oracle, seed=seed, randomize=randomize)

@@ -172,18 +172,18 @@ def eval_human_pair_accuracy(
     Modes that need dynamic demonstrations are left out (with a note) when ``demos`` has none.
     Writes ``human_pair_accuracy.{csv,md,json}`` and ``human_pair_accuracy_items.jsonl``.
     """
-    from cyclealign.evaluate.commands import _examples, _oracle
+    from cyclealign.evaluate.commands import load_examples, open_oracle
 
     console = console or Console()
     for mode in modes:
         parse_mode(mode)  # bad modes fail before any data is read or call is paid
-    examples = _examples(data, subsets, split, k, seed, lenient, console)
+    examples = load_examples(data, subsets, split, k, seed, lenient, console)
     dynamic = load_demos_file(demos)
     kept = [m for m in modes if parse_mode(m)[0] != "dynamic" or dynamic]
     if len(kept) < len(modes):
         console.print("no dynamic demonstrations given (--demos): dynamic settings left out", highlight=False)
     out_dir = Path(out_dir)
-    ranker = _oracle(oracle, out_dir)
+    ranker = open_oracle(oracle, out_dir)
     results, records = [], []
     try:
         for mode in kept:

@@ -125,15 +125,6 @@ class ChatOracle:
         return self.backend.model
 
     @property
-    def budget_exceeded(self) -> bool:
-        """True once a call was refused because it could take the run past ``oracle.budget_usd``."""
-        return self.transport.guard.exceeded
-
-    @property
-    def remaining_budget_usd(self) -> float | None:
-        return self.transport.guard.remaining_usd
-
-    @property
     def cache(self) -> OracleCache | None:
         return self.transport.cache
 
