@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cyclealign import plugins
-from cyclealign.cli_common import console, guarded, start_or_resume
+from cyclealign.cli_common import GuardedGroup, console, guarded, start_or_resume
 from cyclealign.config import load_config
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=GuardedGroup,
 )
 
 

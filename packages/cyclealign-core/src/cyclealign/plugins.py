@@ -103,6 +103,18 @@ def _wanted(ep: metadata.EntryPoint) -> bool:
     return ep.name in names or dist in names
 
 
+def load_entry_point(ep: metadata.EntryPoint) -> Any:
+    """The plugin module an entry point names; one that cannot be imported is the user's install to fix."""
+    try:
+        return ep.load()
+    except ImportError as e:
+        dist = ep.dist.metadata["Name"] if ep.dist is not None else ep.value
+        raise PluginError(
+            f"the plugin {ep.name!r} of {dist} cannot be imported ({e}); reinstall it, or leave it out with "
+            "CYCLEALIGN_PLUGINS"
+        ) from e
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, loading entry points on first use."""
     global _pm
@@ -111,7 +123,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm.add_hookspecs(hookspecs)
         for ep in metadata.entry_points(group=GROUP):
             if _wanted(ep) and pm.get_plugin(ep.name) is None:
-                plugin = ep.load()
+                plugin = load_entry_point(ep)
                 pm.register(plugin, name=ep.name)
                 if ep.dist is not None:
                     _dists[id(plugin)] = ep.dist.metadata["Name"]

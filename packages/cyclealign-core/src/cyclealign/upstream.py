@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from cyclealign.config import OracleConfig
-from cyclealign.errors import SetupError, TransportError
+from cyclealign.errors import MissingPathError, SetupError, TransportError
 from cyclealign.protocols import Prompt
 
 Question = str | Prompt
@@ -178,7 +178,7 @@ def open_upstream(
             path, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype
         )
     if path.exists() or str(model).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--model: {model} is not a model directory (nor a litellm model string)")
+        raise MissingPathError(f"--model: {model} is not a model directory (nor a litellm model string)")
     config = chat_config(str(model), oracle, api_base=api_base, max_new_tokens=max_new_tokens)
     if config.cache and config.cache_path is None and cache_path is not None:
         config = config.model_copy(update={"cache_path": Path(cache_path)})

@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cyclealign.errors import CycleAlignError
 from cyclealign.usage import Usage
 
 
@@ -57,7 +58,7 @@ class ChatReply:
     truncated: bool = False
 
 
-class ChatError(Exception):
+class ChatError(CycleAlignError):
     """A failed call.  ``retryable=False`` ends the request at once (bad key, unknown model, no quota)."""
 
     def __init__(self, message: str, *, retryable: bool = True, retry_after_s: float | None = None) -> None:
