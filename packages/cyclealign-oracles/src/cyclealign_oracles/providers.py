@@ -20,7 +20,7 @@ class Alias:
 
     name: str
     default_model: str | None = None
-    key_env: str | None = None  # where the key is read from when oracle.api_key_env is unset
+    key_env: str | None = None  # where the key is read from when oracle.options.api_key_env is unset
     key_required: bool = False  # a missing key is an error at construction (unless api_base points elsewhere)
     local: bool = False  # an OpenAI-compatible server we talk to directly: free, dummy key, llama.cpp schema
 
@@ -148,11 +148,17 @@ def served_models(api_base: str, timeout_s: float = 5.0) -> list[str]:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
             data = json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
-        raise OracleSetupError(f"oracle.api_base: {url} answered HTTP {e.code}; set oracle.model explicitly") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {url} answered HTTP {e.code}; set oracle.model explicitly"
+        ) from None
     except (urllib.error.URLError, OSError) as e:
-        raise OracleSetupError(f"oracle.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})"
+        ) from None
     except json.JSONDecodeError:
-        raise OracleSetupError(f"oracle.api_base: {url} did not answer JSON; set oracle.model explicitly") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {url} did not answer JSON; set oracle.model explicitly"
+        ) from None
     items = data.get("data", []) if isinstance(data, dict) else []
     return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
 
@@ -163,12 +169,14 @@ def discover_model(api_base: str) -> str:
     if len(ids) == 1:
         return ids[0]
     if not ids:
-        raise OracleSetupError(f"oracle.api_base: {api_base} lists no models; set oracle.model")
-    raise OracleSetupError(f"oracle.api_base: {api_base} serves several models ({', '.join(ids)}); set oracle.model")
+        raise OracleSetupError(f"oracle.options.api_base: {api_base} lists no models; set oracle.model")
+    raise OracleSetupError(
+        f"oracle.options.api_base: {api_base} serves several models ({', '.join(ids)}); set oracle.model"
+    )
 
 
 def check_reachable(api_base: str, timeout_s: float = 5.0) -> None:
-    """One cheap GET before any expensive work, so a wrong ``oracle.api_base`` fails in seconds, clearly."""
+    """One cheap GET before any expensive work, so a wrong ``oracle.options.api_base`` fails in seconds, clearly."""
     url = api_base.rstrip("/") + "/models"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s):
@@ -176,4 +184,6 @@ def check_reachable(api_base: str, timeout_s: float = 5.0) -> None:
     except urllib.error.HTTPError:
         return  # it answered: reachable (some servers protect /models)
     except (urllib.error.URLError, OSError) as e:
-        raise OracleSetupError(f"oracle.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})"
+        ) from None

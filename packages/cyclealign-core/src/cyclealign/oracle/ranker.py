@@ -187,14 +187,7 @@ class ChatOracle:
 
     def _request(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, wants_json: bool = True):
         c = self.config
-        return ChatRequest(
-            tuple(messages),
-            c.temperature,
-            c.max_tokens,
-            c.timeout_s,
-            schema if c.json_schema else None,
-            wants_json and c.json_schema,
-        )
+        return ChatRequest(tuple(messages), c.temperature, c.max_tokens, c.timeout_s, schema, wants_json)
 
     # ------------------------------------------------------------------ one request
     def _fit(self, request: OracleRequest) -> list[dict[str, str]] | None:
