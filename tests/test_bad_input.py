@@ -78,7 +78,7 @@ def _closed_port(w: dict, tmp: Path) -> list[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return [f"oracle.api_base=http://127.0.0.1:{port}/v1"]
+    return [f"oracle.options.api_base=http://127.0.0.1:{port}/v1"]
 
 
 def _long_prompt(w: dict, tmp: Path) -> list[str]:
@@ -91,7 +91,7 @@ CASES = [
     Case("unknown-key", "cycle.bogus", ("cycle.bogus=1",)),
     Case("ill-typed", "cycle.num_samples", ("cycle.num_samples=three",)),
     Case("out-of-range", "train.lr", ("train.lr=-1",)),
-    Case("bad-literal", "loss.dpo_pairs", ("loss.dpo_pairs=most",)),
+    Case("bad-literal", "loss.options.pairs", ("loss.name=dpo", "loss.options.pairs=most")),
     Case("missing-model", "whitebox.model", ("whitebox.model=/nonexistent/model",)),
     Case("model-without-config", "whitebox.model", prepare=_model_dir_without_config),
     Case("missing-gguf", "whitebox.gguf_file", ("whitebox.gguf_file=nope.gguf",)),
@@ -111,14 +111,18 @@ CASES = [
     ),
     Case("unknown-oracle", "oracle.name", ("oracle.name=gpt-17",)),
     Case("unknown-loss", "loss.name", ("loss.name=ppo",)),
-    Case("unreachable-oracle", "oracle.api_base", prepare=_closed_port),
+    Case("unreachable-oracle", "oracle.options.api_base", prepare=_closed_port),
     Case(
         "missing-api-key",
         "OPENAI_API_KEY",
-        ("oracle.name=chatgpt", "oracle.api_base=null"),
+        ("oracle.name=chatgpt", "oracle.options.api_base=null"),
         env={"OPENAI_API_KEY": None},
     ),
-    Case("missing-key-file", "oracle.api_key_file", ("oracle.name=chatgpt", "oracle.api_key_file=/nonexistent/key")),
+    Case(
+        "missing-key-file",
+        "oracle.options.api_key_file",
+        ("oracle.name=chatgpt", "oracle.options.api_key_file=/nonexistent/key"),
+    ),
     Case("overlong-prompt-rejected", "whitebox.max_prompt_tokens", prepare=_long_prompt),
     Case("run-dir-holds-another-run", "run.dir", into_existing=True),
 ]

@@ -11,6 +11,7 @@ mapping, as before.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -76,6 +77,13 @@ def _message(section: str, err: Any) -> str:
     return f"{section}.options.{key}: {err['msg']} (got {err.get('input')!r})"
 
 
+def type_name(annotation: Any) -> str:
+    """``float``, ``str | None``, ``Literal['all', 'best_worst']``: a type as a user reads it."""
+    if isinstance(annotation, type) and typing.get_origin(annotation) is None:
+        return annotation.__name__
+    return re.sub(r"\b(typing|pathlib)\.", "", str(annotation))
+
+
 def describe(schema: type | None) -> list[OptionInfo]:
     """Every declared option with its type, default and description (nothing when none are declared)."""
     if schema is None:
@@ -84,7 +92,7 @@ def describe(schema: type | None) -> list[OptionInfo]:
     for name, field in options_model(schema).model_fields.items():
         required = field.is_required()
         default = None if required else field.get_default(call_default_factory=True)
-        kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        kind = type_name(field.annotation)
         rows.append(OptionInfo(name, kind, default, required, field.description or ""))
     return rows
 

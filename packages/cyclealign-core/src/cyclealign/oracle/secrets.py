@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+
 from cyclealign.errors import OracleSetupError
 
 _SECRETS: set[str] = set()
