@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -75,3 +76,18 @@ def test_a_plugin_that_cannot_be_imported_is_a_plugin_error() -> None:
     ep = metadata.EntryPoint(name="broken", value="cyclealign_no_such_module_xyz", group=plugins.GROUP)
     with pytest.raises(PluginError, match=r"plugin 'broken' .*cannot be imported.*CYCLEALIGN_PLUGINS"):
         plugins.load_entry_point(ep)
+
+
+def test_a_missing_optional_package_is_a_setup_error_with_its_install_hint(monkeypatch) -> None:
+    from cyclealign import export, report
+    from cyclealign.errors import SetupError
+    from cyclealign.whitebox.deepspeed_backend import DeepSpeedBackend
+
+    for name in ("matplotlib", "datasets", "deepspeed"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError
+    with pytest.raises(SetupError, match="pip install"):
+        report.pyplot()
+    with pytest.raises(SetupError, match="pip install"):
+        export.export_runs([Path("run")], Path("out"))
+    with pytest.raises(SetupError, match=r"pip install \"cyclealign-core\[deepspeed\]\""):
+        DeepSpeedBackend(model=None, train=None)  # the import is checked before anything is built
