@@ -30,9 +30,8 @@ def measure(server: OpenAIServer, concurrency: int, calls: int) -> float:
     oracle = create_oracle(
         OracleConfig(
             name="local",
-            api_base=server.api_base,
+            options={"api_base": server.api_base, "serve_gguf": None},
             model="openai/bench",
-            serve_gguf=None,
             concurrency=concurrency,
             cache=False,
             timeout_s=30,

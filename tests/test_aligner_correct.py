@@ -109,8 +109,23 @@ def test_eval_judge_compares_original_and_corrected_from_one_file(corrected: tup
         return Reply(json.dumps({"reasoning": "The revision is better.", "winner": winner}))
 
     with OpenAIServer(prefers_the_correction) as server:
-        args = ["eval", "judge", str(out), "--out", str(tmp_path), "--set", f"oracle.api_base={server.api_base}"]
-        args += ["--set", "oracle.model=openai/judge", "--set", "oracle.serve_gguf=null", "--set", "oracle.cache=false"]
+        args = [
+            "eval",
+            "judge",
+            str(out),
+            "--out",
+            str(tmp_path),
+            "--set",
+            f"oracle.options.api_base={server.api_base}",
+        ]
+        args += [
+            "--set",
+            "oracle.model=openai/judge",
+            "--set",
+            "oracle.options.serve_gguf=null",
+            "--set",
+            "oracle.cache=false",
+        ]
         result = CliRunner().invoke(app, args, terminal_width=200)
         assert result.exit_code == 0, result.output
         assert len(server.chat_calls) == 3

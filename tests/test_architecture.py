@@ -4,7 +4,8 @@
   ``cyclealign_oracles`` -> ``cyclealign``; ``cyclealign`` -> neither plugin package
   (plugins reach the engine through the ``cyclealign`` entry-point group only);
 - the modules of ``cyclealign`` import each other without a cycle, of any length;
-- no module is longer than ``MAX_LINES``.
+- no module is longer than ``MAX_LINES``;
+- no module imports another's private names (``from x import _y``).
 
 Every import counts: ``import x`` and ``from x import y``, at module level, inside
 functions and under ``if TYPE_CHECKING:``.  ``from a.b import c`` is an edge to the
@@ -225,6 +226,27 @@ def test_the_engine_has_no_import_cycle() -> None:
         rest = sorted(component - set(cycle))
         report.append(" -> ".join(cycle) + (f"\n    (tangled with it too: {', '.join(rest)})" if rest else ""))
     assert not report, "import cycles among the modules of cyclealign:\n" + "\n".join(report)
+
+
+def private_imports(tree: ast.AST, where: str) -> Iterator[str]:
+    """``from x import _y`` of a first-party module: a name its owner keeps to itself."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and top(node.module or "").startswith("cyclealign"):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    yield f"{where}:{node.lineno}: from {node.module} import {alias.name}"
+
+
+def test_private_imports_are_found() -> None:
+    code = "from cyclealign.report import _plt, md_table\nfrom os import _exit\nfrom cyclealign import __version__"
+    assert list(private_imports(ast.parse(code), "m.py")) == ["m.py:1: from cyclealign.report import _plt"]
+
+
+def test_no_module_imports_another_s_private_names() -> None:
+    bad = []
+    for path in sorted(PACKAGES.rglob("*.py")):
+        bad += private_imports(ast.parse(path.read_text(encoding="utf-8")), str(path.relative_to(ROOT)))
+    assert not bad, "make the name public (no underscore) or move it to its user:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGES.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGES)))

@@ -81,7 +81,7 @@ def _closed_port(w: dict, tmp: Path) -> list[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return [f"oracle.api_base=http://127.0.0.1:{port}/v1"]
+    return [f"oracle.options.api_base=http://127.0.0.1:{port}/v1"]
 
 
 def _a_directory(key: str, *extra: str):
@@ -102,7 +102,7 @@ CASES = [
     Case("unknown-key", "cycle.bogus", ("cycle.bogus=1",)),
     Case("ill-typed", "cycle.num_samples", ("cycle.num_samples=three",)),
     Case("out-of-range", "train.lr", ("train.lr=-1",)),
-    Case("bad-literal", "loss.dpo_pairs", ("loss.dpo_pairs=most",)),
+    Case("bad-literal", "loss.options.pairs", ("loss.name=dpo", "loss.options.pairs=most")),
     Case("missing-model", "whitebox.model", ("whitebox.model=/nonexistent/model",)),
     Case("model-without-config", "whitebox.model", prepare=_model_dir_without_config),
     Case("missing-gguf", "whitebox.gguf_file", ("whitebox.gguf_file=nope.gguf",)),
@@ -122,14 +122,18 @@ CASES = [
     ),
     Case("unknown-oracle", "oracle.name", ("oracle.name=gpt-17",)),
     Case("unknown-loss", "loss.name", ("loss.name=ppo",)),
-    Case("unreachable-oracle", "oracle.api_base", prepare=_closed_port),
+    Case("unreachable-oracle", "oracle.options.api_base", prepare=_closed_port),
     Case(
         "missing-api-key",
         "OPENAI_API_KEY",
-        ("oracle.name=chatgpt", "oracle.api_base=null"),
+        ("oracle.name=chatgpt", "oracle.options.api_base=null"),
         env={"OPENAI_API_KEY": None},
     ),
-    Case("missing-key-file", "oracle.api_key_file", ("oracle.name=chatgpt", "oracle.api_key_file=/nonexistent/key")),
+    Case(
+        "missing-key-file",
+        "oracle.options.api_key_file",
+        ("oracle.name=chatgpt", "oracle.options.api_key_file=/nonexistent/key"),
+    ),
     Case("overlong-prompt-rejected", "whitebox.max_prompt_tokens", prepare=_long_prompt, dir_made=True),
     Case(
         "data-source-is-a-directory",
@@ -139,8 +143,8 @@ CASES = [
     ),
     Case(
         "key-file-is-a-directory",
-        "oracle.api_key_file:",
-        prepare=_a_directory("oracle.api_key_file", "oracle.name=chatgpt"),
+        "oracle.options.api_key_file:",
+        prepare=_a_directory("oracle.options.api_key_file", "oracle.name=chatgpt"),
         also="a-folder is a directory, expected a file",
     ),
     Case("unknown-embedded-model", "whitebox.model: unknown embedded model", ("whitebox.model=embedded:nonsense",)),

@@ -205,7 +205,9 @@ def _first_wins(call, index):
 def test_judge_maps_randomised_order_back(randomize: bool, tmp_path: Path) -> None:
     a, b = _answers(tmp_path / "a.jsonl", 40, "alpha"), _answers(tmp_path / "b.jsonl", 40, "beta")
     with OpenAIServer(_first_wins) as server:
-        cfg = OracleConfig(name="local", api_base=server.api_base, model="openai/judge", serve_gguf=None, cache=False)
+        cfg = OracleConfig(
+            name="local", options={"api_base": server.api_base, "serve_gguf": None}, model="openai/judge", cache=False
+        )
         out = eval_judge(
             answers_a=a,
             answers_b=b,
@@ -244,7 +246,9 @@ def test_judge_asks_again_after_an_unusable_verdict(tmp_path: Path) -> None:
 
     a, b = _answers(tmp_path / "a.jsonl", 6, "alpha"), _answers(tmp_path / "b.jsonl", 6, "beta")
     with OpenAIServer(prose_first) as server:
-        cfg = OracleConfig(name="local", api_base=server.api_base, model="openai/judge", serve_gguf=None, cache=False)
+        cfg = OracleConfig(
+            name="local", options={"api_base": server.api_base, "serve_gguf": None}, model="openai/judge", cache=False
+        )
         out = eval_judge(answers_a=a, answers_b=b, oracle=cfg, randomize=False, out_dir=tmp_path)
         assert len(server.chat_calls) == 12
     assert out["rows"][-1][1:] == [0.0, 0.0, 100.0, 6, 0, 0]
@@ -266,9 +270,8 @@ def test_oracle_accuracy_arithmetic_and_demonstration_modes(tmp_path: Path) -> N
     with OpenAIServer(longer_first_or_refuse) as server:
         cfg = OracleConfig(
             name="local",
-            api_base=server.api_base,
+            options={"api_base": server.api_base, "serve_gguf": None},
             model="openai/acc",
-            serve_gguf=None,
             cache=False,
             max_parse_retries=0,
         )
@@ -305,8 +308,15 @@ def test_eval_cli_is_a_thin_wrapper_and_bad_input_is_one_line(tmp_path: Path) ->
     reply = Reply(json.dumps({"desired rank": [1, 0], "response": "A fine answer, surely."}))
     with OpenAIServer(lambda call, i: reply) as server:
         args = ["eval", "human-pair-accuracy", "--data", str(SHARED), "--subset", "harmless-base", "--k", "6"]
-        args += ["--mode", "static", "--set", f"oracle.api_base={server.api_base}", "--set", "oracle.model=openai/x"]
-        args += ["--set", "oracle.serve_gguf=null", "--out", str(tmp_path)]
+        args += [
+            "--mode",
+            "static",
+            "--set",
+            f"oracle.options.api_base={server.api_base}",
+            "--set",
+            "oracle.model=openai/x",
+        ]
+        args += ["--set", "oracle.options.serve_gguf=null", "--out", str(tmp_path)]
         result = CliRunner().invoke(app, args, terminal_width=200)
         assert result.exit_code == 0, result.output
         assert len(server.chat_calls) == 6

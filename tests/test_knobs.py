@@ -106,7 +106,9 @@ def test_the_judge_has_its_own_max_tokens_and_counts_truncated_verdicts_apart(tm
 
     a, b = _answers(tmp_path / "a.jsonl", 10, "alpha"), _answers(tmp_path / "b.jsonl", 10, "beta")
     with OpenAIServer(judge) as server:
-        cfg = OracleConfig(name="local", api_base=server.api_base, model="openai/judge", serve_gguf=None, cache=False)
+        cfg = OracleConfig(
+            name="local", options={"api_base": server.api_base, "serve_gguf": None}, model="openai/judge", cache=False
+        )
         out = eval_judge(answers_a=a, answers_b=b, oracle=cfg, out_dir=tmp_path / "j")
         limits = {c.body["max_tokens"] for c in server.chat_calls}
         calls = len(server.chat_calls)

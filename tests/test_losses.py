@@ -271,8 +271,10 @@ def test_lambda_defaults_to_l_minus_one_squared_and_can_be_overridden() -> None:
     assert ProLoss.from_config(LossConfig(), num_samples=5).sft_weight == 16.0
     assert ProLoss.from_config(LossConfig(sft_weight=0.5), num_samples=5).sft_weight == 0.5
     assert RrhfLoss.from_config(LossConfig(), num_samples=5, sft_weight=2.0).sft_weight == 2.0
-    assert RrhfLoss.from_config(LossConfig(sft_weight=1.0, length_penalty=0.5)).hyper == {"length_penalty": 0.5}
-    dpo = DpoLoss.from_config(LossConfig(beta=0.3, dpo_pairs="best_worst"), num_samples=4)
+    assert RrhfLoss.from_config(LossConfig(sft_weight=1.0, options={"length_penalty": 0.5})).hyper == {
+        "length_penalty": 0.5
+    }
+    dpo = DpoLoss.from_config(LossConfig(options={"beta": 0.3, "pairs": "best_worst"}), num_samples=4)
     assert (dpo.sft_weight, dpo.hyper) == (9.0, {"beta": 0.3, "pairs": "best_worst"})
 
 
@@ -281,11 +283,11 @@ def test_bad_hyperparameters_are_named() -> None:
         ProLoss(sft_weight=-1.0)
     with pytest.raises(ValueError, match=r"loss\.sft_weight"):
         ProLoss(sft_weight="often")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"loss\.dpo_pairs"):
+    with pytest.raises(ValueError, match=r"loss\.options\.pairs"):
         DpoLoss(pairs="some")
-    with pytest.raises(ValueError, match=r"loss\.beta"):
+    with pytest.raises(ValueError, match=r"loss\.options\.beta"):
         DpoLoss(beta=0.0)
-    with pytest.raises(ValueError, match=r"loss\.length_penalty"):
+    with pytest.raises(ValueError, match=r"loss\.options\.length_penalty"):
         RrhfLoss(length_penalty=-0.5)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,7 @@ def _documented_loss_module() -> types.ModuleType:
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code, "docs/plugins.md: no python block under 'Adding a loss'"
     module = types.ModuleType("documented_margin_loss")
+    sys.modules[module.__name__] = module  # as an imported plugin module is (dataclasses look it up)
     exec(compile(code.group(1), str(DOCS), "exec"), module.__dict__)
     return module
 

@@ -79,11 +79,13 @@ def test_budget_stops_before_a_call_would_exceed_it(monkeypatch) -> None:
         assert oracle.estimate_cost_usd(render_messages(request)) > 0.0001
         with pytest.raises(BudgetExceeded, match="budget_usd"):
             oracle.rank_many([request])
-        assert len(server.chat_calls) == 0 and oracle.budget_exceeded
+        assert len(server.chat_calls) == 0 and oracle.transport.guard.exceeded
         roomy = oracle_for(server, name="chatgpt", model="gpt-3.5-turbo", budget_usd=1.0)
         verdict = roomy.rank(request)
     assert verdict.ok and verdict.cost_usd > 0 and roomy.stats.cost_usd == pytest.approx(verdict.cost_usd)
-    assert not roomy.budget_exceeded and roomy.remaining_budget_usd == pytest.approx(1.0 - verdict.cost_usd)
+    assert not roomy.transport.guard.exceeded and roomy.transport.guard.remaining_usd == pytest.approx(
+        1.0 - verdict.cost_usd
+    )
 
 
 def test_concurrent_calls_never_overshoot_the_budget_and_paid_answers_are_kept(tmp_path: Path, monkeypatch) -> None:
@@ -117,7 +119,7 @@ def test_only_calls_in_flight_hold_budget_so_cheap_answers_leave_room_for_more(m
         oracle = oracle_for(server, name="chatgpt", model="gpt-3.5-turbo", concurrency=2, budget_usd=budget)
         verdicts = oracle.rank_many(requests)
     assert all(v.ok for v in verdicts) and len(server.chat_calls) == 16
-    assert 0 < oracle.stats.cost_usd <= budget and not oracle.budget_exceeded
+    assert 0 < oracle.stats.cost_usd <= budget and not oracle.transport.guard.exceeded
 
 
 def test_demonstrations_are_dropped_to_fit_the_context_dynamic_first() -> None:

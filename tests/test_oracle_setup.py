@@ -8,9 +8,10 @@ import pytest
 
 from cyclealign.config import OracleConfig
 from cyclealign.errors import OracleSetupError
+from cyclealign.oracle import ChatOracle
 from cyclealign.plugins import create_oracle, get_registry
 from cyclealign.protocols import Oracle, OracleRequest
-from cyclealign_oracles import LiteLLMOracle
+from cyclealign_oracles import LiteLLMChat
 from cyclealign_oracles.providers import local_model_name
 from tests.support.openai_server import OpenAIServer, oracle_for
 
@@ -26,7 +27,7 @@ def test_a_missing_key_names_the_variable_at_construction(alias: str, monkeypatc
     with pytest.raises(OracleSetupError, match="OPENAI_API_KEY"):
         create_oracle(OracleConfig(name=alias))
     with pytest.raises(OracleSetupError, match="MY_TEAM_KEY"):
-        create_oracle(OracleConfig(name=alias, api_key_env="MY_TEAM_KEY"))
+        create_oracle(OracleConfig(name=alias, options={"api_key_env": "MY_TEAM_KEY"}))
 
 
 def test_the_key_can_come_from_a_file(tmp_path: Path, monkeypatch) -> None:
@@ -40,15 +41,16 @@ def test_the_key_can_come_from_a_file(tmp_path: Path, monkeypatch) -> None:
     assert auth == "Bearer sk-from-file-123456"
     key_file.write_text("\n")
     with pytest.raises(OracleSetupError, match="is empty"):
-        create_oracle(OracleConfig(name="chatgpt", api_key_file=key_file))
+        create_oracle(OracleConfig(name="chatgpt", options={"api_key_file": key_file}))
     with pytest.raises(OracleSetupError, match="does not exist"):
-        create_oracle(OracleConfig(name="chatgpt", api_key_file=tmp_path / "nope"))
+        create_oracle(OracleConfig(name="chatgpt", options={"api_key_file": tmp_path / "nope"}))
 
 
 def test_the_class_builds_from_the_config_alone_and_takes_an_explicit_key(monkeypatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with OpenAIServer() as server:
-        oracle = LiteLLMOracle(OracleConfig(name="gpt-4", api_base=server.api_base), api_key="sk-explicit-999")
+        config = OracleConfig(name="gpt-4", options={"api_base": server.api_base})
+        oracle = ChatOracle(LiteLLMChat(config, api_key="sk-explicit-999"), config)
         assert isinstance(oracle, Oracle) and oracle.name == "gpt-4" and oracle.model == "gpt-4"
         assert oracle.rank(REQUEST).ok
         headers = {k.lower(): v for k, v in server.chat_calls[0].headers.items()}
@@ -106,7 +108,7 @@ def test_an_unreachable_local_server_fails_at_construction() -> None:
     with OpenAIServer() as server:
         api_base = server.api_base
     with pytest.raises(OracleSetupError, match="unreachable"):
-        create_oracle(OracleConfig(name="local", api_base=api_base, serve_gguf=None))
+        create_oracle(OracleConfig(name="local", options={"api_base": api_base, "serve_gguf": None}))
 
 
 def test_a_budget_on_a_model_without_a_price_is_refused(monkeypatch) -> None:

@@ -45,7 +45,11 @@ def write_config(tmp: Path, model_dir: Path, server: OpenAIServer, run_dir: Path
         prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
     config = {
         "whitebox": {"model": str(model_dir), "max_new_tokens": 10},
-        "oracle": {"name": "local", "api_base": server.api_base, "model": "openai/tiny", "serve_gguf": None},
+        "oracle": {
+            "name": "local",
+            "model": "openai/tiny",
+            "options": {"api_base": server.api_base, "serve_gguf": None},
+        },
         "cycle": {"max_interactions": 2, "early_stop": False},
         "data": {"source": str(prompts), "max_prompts": 5},
         "train": {"lr": 0.01},
@@ -238,7 +242,7 @@ def test_sigint_leaves_no_managed_llama_server_behind(model_dir: Path, tmp_path:
             model_dir,
             unused,
             run_dir,
-            oracle={"api_base": None, "serve_gguf": "embedded:smollm2", "model": None},
+            oracle={"options": {"api_base": None, "serve_gguf": "embedded:smollm2"}, "model": None},
         )
     proc = cli(["run", str(config)])
     with killed_at_exit(proc):

@@ -262,15 +262,19 @@ def _completion(request: dict[str, Any], content: str, finish_reason: str = "sto
 
 
 def oracle_for(server: OpenAIServer, cache_dir: Path | None = None, **overrides: Any) -> Any:
-    """A ``local`` litellm oracle aimed at ``server``, with test-sized backoff (overridable)."""
+    """A ``local`` litellm oracle aimed at ``server``, with test-sized backoff (overridable).
+
+    An override that is no ``OracleConfig`` field (``api_key_file``, ``json_schema``, …) is the backend's option.
+    """
     from cyclealign.config import OracleConfig
     from cyclealign.plugins import create_oracle
 
+    options: dict[str, Any] = {"api_base": server.api_base, "serve_gguf": None}
+    options.update({k: overrides.pop(k) for k in list(overrides) if k not in OracleConfig.model_fields})
     settings: dict[str, Any] = {
         "name": "local",
-        "api_base": server.api_base,
         "model": "openai/test-oracle",
-        "serve_gguf": None,
+        "options": options,
         # Generous: a loaded machine must not turn a slow answer into a retry; tests of the timeout set their own.
         "timeout_s": 10.0,
         "max_retries": 2,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from cyclealign.errors import ConfigError
 from cyclealign.protocols import Ranking
 
 
@@ -63,4 +64,4 @@ class LCSAgreement:
 def make_agreement(name: str) -> LCSAgreement:
     if name == "lcs":
         return LCSAgreement()
-    raise ValueError(f"cycle.agreement: unknown strategy {name!r} (known: lcs)")
+    raise ConfigError(f"cycle.agreement: unknown strategy {name!r} (known: lcs)")

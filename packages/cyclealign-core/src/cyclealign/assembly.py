@@ -39,8 +39,7 @@ def load_training_prompts(config: Config) -> list[Prompt]:
 
 
 def build_loss(config: Config) -> RankLoss:
-    entry = plugins.get_registry().get("loss", config.loss.name, field="loss.name")
-    return entry.factory(config.loss, num_samples=config.cycle.num_samples)
+    return plugins.create_loss(config.loss, num_samples=config.cycle.num_samples)
 
 
 def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
@@ -51,7 +50,7 @@ def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     prompts = load_training_prompts(config)
     loss = build_loss(config)
     resolve_model(config.whitebox.model, config.whitebox.gguf_file)
-    plugins.get_registry().get("oracle", config.oracle.name, field="oracle.name")
+    plugins.check_options(config)  # the oracle's name and options (the loss's were checked building it)
     load_instruction(config.oracle.instruction_file)  # a missing or empty file fails before the run starts
     if config.cycle.sample_ahead and config.train.backend == "deepspeed":
         raise ConfigError(_AHEAD_ALONE)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not reach for the network at import
-
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cyclealign import plugins
-from cyclealign.cli_common import console, guarded, start_or_resume
+from cyclealign.cli_common import GuardedGroup, console, guarded, start_or_resume
 from cyclealign.config import load_config
 
 app = typer.Typer(
@@ -24,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=GuardedGroup,
 )
 
 
@@ -60,14 +59,46 @@ def run_command(
 
 
 @app.command("plugins")
-def plugins_command() -> None:
-    """List every registered oracle and loss, with the distribution it came from."""
+def plugins_command(
+    options: Annotated[
+        str | None,
+        typer.Option("--options", metavar="NAME", help="Show the options a registered oracle or loss takes."),
+    ] = None,
+) -> None:
+    """List every registered oracle and loss, with the distribution it came from (or one plugin's options)."""
+    if options is not None:
+        _print_options(options)
+        return
     table = Table(title="CycleAlign plugins")
     for col in ("kind", "name", "distribution", "description"):
         table.add_column(col)
     for item in plugins.get_registry().items():
         table.add_row(item.kind, item.name, item.distribution, item.description)
     console.print(table)
+
+
+def _print_options(name: str) -> None:
+    """One table per registered plugin of that name: its options under ``<kind>.options``."""
+    from cyclealign.errors import PluginError
+    from cyclealign.plugin_options import describe
+
+    found = [item for item in plugins.get_registry().items() if item.name == name]
+    if not found:
+        known = ", ".join(sorted({i.name for i in plugins.get_registry().items()}))
+        raise PluginError(f"--options: no oracle or loss named {name!r} is registered (registered: {known})")
+    for item in found:
+        rows = describe(item.options)
+        table = Table(title=f"{item.kind} {item.name!r} ({item.distribution}): {item.kind}.options")
+        for col in ("option", "type", "default", "description"):
+            table.add_column(col)
+        for row in rows:
+            default = "(required)" if row.required else repr(row.default)
+            table.add_row(escape(row.name), escape(row.type), escape(default), escape(row.description))
+        if item.options is None:
+            table.caption = f"no options declared: {item.kind}.options is passed to it unchecked"
+        elif not rows:
+            table.caption = "it takes no options"
+        console.print(table)
 
 
 @app.command("config")
@@ -79,6 +110,7 @@ def config_command(
     import yaml
 
     cfg = guarded(load_config, path=config, overrides=set_ or [])
+    plugins.check_options(cfg)
     console.print(yaml.safe_dump(cfg.public_dict(), sort_keys=False), highlight=False)
 
 

@@ -1,26 +1,34 @@
-"""What every command shares: the consoles, and the one place where an error becomes one red line.
+"""What every command shares: the consoles, and the one place where an error becomes what the user sees.
 
-A user's mistake (any :class:`~cyclealign.errors.CycleAlignError`, a missing file
-or extra, a bad value) exits with code 2 and a message naming what is wrong; a
-bug still shows its traceback.
+A user's mistake (any :class:`~cyclealign.errors.CycleAlignError`) exits with code 2
+and one red line naming what is wrong.  Anything else (a bare ``ValueError``,
+``KeyError``, ``ImportError`` …) is a bug: its traceback is shown with a request
+to report it, and the exit code is 1.  ``GuardedGroup`` puts every command of the
+``cyclealign`` app behind :func:`guarded`, so no command can bypass it.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from cyclealign.errors import CycleAlignError
 from cyclealign.oracle.secrets import redact
 
-# ValueError: the loss package validates its hyperparameters without depending on core's errors.
-USER_ERRORS: tuple[type[BaseException], ...] = (CycleAlignError, FileNotFoundError, ImportError, ValueError)
+ISSUES = "the project's issue tracker"
+BUG_REQUEST = f"this is a bug in cyclealign; please report it with the traceback above: {ISSUES}"
+
+# the command line's own exits and usage errors (typer's and click's): not errors of ours
+EXITS = (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,12 +41,30 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def report_bug(error: BaseException) -> NoReturn:
+    """The traceback of an error no user caused, and the request to report it; exit code 1."""
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    err_console.print(f"[bold red]{escape(BUG_REQUEST)}[/bold red]", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def guarded(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-    """Call ``fn``; a user error becomes one red line and exit code 2, not a traceback."""
+    """Call ``fn``: a user error becomes one red line and exit code 2; any other error is reported as a bug."""
     try:
         return fn(**kwargs)
-    except USER_ERRORS as e:
+    except CycleAlignError as e:
         fail(str(e))
+    except EXITS:
+        raise
+    except Exception as e:
+        report_bug(e)
+
+
+class GuardedGroup(TyperGroup):
+    """The app's group: every command (sub-apps included) runs inside :func:`guarded`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return guarded(super().invoke, ctx=ctx)
 
 
 def start_or_resume(

@@ -6,6 +6,7 @@ Unknown or ill-typed keys are errors that name the full dotted key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -15,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cyclealign.errors import ConfigError
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class WhiteboxConfig(_Section):
+class WhiteboxConfig(Section):
     """The trainable model (Hugging Face transformers + peft)."""
 
     model: str = Field("embedded:smollm2", description="HF model dir/id, or 'embedded:smollm2' for the bundled GGUF")
@@ -56,25 +57,20 @@ class WhiteboxConfig(_Section):
     cuda_graph: bool = Field(True, description="static sampler on CUDA: replay each decoding step from a CUDA graph")
 
 
-class OracleConfig(_Section):
-    """The black-box ranker, reached through litellm (or any registered oracle plugin)."""
+class OracleConfig(Section):
+    """The black-box ranker (a registered oracle plugin) and the framework's policy around every call.
+
+    What only one backend understands (an endpoint, a key's location, a managed server)
+    is that plugin's own option, under ``oracle.options`` (``cyclealign plugins --options NAME``).
+    """
 
     name: str = Field("local", description="registered oracle: local, chatgpt, gpt-4, or a plugin's")
-    model: str | None = Field(
-        None, description="litellm model string; None: the alias's default (local: what the server lists)"
+    model: str | None = Field(None, description="the backend's model name; None: the backend's default")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the oracle plugin's own options, checked against what it declares"
     )
-    api_base: str | None = None
-    api_key_env: str | None = Field(
-        None, description="environment variable holding the API key (chatgpt/gpt-4: OPENAI_API_KEY)"
-    )
-    api_key_file: Path | None = Field(None, description="file holding the API key (first line)")
-    serve_gguf: str | None = Field(
-        "embedded:smollm2", description="for name=local without api_base: GGUF the project serves itself"
-    )
-    server_ctx: int = Field(4096, ge=512, description="context size of the managed local server")
     temperature: float = Field(0.0, ge=0.0)
     max_tokens: int = Field(256, ge=16)
-    json_schema: bool = Field(True, description="ask for schema-constrained JSON where the provider supports it")
     timeout_s: float = Field(60.0, gt=0.0, description="per-call timeout; a call past it is abandoned and retried")
     max_retries: int = Field(3, ge=0, description="transport retries (429/5xx/timeout) per call")
     max_parse_retries: int = Field(2, ge=0, description="re-asks after an invalid answer, feeding the error back")
@@ -93,7 +89,7 @@ class OracleConfig(_Section):
     )
 
 
-class CycleConfig(_Section):
+class CycleConfig(Section):
     """The interaction loop of the paper's Figure 2."""
 
     num_samples: int = Field(3, ge=2, description="l: responses sampled per interaction")
@@ -122,7 +118,7 @@ class CycleConfig(_Section):
     )
 
 
-class LossConfig(_Section):
+class LossConfig(Section):
     """The ranking objective (a registered loss plugin) plus SFT."""
 
     name: str = Field("pro", description="registered loss: pro, rrhf, dpo, or a plugin's")
@@ -130,13 +126,12 @@ class LossConfig(_Section):
     sft_reduction: Literal["mean", "sum"] = Field(
         "mean", description="SFT term: mean token log-prob (the paper's equation) or sum (PRO's released code)"
     )
-    beta: float = Field(0.1, gt=0.0, description="DPO temperature")
-    length_penalty: float = Field(1.0, ge=0.0, description="RRHF length exponent α")
-    dpo_pairs: Literal["all", "best_worst"] = "all"
-    options: dict[str, Any] = Field(default_factory=dict, description="extra options for third-party losses")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the loss plugin's own options (dpo: beta, pairs; rrhf: length_penalty)"
+    )
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the training prompts come from."""
 
     source: str = Field("builtin", description="'builtin', a .jsonl file of prompts, or 'hh-rlhf:<dir>'")
@@ -148,7 +143,7 @@ class DataConfig(_Section):
     lenient: bool = Field(False, description="skip (and count) malformed rows instead of stopping at the first")
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """The optimisation step."""
 
     backend: Literal["torch", "deepspeed"] = Field(
@@ -192,7 +187,7 @@ class TrainConfig(_Section):
         return self
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """Where results go, and reproducibility."""
 
     dir: Path = Path("runs/default")
@@ -205,7 +200,7 @@ class RunConfig(_Section):
     progress: bool = True
 
 
-class Config(_Section):
+class Config(Section):
     whitebox: WhiteboxConfig = WhiteboxConfig()
     oracle: OracleConfig = OracleConfig()
     cycle: CycleConfig = CycleConfig()
@@ -245,23 +240,55 @@ def _parse_value(raw: str) -> Any:
 def apply_overrides(
     data: dict[str, Any], overrides: list[str], schema: type[BaseModel] | None = None
 ) -> dict[str, Any]:
-    """``section.key=value`` items into ``data``; ``schema`` (default ``Config``) names the sections."""
+    """``section.key=value`` items into ``data``; ``schema`` (default ``Config``) names the sections.
+
+    A plugin's option is one level deeper: ``oracle.options.api_base=…``.
+    """
     sections = (schema or Config).model_fields
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set `{item}`: expected section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2 or not all(parts):
+        nested = len(parts) == 3 and parts[1] == "options"
+        if not (len(parts) == 2 or nested) or not all(parts):
             raise ConfigError(f"--set `{key}`: expected section.key (e.g. cycle.num_samples=4)")
-        section, field = parts
+        section, field = parts[0], parts[-1]
         if section not in sections:
             raise ConfigError(f"--set: unknown key `{key}` (sections: {', '.join(sections)})")
         node = data.setdefault(section, {})
+        if nested and isinstance(node, dict):
+            node = node.setdefault("options", {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set `{key}`: section `{section}` is not a mapping")
+            raise ConfigError(f"--set `{key}`: `{'.'.join(parts[:-1])}` is not a mapping")
         node[field] = _parse_value(raw)
     return data
+
+
+# Keys that became a plugin's own options: refused with the new key, never silently dropped.
+MOVED = {
+    **{("oracle", k): f"oracle.options.{k}" for k in ("api_base", "api_key_env", "api_key_file", "serve_gguf")},
+    **{("oracle", k): f"oracle.options.{k}" for k in ("server_ctx", "json_schema")},
+    ("loss", "beta"): "loss.options.beta",
+    ("loss", "dpo_pairs"): "loss.options.pairs",
+    ("loss", "length_penalty"): "loss.options.length_penalty",
+}
+SECRET_OPTION = re.compile(r"(api_?key|secret|token|password)$", re.IGNORECASE)
+
+
+def refuse_moved_and_secrets(data: dict[str, Any], origin: str) -> None:
+    """Old keys name their new place; a key itself in ``oracle.options`` is refused (config.yaml is kept)."""
+    for (section, key), new in MOVED.items():
+        node = data.get(section)
+        if isinstance(node, dict) and key in node:
+            raise ConfigError(f"{origin}: {section}.{key} moved: use {new}")
+    options = data.get("oracle", {}).get("options") if isinstance(data.get("oracle"), dict) else None
+    for key in options if isinstance(options, dict) else ():
+        if SECRET_OPTION.search(str(key)):
+            raise ConfigError(
+                f"{origin}: oracle.options.{key}: a key never goes into a config (it is saved with the run); "
+                "put it in an environment variable or a file and name that (api_key_env / api_key_file)"
+            )
 
 
 def load_config(
@@ -285,6 +312,7 @@ def load_config(
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
         data = loaded
     apply_overrides(data, list(overrides or []), schema)
+    refuse_moved_and_secrets(data, f"{origin} (with --set)" if path is not None and overrides else origin)
     try:
         return schema.model_validate(data)
     except ValidationError as e:

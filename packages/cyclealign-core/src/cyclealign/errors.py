@@ -2,7 +2,10 @@
 
 ``CycleAlignError`` is the base.  Each kind also derives from the builtin it
 refines (``ValueError`` for bad input, ``RuntimeError`` for a state of the world),
-so callers that caught the builtin keep working.
+so callers that caught the builtin keep working.  Any other exception that reaches
+the command line is a bug of ours: it is shown with its traceback (``cli_common``).
+The oracle's per-call errors (``oracle.backend.ChatError``, ``prompts.AnswerError``)
+derive from ``CycleAlignError`` too.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ class CycleAlignError(Exception):
 
 
 class ConfigError(CycleAlignError, ValueError):
-    """A config file, key or ``--set`` override is wrong; the message names the key."""
+    """A config file, key, ``--set`` override or command-line option is wrong; the message names it."""
+
+
+class MissingPathError(ConfigError, FileNotFoundError):
+    """A file or directory named by an option or key does not exist (or is not what it should be)."""
 
 
 class SetupError(CycleAlignError, RuntimeError):
@@ -96,6 +103,7 @@ __all__ = [
     "CycleAlignError",
     "DataError",
     "LocalServerError",
+    "MissingPathError",
     "OracleFatalError",
     "OracleSetupError",
     "PluginError",

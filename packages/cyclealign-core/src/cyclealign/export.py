@@ -30,7 +30,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from cyclealign.errors import ConfigError, CycleAlignError, RunDirError, SetupError
+from cyclealign.errors import ConfigError, RunDirError, SetupError
 from cyclealign.store import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from cyclealign.user_files import require_writable_dir
 
@@ -141,7 +141,7 @@ def rows_for(fmt: str, item: Ranked, pairs: str = "all") -> list[dict[str, Any]]
         if item.oracle_answer is None:
             return []
         return [{"question": item.prompt, "answer": s, "correction": item.oracle_answer} for s in item.samples]
-    raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
 def dedupe(rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -187,11 +187,11 @@ def export_runs(
     formats = list(dict.fromkeys(formats))
     for fmt in formats:
         if fmt not in FORMATS:
-            raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+            raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if pairs not in PAIRS:
-        raise ValueError(f"--pairs: {pairs!r} is not one of {', '.join(PAIRS)}")
+        raise ConfigError(f"--pairs: {pairs!r} is not one of {', '.join(PAIRS)}")
     if not run_dirs:
-        raise ValueError("give at least one run directory")
+        raise ConfigError("give at least one run directory")
     _datasets()  # a missing extra fails before anything is read
     out_dir = require_writable_dir(out_dir, "--out", ConfigError)
     report = ExportReport(runs=[str(r) for r in run_dirs])
@@ -232,12 +232,9 @@ def export_command(
 
       cyclealign export runs/a runs/b --format trl --pairs best-worst --out dpo-data
     """
-    from cyclealign.cli_common import console, fail
+    from cyclealign.cli_common import console, guarded
 
-    try:
-        report = export_runs(run_dirs, out, formats=format_ or FORMATS, pairs=pairs)
-    except (CycleAlignError, ValueError) as e:
-        fail(str(e))
+    report = guarded(export_runs, run_dirs=run_dirs, out_dir=out, formats=format_ or FORMATS, pairs=pairs)
     counts = ", ".join(f"{fmt} {n} rows" for fmt, n in report.rows.items())
     dup = sum(report.duplicates.values())
     console.print(

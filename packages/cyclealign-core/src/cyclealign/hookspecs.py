@@ -1,4 +1,10 @@
-"""The plugin surface: one entry-point group (``cyclealign``), a few ``register_*`` hooks."""
+"""The plugin surface: one entry-point group (``cyclealign``), a few ``register_*`` hooks.
+
+``options=`` (optional) declares the plugin's own settings as a pydantic model or a dataclass:
+the framework checks ``oracle.options`` / ``loss.options`` against it and passes the factory
+``options=`` an instance of it (see ``cyclealign.plugin_options``).  A factory registered
+without it is called as before and reads the raw ``config.options`` mapping.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,18 @@ Register = Callable[..., None]
 
 @hookspec
 def register_oracles(register: Register) -> None:
-    """Call ``register(name, factory, description="")``; ``factory(OracleConfig)`` gives a ChatBackend or an Oracle."""
+    """Call ``register(name, factory, description="", *, options=None)``.
+
+    ``factory(OracleConfig[, options=...])`` gives a ChatBackend or an Oracle.
+    """
 
 
 @hookspec
 def register_losses(register: Register) -> None:
-    """Call ``register(name, factory, description="")``; ``factory(LossConfig, num_samples=l) -> RankLoss``."""
+    """Call ``register(name, factory, description="", *, options=None)``.
+
+    ``factory(LossConfig, num_samples=l[, options=...]) -> RankLoss``.
+    """
 
 
 __all__ = ["Register", "hookimpl", "hookspec", "register_losses", "register_oracles"]

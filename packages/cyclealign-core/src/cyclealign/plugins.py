@@ -17,14 +17,24 @@ from typing import Any
 import pluggy
 
 from cyclealign import hookspecs
-from cyclealign.config import OracleConfig
-from cyclealign.errors import PluginError
+from cyclealign.config import LossConfig, OracleConfig
+from cyclealign.errors import ConfigError, CycleAlignError, PluginError
 from cyclealign.oracle import ChatBackend, ChatOracle
-from cyclealign.protocols import Oracle
+from cyclealign.plugin_options import validate_options
+from cyclealign.protocols import Oracle, RankLoss
 from cyclealign.usage import Usage
 
 GROUP = "cyclealign"
-__all__ = ["GROUP", "INSTALL_HINTS", "PluginError", "Registry", "create_oracle", "get_registry"]
+__all__ = [
+    "GROUP",
+    "INSTALL_HINTS",
+    "PluginError",
+    "Registry",
+    "check_options",
+    "create_loss",
+    "create_oracle",
+    "get_registry",
+]
 
 
 # First-party names whose absence means an extra is missing, and the install that fixes it.
@@ -46,6 +56,17 @@ class Registered:
     factory: Callable[..., Any]
     distribution: str
     description: str
+    options: type | None = None  # the plugin's own options (a pydantic model or a dataclass), if it declares them
+
+    def options_for(self, raw: dict[str, Any]) -> Any:
+        """``<kind>.options`` checked against the declared model: an instance of it, or the raw mapping."""
+        return validate_options(self.kind, self.name, self.options, raw)
+
+    def build(self, config: Any, raw_options: dict[str, Any], **kwargs: Any) -> Any:
+        """Call the factory; ``options=`` the checked options only for a plugin that declared some."""
+        if self.options is not None:
+            kwargs["options"] = self.options_for(raw_options)
+        return self.factory(config, **kwargs)
 
 
 class Registry:
@@ -62,9 +83,6 @@ class Registry:
                 f"{item.kind} {item.name!r} is registered twice: by {other.distribution} and by {item.distribution}"
             )
         self._items[key] = item
-
-    def remove(self, kind: str, name: str) -> None:
-        self._items.pop((kind, name), None)
 
     def items(self, kind: str | None = None) -> list[Registered]:
         return sorted(
@@ -106,6 +124,18 @@ def _wanted(ep: metadata.EntryPoint) -> bool:
     return ep.name in names or dist in names
 
 
+def load_entry_point(ep: metadata.EntryPoint) -> Any:
+    """The plugin module an entry point names; one that cannot be imported is the user's install to fix."""
+    try:
+        return ep.load()
+    except ImportError as e:
+        dist = ep.dist.metadata["Name"] if ep.dist is not None else ep.value
+        raise PluginError(
+            f"the plugin {ep.name!r} of {dist} cannot be imported ({e}); reinstall it, or leave it out with "
+            "CYCLEALIGN_PLUGINS"
+        ) from e
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, loading entry points on first use."""
     global _pm
@@ -114,7 +144,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm.add_hookspecs(hookspecs)
         for ep in metadata.entry_points(group=GROUP):
             if _wanted(ep) and pm.get_plugin(ep.name) is None:
-                plugin = ep.load()
+                plugin = load_entry_point(ep)
                 pm.register(plugin, name=ep.name)
                 if ep.dist is not None:
                     _dists[id(plugin)] = ep.dist.metadata["Name"]
@@ -129,8 +159,16 @@ def _collect(pm: pluggy.PluginManager) -> Registry:
         for impl in hook.get_hookimpls():
             dist = _dist_name(impl.plugin)
 
-            def register(name: str, factory: Callable[..., Any], description: str = "", *, _k=kind, _d=dist) -> None:
-                registry.add(Registered(_k, name, factory, _d, description))
+            def register(
+                name: str,
+                factory: Callable[..., Any],
+                description: str = "",
+                *,
+                options: type | None = None,
+                _k=kind,
+                _d=dist,
+            ) -> None:
+                registry.add(Registered(_k, name, factory, _d, description, options))
 
             impl.function(register=register)
     return registry
@@ -170,7 +208,8 @@ def create_oracle(config: OracleConfig, *, spent: Usage | None = None) -> Oracle
     framework's ranking protocol around it (``ChatOracle``); ``spent`` is what the
     run already paid before a resume, so the budget spans the whole run.
     """
-    made = get_registry().get("oracle", config.name, field="oracle.name").factory(config)
+    entry = get_registry().get("oracle", config.name, field="oracle.name")
+    made = entry.build(config, config.options)
     if isinstance(made, ChatBackend):
         return ChatOracle(made, config, spent=spent)
     if not isinstance(made, Oracle):
@@ -179,3 +218,28 @@ def create_oracle(config: OracleConfig, *, spent: Usage | None = None) -> Oracle
             "neither a ChatBackend nor an Oracle"
         )
     return made
+
+
+def create_loss(config: LossConfig, *, num_samples: int | None = None) -> RankLoss:
+    """Build the loss named by ``config.name`` with ``num_samples`` (l) candidates per prompt.
+
+    The losses' package cannot raise core's errors, so a ``ValueError`` while building one
+    (a hyperparameter out of range) is the user's: a ``ConfigError`` naming the key.
+    """
+    entry = get_registry().get("loss", config.name, field="loss.name")
+    kwargs = {} if num_samples is None else {"num_samples": num_samples}
+    try:
+        return entry.build(config, config.options, **kwargs)
+    except CycleAlignError:
+        raise
+    except ValueError as e:
+        message = str(e)
+        raise ConfigError(message if "loss." in message else f"loss.options ({config.name}): {message}") from e
+
+
+def check_options(config: Any) -> None:
+    """Check the ``oracle`` and ``loss`` sections' options against their plugins, building nothing."""
+    for kind in ("oracle", "loss"):
+        section = getattr(config, kind, None)
+        if section is not None:
+            get_registry().get(kind, section.name, field=f"{kind}.name").options_for(section.options)

@@ -20,14 +20,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cyclealign.errors import ConfigError
+from cyclealign.errors import ConfigError, CycleAlignError
 from cyclealign.protocols import Demonstration, OracleRequest
 
 RANK_FIELD = "desired rank"
 RESPONSE_FIELD = "response"
 
 
-class AnswerError(ValueError):
+class AnswerError(CycleAlignError, ValueError):
     """The oracle's answer is unusable; the message says exactly why (it is fed back on retry)."""
 
 

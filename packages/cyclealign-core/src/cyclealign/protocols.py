@@ -79,10 +79,6 @@ class Ranking:
         if sorted(self.order) != list(range(len(self.order))):
             raise ValueError(f"ranking {list(self.order)} is not a permutation of 0..{len(self.order) - 1}")
 
-    def position(self, index: int) -> int:
-        """Where candidate ``index`` sits in this ranking (0 = best)."""
-        return self.order.index(index)
-
 
 @dataclass(frozen=True)
 class Demonstration:

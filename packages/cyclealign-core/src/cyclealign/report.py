@@ -24,7 +24,7 @@ from cyclealign.store import atomic_write_text, read_jsonl
 INSTALL_HINT = 'pip install "cyclealign-core[eval]"'
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
 
@@ -39,7 +39,7 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _cumulative_rate(flags: Sequence[bool]) -> list[float]:
+def cumulative_rate(flags: Sequence[bool]) -> list[float]:
     out, hits = [], 0
     for i, f in enumerate(flags, 1):
         hits += int(f)
@@ -47,7 +47,7 @@ def _cumulative_rate(flags: Sequence[bool]) -> list[float]:
     return out
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     for ax in fig.axes:
@@ -55,24 +55,26 @@ def _save(fig: Any, path: Path) -> Path:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_run(records: Sequence[dict[str, Any]], out_dir: Path) -> list[tuple[str, Path]]:
     """The run's PNGs, as (caption, path)."""
-    plt = _plt()
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     x = list(range(1, len(records) + 1))
     plots: list[tuple[str, Path]] = []
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(x, _cumulative_rate([bool(r.get("agreed_fully")) for r in records]), label="full agreement (cumulative)")
+    ax.plot(x, cumulative_rate([bool(r.get("agreed_fully")) for r in records]), label="full agreement (cumulative)")
     lcs = [len(r.get("agreement") or []) / max(1, len(r.get("candidates") or [None])) for r in records]
     ax.plot(x, lcs, ".", alpha=0.5, label="agreement length / candidates")
     ax.set(xlabel="interaction", ylabel="rate", ylim=(0, 1.05), title="Oracle and self ranking agreement")
     ax.legend(loc="lower right", fontsize="small")
-    plots.append(("Agreement between the oracle's and the model's rankings", _save(fig, out_dir / "agreement.png")))
+    plots.append(
+        ("Agreement between the oracle's and the model's rankings", save_figure(fig, out_dir / "agreement.png"))
+    )
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     oracles = [r.get("oracle") or {} for r in records]
@@ -89,7 +91,7 @@ def plot_run(records: Sequence[dict[str, Any]], out_dir: Path) -> list[tuple[str
     ax2.set_ylabel("USD")
     ax2.set_ylim(bottom=0, top=max(total, 0.01) * 1.1)
     ax.legend(handles=[fail_line, cost_line], loc="upper left", fontsize="small")
-    plots.append(("Oracle failures and cumulative cost", _save(fig, out_dir / "oracle.png")))
+    plots.append(("Oracle failures and cumulative cost", save_figure(fig, out_dir / "oracle.png")))
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     drawn = False
@@ -104,7 +106,7 @@ def plot_run(records: Sequence[dict[str, Any]], out_dir: Path) -> list[tuple[str
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.5, "no training step recorded", ha="center", va="center", transform=ax.transAxes)
-    plots.append(("Losses per training step", _save(fig, out_dir / "losses.png")))
+    plots.append(("Losses per training step", save_figure(fig, out_dir / "losses.png")))
     return plots
 
 
@@ -132,7 +134,7 @@ _TABLE = {"table2_judge": "Table 2", "table3_human": "Table 3"}
 
 def plot_eval_table(kind: str, header: list[str], rows: list[list[str]], path: Path) -> Path | None:
     """A chart for a Table 1 / 2 / 3, oracle-accuracy or human-pair-accuracy CSV; None for other tables."""
-    plt = _plt()
+    plt = pyplot()
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
@@ -170,9 +172,9 @@ def plot_eval_table(kind: str, header: list[str], rows: list[list[str]], path: P
         )
         ax.tick_params(axis="x", labelrotation=15, labelsize="small")
     else:
-        _plt().close(fig)
+        pyplot().close(fig)
         return None
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _eval_tables(run_dir: Path, out: Path) -> list[tuple[str, list[str], list[list[str]], Path | None]]:
@@ -205,20 +207,20 @@ def _flat(summary: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(map(str, r)) + " |" for r in rows
     ]
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     esc = lambda v: html.escape(str(v))  # noqa: E731
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(caption: str, path: Path) -> str:
+def html_img(caption: str, path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     alt = html.escape(caption, quote=True)
     return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt}</figcaption></figure>'
@@ -242,22 +244,22 @@ def write_report(run_dir: str | Path) -> Path:
     body = [f"<h1>CycleAlign run <code>{name}</code></h1><p>{len(records)} interactions.</p>"]
     if summary:
         rows = _flat(summary)
-        md += ["", "## Summary", "", *_md_table(["key", "value"], rows)]
-        body += ["<h2>Summary</h2>", _html_table(["key", "value"], rows)]
+        md += ["", "## Summary", "", *md_table(["key", "value"], rows)]
+        body += ["<h2>Summary</h2>", html_table(["key", "value"], rows)]
     md += ["", "## Training"]
     body.append("<h2>Training</h2>")
     for caption, path in plots:
         md += ["", f"![{caption}]({path.name})", "", f"*{caption}*"]
-        body.append(_img(caption, path))
+        body.append(html_img(caption, path))
     if tables:
         md += ["", "## Evaluation"]
         body.append("<h2>Evaluation</h2>")
     for title, header, rows, plot in tables:
-        md += ["", f"### {title}", "", *_md_table(header, rows)]
-        body += [f"<h3>{html.escape(title)}</h3>", _html_table(header, rows)]
+        md += ["", f"### {title}", "", *md_table(header, rows)]
+        body += [f"<h3>{html.escape(title)}</h3>", html_table(header, rows)]
         if plot is not None:
             md += ["", f"![{title}]({plot.name})"]
-            body.append(_img(title, plot))
+            body.append(html_img(title, plot))
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     style = (
         "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"

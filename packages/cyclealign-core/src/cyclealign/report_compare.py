@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cyclealign.errors import RunDirError
 from cyclealign.evaluate.run_accuracy import RESULT_NAME, load_curve
-from cyclealign.report import _cumulative_rate, _html_table, _img, _md_table, _plt, _save
+from cyclealign.report import cumulative_rate, html_img, html_table, md_table, pyplot, save_figure
 from cyclealign.store import atomic_write_text, read_jsonl
 
 
@@ -46,7 +46,7 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             raise RunDirError(f"{r}: no interactions.jsonl (is this a run directory?)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plt = _plt()
+    plt = pyplot()
     figures: list[tuple[str, Path]] = []
     curves, missing = accuracy_curves(runs)
     rows = []
@@ -58,15 +58,19 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         ax.set(xlabel="interaction", ylabel="pairwise accuracy %", ylim=(0, 100))
         ax.set_title("Oracle ranking accuracy during training (Figure 4)")
         ax.legend(fontsize="small")
-        figures.append(("Oracle ranking accuracy against a reward model's order", _save(fig, out / "figure4.png")))
+        figures.append(
+            ("Oracle ranking accuracy against a reward model's order", save_figure(fig, out / "figure4.png"))
+        )
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for r in runs:
         records = read_jsonl(r / "interactions.jsonl")
-        rate = _cumulative_rate([bool(x.get("agreed_fully")) for x in records])
+        rate = cumulative_rate([bool(x.get("agreed_fully")) for x in records])
         ax.plot(range(1, len(rate) + 1), rate, label=_label(r, runs))
     ax.set(xlabel="interaction", ylabel="rate", ylim=(0, 1.05), title="Full agreement (cumulative)")
     ax.legend(fontsize="small")
-    figures.append(("Full agreement between the oracle's and the model's rankings", _save(fig, out / "agreement.png")))
+    figures.append(
+        ("Full agreement between the oracle's and the model's rankings", save_figure(fig, out / "agreement.png"))
+    )
 
     note = f"No oracle-accuracy measurement (eval/{RESULT_NAME}.json) for: {', '.join(missing)}." if missing else ""
     md = ["# CycleAlign runs compared", "", ", ".join(f"`{_label(r, runs)}`" for r in runs)]
@@ -78,11 +82,11 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         width = max(len(r) for r in rows)
         header = ["run", *(f"point {i}" for i in range(1, width))]
         rows = [r + [""] * (width - len(r)) for r in rows]
-        md += ["", "## Accuracy % at interval end (interaction: accuracy)", "", *_md_table(header, rows)]
-        body += ["<h2>Accuracy % at interval end</h2>", _html_table(header, rows)]
+        md += ["", "## Accuracy % at interval end (interaction: accuracy)", "", *md_table(header, rows)]
+        body += ["<h2>Accuracy % at interval end</h2>", html_table(header, rows)]
     for caption, path in figures:
         md += ["", f"![{caption}]({path.name})"]
-        body.append(_img(caption, path))
+        body.append(html_img(caption, path))
     atomic_write_text(out / "compare.md", "\n".join(md) + "\n")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>CycleAlign runs compared</title>"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from cyclealign.config import OracleConfig
-from cyclealign.errors import SetupError, TransportError
+from cyclealign.errors import MissingPathError, SetupError, TransportError
 from cyclealign.protocols import Prompt
 
 Question = str | Prompt
@@ -149,16 +149,18 @@ def chat_config(
 ) -> OracleConfig:
     """The ``oracle`` section turned into an answering model: ``model`` and answer length set, free text.
 
+    ``api_base`` (``--api-base``) becomes the first-party backends' option ``oracle.options.api_base``.
     Unless the section names a backend itself (``oracle.name``), a model behind an ``api_base``
     is reached as ``local`` (an OpenAI-compatible server, no key) and any other as ``litellm``.
     """
     oracle = oracle or OracleConfig()
-    update: dict[str, Any] = {"model": model, "max_tokens": max(16, max_new_tokens), "json_schema": False}
+    options = dict(oracle.options)
     if api_base is not None:
-        update["api_base"] = api_base
+        options["api_base"] = api_base
+    update: dict[str, Any] = {"model": model, "max_tokens": max(16, max_new_tokens), "options": options}
     if "name" not in oracle.model_fields_set:
-        update["name"] = "local" if (api_base or oracle.api_base) else "litellm"
-        update["serve_gguf"] = None
+        update["name"] = "local" if options.get("api_base") else "litellm"
+        options["serve_gguf"] = None
     return oracle.model_copy(update=update)
 
 
@@ -183,7 +185,7 @@ def open_upstream(
             path, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype
         )
     if path.exists() or str(model).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--model: {model} is not a model directory (nor a litellm model string)")
+        raise MissingPathError(f"--model: {model} is not a model directory (nor a litellm model string)")
     config = chat_config(str(model), oracle, api_base=api_base, max_new_tokens=max_new_tokens)
     if config.cache and config.cache_path is None and cache_path is not None:
         config = config.model_copy(update={"cache_path": Path(cache_path)})

@@ -1,14 +1,26 @@
 """Ranking losses for CycleAlign: PRO, RRHF, DPO and SFT, exact and batched."""
 
 from cyclealign_losses.functional import DPO_PAIRS, dpo_loss, mean_logps, pro_loss, rrhf_loss, sft_loss
-from cyclealign_losses.rank_losses import DpoLoss, LossOutput, ProLoss, RrhfLoss, resolve_sft_weight
+from cyclealign_losses.rank_losses import (
+    DpoLoss,
+    DpoOptions,
+    LossOutput,
+    NoOptions,
+    ProLoss,
+    RrhfLoss,
+    RrhfOptions,
+    resolve_sft_weight,
+)
 
 __all__ = [
     "DPO_PAIRS",
     "DpoLoss",
+    "DpoOptions",
     "LossOutput",
+    "NoOptions",
     "ProLoss",
     "RrhfLoss",
+    "RrhfOptions",
     "dpo_loss",
     "mean_logps",
     "pro_loss",

@@ -1,14 +1,16 @@
 """The `RankLoss` plugins: a ranking objective plus λ·SFT, as the engine calls them.
 
 The engine builds them through its plugin registry as
-``factory(config.loss, num_samples=config.cycle.num_samples)``; ``num_samples`` is l,
-which the paper's λ = (l−1)² needs when ``loss.sft_weight`` is ``"auto"``.
+``factory(config.loss, num_samples=config.cycle.num_samples, options=...)``; ``num_samples``
+is l, which the paper's λ = (l−1)² needs when ``loss.sft_weight`` is ``"auto"``.  Each loss
+declares its own options (``loss.options``) as a plain dataclass: this package has no
+pydantic, and core builds the checking model from the fields and their descriptions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -16,6 +18,30 @@ from cyclealign_losses.functional import DPO_PAIRS, SFT_REDUCTIONS, dpo_loss, pr
 
 Tensor = torch.Tensor
 DEFAULT_NUM_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A loss with no options of its own: any key under ``loss.options`` is refused."""
+
+
+@dataclass(frozen=True)
+class RrhfOptions:
+    """``loss.options`` of ``rrhf``."""
+
+    length_penalty: float = field(
+        default=1.0, metadata={"description": "length exponent α: log-probs are divided by length^α (>= 0)"}
+    )
+
+
+@dataclass(frozen=True)
+class DpoOptions:
+    """``loss.options`` of ``dpo``."""
+
+    beta: float = field(default=0.1, metadata={"description": "DPO temperature β (> 0)"})
+    pairs: Literal["all", "best_worst"] = field(
+        default="all", metadata={"description": "all ordered pairs of the ranking, or only best against worst"}
+    )
 
 
 @dataclass(frozen=True)
@@ -56,6 +82,7 @@ class _RankPlusSft:
 
     name: ClassVar[str] = "base"
     needs_reference: ClassVar[bool] = False
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, sft_weight: float = 4.0, sft_reduction: str = "mean", **hyper: Any) -> None:
         if sft_reduction not in SFT_REDUCTIONS:
@@ -85,16 +112,40 @@ class _RankPlusSft:
 
     @classmethod
     def from_config(
-        cls, config: Any, num_samples: int | None = DEFAULT_NUM_SAMPLES, *, sft_weight: float | None = None
+        cls,
+        config: Any,
+        num_samples: int | None = DEFAULT_NUM_SAMPLES,
+        *,
+        sft_weight: float | None = None,
+        options: Any = None,
     ) -> _RankPlusSft:
-        """Build from a ``LossConfig``; an explicit ``sft_weight`` wins over ``config.sft_weight``."""
+        """Build from a ``LossConfig``; an explicit ``sft_weight`` wins over ``config.sft_weight``.
+
+        ``options`` is an instance of ``cls.Options`` (checked by the framework); without it,
+        ``config.options`` is read here, unknown keys refused.
+        """
         weight = sft_weight if sft_weight is not None else getattr(config, "sft_weight", "auto")
         reduction = getattr(config, "sft_reduction", "mean")
-        return cls(resolve_sft_weight(weight, num_samples), sft_reduction=reduction, **cls._hyper(config))
+        if options is None:
+            options = cls.read_options(getattr(config, "options", None) or {})
+        return cls(resolve_sft_weight(weight, num_samples), sft_reduction=reduction, **cls._hyper(options))
 
     @classmethod
-    def _hyper(cls, config: Any) -> dict[str, Any]:
-        return {}
+    def read_options(cls, raw: dict[str, Any]) -> Any:
+        """``raw`` as ``cls.Options``; a key it does not declare is a ``ValueError`` naming it."""
+        known = [f.name for f in fields(cls.Options)]
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ValueError(
+                f"loss.options.{unknown[0]}: not an option of the {cls.name} loss (its options: "
+                f"{', '.join(known) or 'none'})"
+            )
+        return cls.Options(**raw)
+
+    @classmethod
+    def _hyper(cls, options: Any) -> dict[str, Any]:
+        """The constructor's keyword arguments from the options."""
+        return asdict(options)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.hyper.items())
@@ -117,18 +168,15 @@ class RrhfLoss(_RankPlusSft):
     """RRHF (pairwise hinge on length-normalised log-probs) + λ·SFT."""
 
     name = "rrhf"
+    Options = RrhfOptions
 
     def __init__(self, sft_weight: float = 4.0, sft_reduction: str = "mean", length_penalty: float = 1.0) -> None:
-        if length_penalty < 0:
-            raise ValueError(f"loss.length_penalty must be >= 0, got {length_penalty}")
+        if not length_penalty >= 0:  # also rejects NaN
+            raise ValueError(f"loss.options.length_penalty must be >= 0, got {length_penalty}")
         super().__init__(sft_weight, sft_reduction, length_penalty=float(length_penalty))
 
     def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
         return rrhf_loss(logps, lengths, rewards, length_penalty=self.hyper["length_penalty"])
-
-    @classmethod
-    def _hyper(cls, config: Any) -> dict[str, Any]:
-        return {"length_penalty": getattr(config, "length_penalty", 1.0)}
 
 
 class DpoLoss(_RankPlusSft):
@@ -136,21 +184,18 @@ class DpoLoss(_RankPlusSft):
 
     name = "dpo"
     needs_reference = True
+    Options = DpoOptions
 
     def __init__(
         self, sft_weight: float = 4.0, sft_reduction: str = "mean", beta: float = 0.1, pairs: str = "all"
     ) -> None:
-        if beta <= 0:
-            raise ValueError(f"loss.beta must be > 0, got {beta}")
+        if not beta > 0:  # also rejects NaN
+            raise ValueError(f"loss.options.beta must be > 0, got {beta}")
         if pairs not in DPO_PAIRS:
-            raise ValueError(f"loss.dpo_pairs must be one of {', '.join(DPO_PAIRS)}, got {pairs!r}")
+            raise ValueError(f"loss.options.pairs must be one of {', '.join(DPO_PAIRS)}, got {pairs!r}")
         super().__init__(sft_weight, sft_reduction, beta=float(beta), pairs=pairs)
 
     def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
         if ref is None:
             raise ValueError("the dpo loss needs the reference log-probs (needs_reference is True)")
         return dpo_loss(logps, lengths, rewards, ref, beta=self.hyper["beta"], pairs=self.hyper["pairs"])
-
-    @classmethod
-    def _hyper(cls, config: Any) -> dict[str, Any]:
-        return {"beta": getattr(config, "beta", 0.1), "pairs": getattr(config, "dpo_pairs", "all")}

@@ -4,8 +4,9 @@ A chat backend (:class:`LiteLLMChat`) plus the managed llama.cpp server; the
 ranking protocol around it (retries, cache, budget, parsing) is the framework's.
 """
 
-from cyclealign_oracles.litellm_chat import LiteLLMChat, LiteLLMOracle
+from cyclealign_oracles.litellm_chat import LiteLLMChat
 from cyclealign_oracles.local_server import ManagedLlamaServer, embedded_gguf_path
+from cyclealign_oracles.options import LiteLLMOptions
 from cyclealign_oracles.providers import ALIASES
 
-__all__ = ["ALIASES", "LiteLLMChat", "LiteLLMOracle", "ManagedLlamaServer", "embedded_gguf_path"]
+__all__ = ["ALIASES", "LiteLLMChat", "LiteLLMOptions", "ManagedLlamaServer", "embedded_gguf_path"]

@@ -23,8 +23,10 @@ os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
 from cyclealign.config import OracleConfig
 from cyclealign.errors import OracleSetupError
-from cyclealign.oracle import ChatBackend, ChatError, ChatOracle, ChatReply, ChatRequest, FormatRejected, Usage
+from cyclealign.oracle import ChatBackend, ChatError, ChatReply, ChatRequest, FormatRejected, Usage
 from cyclealign.oracle.secrets import guard_loggers, read_api_key, redact, remember
+from cyclealign.plugin_options import validate_options
+from cyclealign_oracles.options import LiteLLMOptions
 from cyclealign_oracles.providers import (
     DOWNGRADE,
     FormatMode,
@@ -88,33 +90,38 @@ def retry_after_s(error: BaseException) -> float | None:
 
 class LiteLLMChat(ChatBackend):
     """``config.name`` picks the alias (``chatgpt``, ``gpt-4``, ``local``, ``litellm``; see
-    ``providers.ALIASES``), ``config.model`` overrides its model; ``api_key`` overrides the key lookup."""
+    ``providers.ALIASES``), ``config.model`` overrides its model; ``options`` are this backend's own
+    (``config.options`` checked when not given); ``api_key`` overrides the key lookup."""
 
-    def __init__(self, config: OracleConfig, *, api_key: str | None = None) -> None:
+    def __init__(
+        self, config: OracleConfig, *, options: LiteLLMOptions | None = None, api_key: str | None = None
+    ) -> None:
         self.config = config
+        opts = (
+            options if options is not None else validate_options("oracle", config.name, LiteLLMOptions, config.options)
+        )
+        self.options: LiteLLMOptions = opts
         self.alias = alias_for(config.name)
         self.free = self.alias.local
         self._litellm = _litellm()
         self.server: Any = None  # the ManagedLlamaServer we started, if any
-        self.api_base = config.api_base
-        self._api_key = api_key or read_api_key(config, self.alias.key_env)
-        if self.alias.key_required and not self._api_key and config.api_base is None:
-            env = config.api_key_env or self.alias.key_env
+        self.api_base = opts.api_base
+        self._api_key = api_key or read_api_key(opts.api_key_file, opts.api_key_env, self.alias.key_env)
+        if self.alias.key_required and not self._api_key and opts.api_base is None:
+            env = opts.api_key_env or self.alias.key_env
             raise OracleSetupError(
                 f"oracle {config.name!r} needs an API key: set the environment variable {env} "
-                "(or point oracle.api_key_env / oracle.api_key_file elsewhere)"
+                "(or point oracle.options.api_key_env / oracle.options.api_key_file elsewhere)"
             )
         if self.alias.local:
             self._api_key = self._api_key or "not-needed"  # OpenAI clients insist on some key
         remember(self._api_key)
         self.model = self._resolve_model()
         try:
-            if self.alias.local and config.api_base is None:
+            if self.alias.local and opts.api_base is None:
                 self._start_server()
             self.format_mode: FormatMode = (
-                choose_format(self.model, local=self.alias.local, litellm=self._litellm)
-                if config.json_schema
-                else "none"
+                choose_format(self.model, local=self.alias.local, litellm=self._litellm) if opts.json_schema else "none"
             )
         except BaseException:
             self.close()
@@ -122,7 +129,7 @@ class LiteLLMChat(ChatBackend):
 
     # ------------------------------------------------------------------ setup
     def _resolve_model(self) -> str:
-        cfg = self.config
+        cfg, opts = self.config, self.options
         if not self.alias.local:
             model = cfg.model or self.alias.default_model
             if not model:
@@ -132,21 +139,23 @@ class LiteLLMChat(ChatBackend):
             return model
         if cfg.model:
             return local_model_name(cfg.model, self._litellm)
-        if cfg.api_base is not None:
-            return local_model_name(discover_model(cfg.api_base), self._litellm)
-        if not cfg.serve_gguf:
-            raise OracleSetupError("oracle 'local' needs oracle.api_base, or oracle.serve_gguf to serve a GGUF itself")
+        if opts.api_base is not None:
+            return local_model_name(discover_model(opts.api_base), self._litellm)
+        if not opts.serve_gguf:
+            raise OracleSetupError(
+                "oracle 'local' needs oracle.options.api_base, or oracle.options.serve_gguf to serve a GGUF itself"
+            )
         from cyclealign_oracles.local_server import resolve_gguf
 
-        return f"openai/{resolve_gguf(cfg.serve_gguf).name}"
+        return f"openai/{resolve_gguf(opts.serve_gguf).name}"
 
     def _start_server(self) -> None:
         from cyclealign_oracles.local_server import ManagedLlamaServer, resolve_gguf
 
-        assert self.config.serve_gguf
-        self.server = ManagedLlamaServer(resolve_gguf(self.config.serve_gguf), n_ctx=self.config.server_ctx).start()
+        assert self.options.serve_gguf
+        self.server = ManagedLlamaServer(resolve_gguf(self.options.serve_gguf), n_ctx=self.options.server_ctx).start()
         self.api_base = self.server.api_base
-        self.context_tokens = self.config.server_ctx
+        self.context_tokens = self.options.server_ctx
 
     # ------------------------------------------------------------------ the ChatBackend interface
     def price(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -268,10 +277,3 @@ class LiteLLMChat(ChatBackend):
             ),
             truncated=getattr(choice, "finish_reason", None) == "length",
         )
-
-
-class LiteLLMOracle(ChatOracle):
-    """The framework's ranking oracle over :class:`LiteLLMChat` (what the registered names build)."""
-
-    def __init__(self, config: OracleConfig, *, api_key: str | None = None, spent: Usage | None = None) -> None:
-        super().__init__(LiteLLMChat(config, api_key=api_key), config, spent=spent)

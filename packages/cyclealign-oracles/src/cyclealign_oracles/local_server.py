@@ -3,7 +3,7 @@
 Reusable for any GGUF::
 
     with ManagedLlamaServer("model.gguf", n_ctx=4096) as server:
-        oracle = create_oracle(OracleConfig(name="local", api_base=server.api_base))
+        oracle = create_oracle(OracleConfig(name="local", options={"api_base": server.api_base}))
 
 It binds to loopback only, on a free port, runs in its own session (the
 terminal's Ctrl+C reaches us, and we stop it), and is stopped on ``stop()``, on
@@ -45,7 +45,7 @@ def embedded_gguf_path() -> Path:
 
 def resolve_gguf(spec: str | Path) -> Path:
     """``embedded:smollm2`` or a path to a GGUF file."""
-    return embedded.resolve_gguf(spec, key="oracle.serve_gguf", error=LocalServerError, what="oracle model")
+    return embedded.resolve_gguf(spec, key="oracle.options.serve_gguf", error=LocalServerError, what="oracle model")
 
 
 class ManagedLlamaServer:

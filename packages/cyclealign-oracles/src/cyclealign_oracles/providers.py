@@ -21,7 +21,7 @@ class Alias:
 
     name: str
     default_model: str | None = None
-    key_env: str | None = None  # where the key is read from when oracle.api_key_env is unset
+    key_env: str | None = None  # where the key is read from when oracle.options.api_key_env is unset
     key_required: bool = False  # a missing key is an error at construction (unless api_base points elsewhere)
     local: bool = False  # an OpenAI-compatible server we talk to directly: free, dummy key, llama.cpp schema
 
@@ -149,11 +149,17 @@ def served_models(api_base: str, timeout_s: float = 5.0) -> list[str]:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
             data = json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
-        raise OracleSetupError(f"oracle.api_base: {url} answered HTTP {e.code}; set oracle.model explicitly") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {url} answered HTTP {e.code}; set oracle.model explicitly"
+        ) from None
     except (urllib.error.URLError, OSError) as e:
-        raise OracleSetupError(f"oracle.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})"
+        ) from None
     except json.JSONDecodeError:
-        raise OracleSetupError(f"oracle.api_base: {url} did not answer JSON; set oracle.model explicitly") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {url} did not answer JSON; set oracle.model explicitly"
+        ) from None
     items = data.get("data", []) if isinstance(data, dict) else []
     return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
 
@@ -164,12 +170,14 @@ def discover_model(api_base: str) -> str:
     if len(ids) == 1:
         return ids[0]
     if not ids:
-        raise OracleSetupError(f"oracle.api_base: {api_base} lists no models; set oracle.model")
-    raise OracleSetupError(f"oracle.api_base: {api_base} serves several models ({', '.join(ids)}); set oracle.model")
+        raise OracleSetupError(f"oracle.options.api_base: {api_base} lists no models; set oracle.model")
+    raise OracleSetupError(
+        f"oracle.options.api_base: {api_base} serves several models ({', '.join(ids)}); set oracle.model"
+    )
 
 
 def check_reachable(api_base: str, timeout_s: float = 5.0, api_key: str | None = None) -> None:
-    """One cheap GET before any expensive work, so a wrong ``oracle.api_base`` fails in seconds, clearly.
+    """One cheap GET before any expensive work, so a wrong ``oracle.options.api_base`` fails in seconds, clearly.
 
     With ``api_key`` the listing is asked for with the key, as the chats will be: a server that
     rejects it (401/403) stops the run before it starts; any other answer counts as reachable.
@@ -183,12 +191,12 @@ def check_reachable(api_base: str, timeout_s: float = 5.0, api_key: str | None =
         if e.code in (401, 403):
             detail = _error_message(e)
             raise OracleSetupError(
-                f"oracle.api_base: {api_base} rejected the API key (HTTP {e.code}{f': {detail}' if detail else ''}); "
-                "check oracle.api_key_env / oracle.api_key_file"
+                f"oracle.options.api_base: {api_base} rejected the API key (HTTP {e.code}{f': {detail}' if detail else ''}); "
+                "check oracle.options.api_key_env / oracle.options.api_key_file"
             ) from None
         return  # it answered: reachable (some servers do not list models)
     except (urllib.error.URLError, OSError) as e:
-        raise OracleSetupError(f"oracle.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})") from None
+        raise OracleSetupError(f"oracle.options.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})") from None
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:

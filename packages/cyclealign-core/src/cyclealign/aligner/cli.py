@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import console, fail, guarded, start_or_resume
+from cyclealign.cli_common import console, guarded, start_or_resume
 
 aligner_app = typer.Typer(
     help=(
@@ -134,12 +134,8 @@ def correct_command(
     """
     from cyclealign.aligner.correct import correct_file
     from cyclealign.config import load_config
-    from cyclealign.errors import ConfigError
 
-    try:
-        oracle = load_config(config, set_ or []).oracle
-    except ConfigError as e:
-        fail(str(e))
+    oracle = guarded(load_config, path=config, overrides=set_ or []).oracle
     guarded(
         correct_file,
         questions=questions,

@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import Field
 
 from cyclealign.aligner.prompt import DEFAULT_TEMPLATE
-from cyclealign.config import RunConfig, TrainConfig, WhiteboxConfig, _Section
+from cyclealign.config import RunConfig, Section, TrainConfig, WhiteboxConfig
 
 
-class AlignerSection(_Section):
+class AlignerSection(Section):
     """The triples to learn from, the two stages, and the prompt stored with the corrector."""
 
     data: list[str] = Field(default_factory=list, description="JSON/JSONL files of question/answer/correction triples")
@@ -45,7 +45,7 @@ class CorrectorRunConfig(RunConfig):
     checkpoint_every: int = Field(50, ge=1, description="training steps between checkpoints")
 
 
-class AlignerTrainConfig(_Section):
+class AlignerTrainConfig(Section):
     """``cyclealign aligner train CONFIG``; ``whitebox.max_prompt_tokens`` is stored with the corrector."""
 
     whitebox: CorrectorWhiteboxConfig = CorrectorWhiteboxConfig()

@@ -31,12 +31,12 @@ class Triple:
 
 def _triple(row: Any, source: str) -> Triple:
     if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        raise DataError(f"expected a JSON object, got {type(row).__name__}")
     for key in FIELDS:
         if not isinstance(row.get(key), str):
-            raise ValueError(f'field "{key}" must be a string (fields: {", ".join(FIELDS)})')
+            raise DataError(f'field "{key}" must be a string (fields: {", ".join(FIELDS)})')
     if not row["correction"].strip():
-        raise ValueError('field "correction" is empty')
+        raise DataError('field "correction" is empty')
     return Triple(row["question"], row["answer"], row["correction"], source)
 
 

@@ -13,28 +13,28 @@ from cyclealign.user_files import require_file
 
 
 def parse_prompt_row(row: Any, pid: str) -> Prompt:
-    """One JSONL row as a ``Prompt``; ``ValueError`` saying which field is wrong."""
+    """One JSONL row as a ``Prompt``; ``DataError`` saying which field is wrong."""
     if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        raise DataError(f"expected a JSON object, got {type(row).__name__}")
     pid = str(row.get("id", pid))
     if "prompt" in row:
         if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise ValueError('field "prompt" must be a non-empty string')
+            raise DataError('field "prompt" must be a non-empty string')
         return Prompt.from_text(pid, row["prompt"])
     if "messages" not in row:
-        raise ValueError('expected a field "prompt" or "messages"')
+        raise DataError('expected a field "prompt" or "messages"')
     msgs = row["messages"]
     if not isinstance(msgs, list) or not msgs:
-        raise ValueError('field "messages" must be a non-empty list')
+        raise DataError('field "messages" must be a non-empty list')
     out = []
     for k, m in enumerate(msgs):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
-            raise ValueError(f'"messages"[{k}] needs "role" and string "content"')
+            raise DataError(f'"messages"[{k}] needs "role" and string "content"')
         if m["role"] not in ("user", "assistant", "system"):
-            raise ValueError(f'"messages"[{k}].role must be user, assistant or system')
+            raise DataError(f'"messages"[{k}].role must be user, assistant or system')
         out.append(Message(m["role"], m["content"]))
     if out[-1].role != "user":
-        raise ValueError('the last of "messages" must be the user\'s turn to answer')
+        raise DataError('the last of "messages" must be the user\'s turn to answer')
     return Prompt(pid, tuple(out))
 
 

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import typer
 
 from cyclealign.config import Config, load_config
-from cyclealign.errors import ConfigError
 
 eval_app = typer.Typer(
     help="Evaluate as in the paper: reward-model scores (Tables 1 and 4, Figure 5), LLM-judge win rates "
@@ -49,10 +48,8 @@ SetOpt = Annotated[
 
 
 def _config(config: Path | None, sets: list[str] | None) -> Config:
-    try:
-        return load_config(config, sets or [])
-    except ConfigError as e:
-        raise typer.BadParameter(str(e)) from None
+    """The config whose oracle section a command uses; a ConfigError goes to the app's one error boundary."""
+    return load_config(config, sets or [])
 
 
 def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:

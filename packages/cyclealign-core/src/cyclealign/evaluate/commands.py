@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from cyclealign.config import OracleConfig
 from cyclealign.data.hh_rlhf import SUBSETS, HHExample, dialogue_text, load_hh_rlhf, stratified_sample
-from cyclealign.errors import ConfigError
+from cyclealign.errors import ConfigError, DataError
 from cyclealign.evaluate.tables import merge_row, print_table, write_table
 from cyclealign.store import atomic_write_jsonl
 
@@ -41,7 +41,7 @@ def _examples_and_sizes(
     return stratified_sample(examples, k, seed), sizes
 
 
-def _examples(
+def load_examples(
     data: str | Path,
     subsets: Sequence[str] | None,
     split: str,
@@ -63,7 +63,7 @@ def _progress(console: Console, label: str) -> Iterator[tuple[Progress, TaskID]]
         yield progress, progress.add_task(label, total=None)
 
 
-def _oracle(config: OracleConfig, cache_dir: Path) -> Any:
+def open_oracle(config: OracleConfig, cache_dir: Path) -> Any:
     """Any registered oracle (plugins included), its cache in the output folder unless configured."""
     from cyclealign.plugins import create_oracle
 
@@ -133,7 +133,7 @@ def eval_reward(
         weights = "the full splits' sizes (--data)" if sizes else "the file's rows per subset (--data: the splits')"
         console.print(f"scoring {len(examples)} answers from {answers_file}; total weighted by {weights}")
     elif data is None:
-        raise ValueError("--data: give the evaluation data (or --answers, a file of answers to score)")
+        raise ConfigError("--data: give the evaluation data (or --answers, a file of answers to score)")
     else:
         examples, sizes = _examples_and_sizes(data, subsets, split, k, seed, lenient, console)
         rows_in_split = sum(sizes.values())
@@ -164,7 +164,7 @@ def eval_reward(
         del wb
         _free_accelerator_memory()  # the reward model (6.9B in the paper) needs the room next
     if len(answers) != len(examples):
-        raise ValueError(f"{len(answers)} answers for {len(examples)} sampled prompts")
+        raise DataError(f"{len(answers)} answers for {len(examples)} sampled prompts")
     with console.status("loading the reward model…"):
         scorer = RewardScorer(reward_model, reward_kind, batch_size=batch_size, device=device, dtype=dtype)
     with _progress(console, "scoring with the reward model") as (progress, task):
@@ -238,13 +238,13 @@ def eval_judge(
     a, b = answers_by_id(answers_a, column_a), answers_by_id(answers_b, column_b)
     common = [i for i in a if i in b]
     if not common:
-        raise ValueError(f"{answers_a} and {answers_b} share no item ids (answer the same sample: same --k/--seed)")
+        raise DataError(f"{answers_a} and {answers_b} share no item ids (answer the same sample: same --k/--seed)")
     for i in common:
         if a[i]["question"] != b[i]["question"]:
-            raise ValueError(f"item {i!r} has different questions in {answers_a} and {answers_b}")
+            raise DataError(f"item {i!r} has different questions in {answers_a} and {answers_b}")
     items = [JudgeItem(i, a[i]["subset"], a[i]["question"], a[i]["answer"], b[i]["answer"]) for i in common]
     out_dir = Path(out_dir)
-    judge_oracle = _oracle(oracle.model_copy(update={"max_tokens": max_tokens}), out_dir)
+    judge_oracle = open_oracle(oracle.model_copy(update={"max_tokens": max_tokens}), out_dir)
     try:
         with console.status(f"judging {len(items)} pairs…"):
             judgements = judge(items, judge_oracle, seed=seed, randomize=randomize)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from cyclealign.config import WhiteboxConfig, load_config
+from cyclealign.errors import ConfigError, MissingPathError
 from cyclealign.protocols import Prompt
 
 
@@ -54,7 +55,7 @@ def load_system(
     if run_dir is not None:
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"--run: {run_dir} has no config.yaml (is it a run directory?)")
+            raise MissingPathError(f"--run: {run_dir} has no config.yaml (is it a run directory?)")
         cfg = load_config(run_dir / "config.yaml", [f"run.dir={run_dir}"], schema=_run_schema(run_dir)).whitebox
         adapter = run_dir / "adapter"
         if (adapter / "adapter_config.json").is_file():
@@ -65,9 +66,9 @@ def load_system(
             return wb
         if (adapter / "config.json").is_file():  # full fine-tuning: the whole model was saved
             return load_whitebox(cfg.model_copy(update={**overrides, "model": str(adapter), "gguf_file": None}), seed=0)
-        raise FileNotFoundError(f"--run: {run_dir} has no trained weights in adapter/ (did the run save any?)")
+        raise MissingPathError(f"--run: {run_dir} has no trained weights in adapter/ (did the run save any?)")
     if model is None:
-        raise ValueError("give a run directory (--run) or a model (--model)")
+        raise ConfigError("give a run directory (--run) or a model (--model)")
     return load_whitebox(WhiteboxConfig(model=model, gguf_file=gguf_file, **overrides), seed=0)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cyclealign.errors import DataError
+from cyclealign.errors import ConfigError, DataError
 
 SHEET_COLUMNS = ["sheet", "item", "question", "answer_A", "answer_B", "choice", "comment"]
 OUTCOMES = ("win", "tie", "lose")
@@ -76,7 +76,7 @@ def export_sheet(
     from cyclealign.store import atomic_write_json, atomic_write_text
 
     if name_a == name_b:
-        raise ValueError(f"--name-a and --name-b must differ (both {name_a!r})")
+        raise ConfigError(f"--name-a and --name-b must differ (both {name_a!r})")
     rng = random.Random(seed)
     items = _sample(aligned_items(Path(answers_a), Path(answers_b)), per_subset, rng)
     rng.shuffle(items)

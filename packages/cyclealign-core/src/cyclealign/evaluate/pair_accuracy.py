@@ -31,6 +31,7 @@ from rich.console import Console
 from cyclealign.config import CycleConfig, OracleConfig
 from cyclealign.data.hh_rlhf import HHExample
 from cyclealign.demos import DemoPool
+from cyclealign.errors import ConfigError, MissingPathError
 from cyclealign.evaluate.tables import print_table, write_table
 from cyclealign.protocols import Demonstration, OracleRequest, OracleVerdict
 from cyclealign.store import atomic_write_jsonl, atomic_write_text
@@ -62,7 +63,7 @@ def parse_mode(mode: str) -> tuple[str, int | None]:
     """``("dynamic", 100)`` for ``"dynamic@100"``; ``(mode, None)`` for the plain settings."""
     kind, at, upto = mode.partition("@")
     if kind not in MODES or (at and (kind != "dynamic" or not upto.isdigit())):
-        raise ValueError(f"--mode: {mode!r} is not one of {', '.join(MODES)} or dynamic@<count>")
+        raise ConfigError(f"--mode: {mode!r} is not one of {', '.join(MODES)} or dynamic@<count>")
     return kind, int(upto) if at else None
 
 
@@ -82,7 +83,7 @@ def build_requests(
     """
     kind, upto = parse_mode(mode)
     if kind == "dynamic" and not demos:
-        raise ValueError(f"--mode {mode} needs --demos pointing at a run's demos.jsonl with demonstrations in it")
+        raise ConfigError(f"--mode {mode} needs --demos pointing at a run's demos.jsonl with demonstrations in it")
     cycle = cycle or CycleConfig()
     pool = DemoPool(
         static,
@@ -148,7 +149,7 @@ def load_demos_file(path: str | Path | None) -> list[Demonstration]:
     if p.is_dir():
         p = p / "demos.jsonl"
     if not p.exists():
-        raise FileNotFoundError(f"--demos: {p} does not exist")
+        raise MissingPathError(f"--demos: {p} does not exist")
     return load_demos(p)
 
 
@@ -172,18 +173,18 @@ def eval_human_pair_accuracy(
     Modes that need dynamic demonstrations are left out (with a note) when ``demos`` has none.
     Writes ``human_pair_accuracy.{csv,md,json}`` and ``human_pair_accuracy_items.jsonl``.
     """
-    from cyclealign.evaluate.commands import _examples, _oracle
+    from cyclealign.evaluate.commands import load_examples, open_oracle
 
     console = console or Console()
     for mode in modes:
         parse_mode(mode)  # bad modes fail before any data is read or call is paid
-    examples = _examples(data, subsets, split, k, seed, lenient, console)
+    examples = load_examples(data, subsets, split, k, seed, lenient, console)
     dynamic = load_demos_file(demos)
     kept = [m for m in modes if parse_mode(m)[0] != "dynamic" or dynamic]
     if len(kept) < len(modes):
         console.print("no dynamic demonstrations given (--demos): dynamic settings left out", highlight=False)
     out_dir = Path(out_dir)
-    ranker = _oracle(oracle, out_dir)
+    ranker = open_oracle(oracle, out_dir)
     results, records = [], []
     try:
         for mode in kept:

@@ -25,7 +25,7 @@ from transformers import GPTNeoXConfig, GPTNeoXModel
 from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXPreTrainedModel
 
 from cyclealign.data.hh_rlhf import dialogue_text
-from cyclealign.errors import SetupError
+from cyclealign.errors import DataError, SetupError
 from cyclealign.protocols import Prompt
 from cyclealign.whitebox.loading import pick_device
 
@@ -201,7 +201,7 @@ def weighted_total(means: Mapping[str, float], sizes: Mapping[str, int]) -> floa
     """
     missing = [s for s in means if sizes.get(s, 0) <= 0]
     if missing:
-        raise ValueError(f"no test-set size for subset(s) {', '.join(missing)}")
+        raise DataError(f"no test-set size for subset(s) {', '.join(missing)}")
     weight = sum(sizes[s] for s in means)
     return sum(means[s] * sizes[s] for s in means) / weight
 

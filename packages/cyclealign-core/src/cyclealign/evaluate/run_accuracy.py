@@ -22,7 +22,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from cyclealign.errors import RunDirError
+from cyclealign.errors import ConfigError, RunDirError
 from cyclealign.protocols import Message, Prompt
 
 RESULT_NAME = "oracle_accuracy_training"
@@ -105,7 +105,7 @@ def score_intervals(
 ) -> list[Interval]:
     """Per-interval counts from each interaction's candidates, oracle order and reward scores."""
     if every < 1:
-        raise ValueError(f"--every must be at least 1, got {every}")
+        raise ConfigError(f"--every must be at least 1, got {every}")
     intervals = []
     for start in range(0, len(rows), every):
         end = min(start + every, len(rows))
@@ -161,7 +161,7 @@ def run_oracle_accuracy(
 
     console = console or Console()
     if every < 1:
-        raise ValueError(f"--every must be at least 1, got {every}")
+        raise ConfigError(f"--every must be at least 1, got {every}")
     run_dir = Path(run_dir)
     journal = run_dir / "interactions.jsonl"
     if not journal.is_file():

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cyclealign.errors import DataError
 from cyclealign.store import atomic_write_text
 
 
@@ -34,7 +35,7 @@ def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     with Path(path).open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if not rows:
-        raise ValueError(f"{path}: empty table")
+        raise DataError(f"{path}: empty table")
     return rows[0], rows[1:]
 
 
@@ -48,7 +49,7 @@ def merge_row(path: Path, title: str, header: Sequence[str], row: Sequence[objec
     if path.exists():
         old_header, old_rows = read_table(path)
         if old_header != list(header):
-            raise ValueError(
+            raise DataError(
                 f"{path}: its columns {old_header} differ from this evaluation's {list(header)} "
                 "(same subsets needed to share a table)"
             )

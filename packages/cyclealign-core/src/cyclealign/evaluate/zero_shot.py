@@ -43,11 +43,11 @@ def eval_generate(
     (``OUT/upstream_cache.sqlite`` unless ``oracle.cache_path`` is set) and budget.
     """
     from cyclealign.evaluate.answers import answer_record, write_answers
-    from cyclealign.evaluate.commands import _examples
+    from cyclealign.evaluate.commands import load_examples
     from cyclealign.upstream import answer_all, open_upstream, usage_line
 
     console = console or Console()
-    examples = _examples(data, subsets, split, k, seed, lenient, console)
+    examples = load_examples(data, subsets, split, k, seed, lenient, console)
     system = system or Path(str(model)).name
     out_dir = Path(out_dir or Path("eval") / system)
     upstream = open_upstream(

@@ -58,7 +58,7 @@ class RankedExample:
 
 def _messages(value: Any, key: str) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
-        raise ValueError(f'field "{key}" must be a string or a non-empty list of messages')
+        raise DataError(f'field "{key}" must be a string or a non-empty list of messages')
     out = []
     for k, m in enumerate(value):
         if (
@@ -71,7 +71,7 @@ def _messages(value: Any, key: str) -> tuple[Message, ...]:
                 "system",
             )
         ):
-            raise ValueError(f'"{key}"[{k}] needs "role" (user, assistant or system) and string "content"')
+            raise DataError(f'"{key}"[{k}] needs "role" (user, assistant or system) and string "content"')
         out.append(Message(m["role"], m["content"]))
     return tuple(out)
 
@@ -83,10 +83,10 @@ def _reply(value: Any, key: str) -> str:
     else:
         msgs = _messages(value, key)
         if any(m.role != "assistant" for m in msgs):
-            raise ValueError(f'field "{key}": a completion holds assistant messages only')
+            raise DataError(f'field "{key}": a completion holds assistant messages only')
         text = "\n".join(m.content for m in msgs)
     if not text.strip():
-        raise ValueError(f'field "{key}" is empty')
+        raise DataError(f'field "{key}" is empty')
     return text
 
 
@@ -101,16 +101,16 @@ def _implicit(row: dict, pid: str) -> tuple[Prompt, str, str]:
     """TRL's implicit prompt: two message lists sharing everything but their final assistant turns."""
     chosen, rejected = _messages(row["chosen"], "chosen"), _messages(row["rejected"], "rejected")
     if chosen[:-1] != rejected[:-1] or chosen[-1].role != "assistant" or rejected[-1].role != "assistant":
-        raise ValueError('without "prompt", "chosen" and "rejected" must share all but their last (assistant) turn')
+        raise DataError('without "prompt", "chosen" and "rejected" must share all but their last (assistant) turn')
     if len(chosen) < 2 or chosen[-2].role != "user":
-        raise ValueError('without "prompt", the dialogues need a user turn before the replies')
+        raise DataError('without "prompt", the dialogues need a user turn before the replies')
     return Prompt(pid, chosen[:-1]), chosen[-1].content, rejected[-1].content
 
 
 def parse_row(row: Any, pid: str, source: str, fmt: str = "auto") -> RankedExample:
     """One row in any of the formats; ``ValueError`` naming the field that is wrong."""
     if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        raise DataError(f"expected a JSON object, got {type(row).__name__}")
     pid = str(row.get("id", pid))
     kind = (
         "ranked"
@@ -120,15 +120,15 @@ def parse_row(row: Any, pid: str, source: str, fmt: str = "auto") -> RankedExamp
         else "hh-rlhf"
     )
     if "chosen" not in row and "responses" not in row:
-        raise ValueError('expected "chosen" and "rejected" (a preference pair) or "responses" (a ranked list)')
+        raise DataError('expected "chosen" and "rejected" (a preference pair) or "responses" (a ranked list)')
     if fmt != "auto" and kind != fmt:
-        raise ValueError(f"looks like a {kind} row, but offline.format is {fmt}")
+        raise DataError(f"looks like a {kind} row, but offline.format is {fmt}")
     scores = None
     if kind == "ranked":
         prompt = _prompt(row, pid)
         responses = row["responses"]
         if not isinstance(responses, list) or len(responses) < 2:
-            raise ValueError('field "responses" must list at least two responses, best first')
+            raise DataError('field "responses" must list at least two responses, best first')
         texts = tuple(_reply(r, f"responses[{k}]") for k, r in enumerate(responses))
         if row.get("scores") is not None:
             raw = row["scores"]
@@ -137,20 +137,20 @@ def parse_row(row: Any, pid: str, source: str, fmt: str = "auto") -> RankedExamp
                 or len(raw) != len(texts)
                 or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in raw)
             ):
-                raise ValueError(f'field "scores" must be {len(texts)} numbers, one per response')
+                raise DataError(f'field "scores" must be {len(texts)} numbers, one per response')
             scores = tuple(float(s) for s in raw)
             if bad := [k for k, s in enumerate(scores) if not math.isfinite(s)]:
                 raise ValueError(f'field "scores" must be finite numbers; scores[{bad[0]}] is {raw[bad[0]]}')
             if any(a < b for a, b in itertools.pairwise(scores)):
-                raise ValueError('field "scores" increases along "responses", which must be best first')
+                raise DataError('field "scores" increases along "responses", which must be best first')
     elif "rejected" not in row:
-        raise ValueError('field "rejected" is missing')
+        raise DataError('field "rejected" is missing')
     elif kind == "hh-rlhf":
         if not isinstance(row["rejected"], str):
-            raise ValueError('field "rejected" must be a string like "chosen"')
+            raise DataError('field "rejected" must be a string like "chosen"')
         parsed = parse_pair(row["chosen"], row["rejected"])
         if isinstance(parsed, str):
-            raise ValueError(f"unusable HH-RLHF pair: {FILTER_RULES[parsed]}")
+            raise DataError(f"unusable HH-RLHF pair: {FILTER_RULES[parsed]}")
         context, good, bad, _ = parsed
         prompt = Prompt(pid, tuple(Message("user" if r == "Human" else "assistant", c) for r, c in context))
         texts = (good, bad)
@@ -161,7 +161,7 @@ def parse_row(row: Any, pid: str, source: str, fmt: str = "auto") -> RankedExamp
         prompt, good, bad = _implicit(row, pid)
         texts = (good, bad)
     if len(set(texts)) < len(texts):
-        raise ValueError("two responses are the same text, so they carry no preference")
+        raise DataError("two responses are the same text, so they carry no preference")
     return RankedExample(pid, prompt, texts, scores, source)
 
 

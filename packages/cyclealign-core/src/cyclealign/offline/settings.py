@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cyclealign.config import LossConfig, RunConfig, TrainConfig, WhiteboxConfig, _Section
+from cyclealign.config import LossConfig, RunConfig, Section, TrainConfig, WhiteboxConfig
 
 
-class OfflineConfig(_Section):
+class OfflineConfig(Section):
     """Which preference data to train on, and in what order."""
 
     source: str = Field(
@@ -38,7 +38,7 @@ class OfflineRunConfig(RunConfig):
     checkpoint_every: int = Field(50, ge=1, description="training steps between checkpoints")
 
 
-class OfflineTrainConfig(_Section):
+class OfflineTrainConfig(Section):
     """``cyclealign train CONFIG``: whitebox, loss, train and run as in ``cyclealign run``, plus ``offline``."""
 
     whitebox: WhiteboxConfig = WhiteboxConfig()

@@ -27,8 +27,7 @@ def build_recipe(config: OfflineTrainConfig, *, console: Console | None = None, 
     train, heldout = split_heldout(examples, o.heldout_fraction, seed)
     if o.max_heldout is not None:
         heldout = heldout[: o.max_heldout]
-    entry = plugins.get_registry().get("loss", config.loss.name, field="loss.name")
-    loss = entry.factory(config.loss, num_samples=max(len(e.responses) for e in examples))
+    loss = plugins.create_loss(config.loss, num_samples=max(len(e.responses) for e in examples))
     return OfflineRecipe(
         config,
         [Stage("train", train, o.epochs, o.max_steps)],

@@ -22,7 +22,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cyclealign.errors import FAILURE_KINDS, FATAL_KINDS
+from cyclealign.errors import FAILURE_KINDS, FATAL_KINDS, CycleAlignError
 from cyclealign.usage import Usage
 
 
@@ -61,7 +61,7 @@ class ChatReply:
     truncated: bool = False
 
 
-class ChatError(Exception):
+class ChatError(CycleAlignError):
     """A failed call.  ``retryable=False`` ends the request at once; ``fatal=True`` ends the run.
 
     ``kind`` names the failure in the summary (one of ``cyclealign.errors.FAILURE_KINDS``:

@@ -125,15 +125,6 @@ class ChatOracle:
         return self.backend.model
 
     @property
-    def budget_exceeded(self) -> bool:
-        """True once a call was refused because it could take the run past ``oracle.budget_usd``."""
-        return self.transport.guard.exceeded
-
-    @property
-    def remaining_budget_usd(self) -> float | None:
-        return self.transport.guard.remaining_usd
-
-    @property
     def cache(self) -> OracleCache | None:
         return self.transport.cache
 
@@ -197,14 +188,7 @@ class ChatOracle:
 
     def _request(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, wants_json: bool = True):
         c = self.config
-        return ChatRequest(
-            tuple(messages),
-            c.temperature,
-            c.max_tokens,
-            c.timeout_s,
-            schema if c.json_schema else None,
-            wants_json and c.json_schema,
-        )
+        return ChatRequest(tuple(messages), c.temperature, c.max_tokens, c.timeout_s, schema, wants_json)
 
     # ------------------------------------------------------------------ one request
     def _fit(self, request: OracleRequest) -> list[dict[str, str]] | None:

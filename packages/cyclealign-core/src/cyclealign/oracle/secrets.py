@@ -135,19 +135,24 @@ def guard_loggers(*names: str) -> None:
             logger.addFilter(_FILTER)
 
 
-def read_api_key(config: Any, default_env: str | None) -> str | None:
-    """The key from ``oracle.api_key_file``, else from ``oracle.api_key_env`` (or ``default_env``)."""
-    if config.api_key_file is not None:
+def read_api_key(
+    key_file: str | Path | None, key_env: str | None, default_env: str | None, *, where: str = "oracle.options"
+) -> str | None:
+    """The key from ``key_file`` (its first line), else from the variable ``key_env`` (or ``default_env``).
+
+    A plugin passes its own options; ``where`` is the config path they live under, for the messages.
+    """
+    if key_file is not None:
         from cyclealign.user_files import read_text
 
-        path = Path(config.api_key_file).expanduser()
-        lines = read_text(path, "oracle.api_key_file", OracleSetupError).strip().splitlines()
+        path = Path(key_file).expanduser()
+        lines = read_text(path, f"{where}.api_key_file", OracleSetupError).strip().splitlines()
         key = lines[0].strip() if lines else ""
         if not key:
-            raise OracleSetupError(f"oracle.api_key_file: {path} is empty")
+            raise OracleSetupError(f"{where}.api_key_file: {path} is empty")
         remember(key)
         return key
-    env = config.api_key_env or default_env
+    env = key_env or default_env
     if env is None:
         return None
     return os.environ.get(env) or None  # an empty variable counts as unset

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cyclealign.errors import ConfigError, SetupError
+from cyclealign.errors import ConfigError, SetupError, WhiteboxError
 
 DS_TAG = "deepspeed"  # the sub-directory of a checkpoint holding DeepSpeed's own files
 
@@ -108,14 +108,14 @@ class DeepSpeedBackend:
     saves_weights = True
 
     def __init__(self, model: Any, train: Any) -> None:
+        init_distributed()  # first: without DeepSpeed installed, a SetupError with the install hint
         import deepspeed
 
-        init_distributed()
         self.rank = torch.distributed.get_rank()
         self.world_size = torch.distributed.get_world_size()
         self._params = [p for p in model.parameters() if p.requires_grad]
         if not self._params:
-            raise ValueError("the model has no trainable parameters")
+            raise WhiteboxError("the model has no trainable parameters (see whitebox.lora_target_modules)")
         dtype = next(model.parameters()).dtype
         self.config = deepspeed_config(train, dtype, self.world_size)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(

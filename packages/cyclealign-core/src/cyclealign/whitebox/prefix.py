@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cyclealign.errors import ConfigError
+from cyclealign.errors import ConfigError, WhiteboxError
 from cyclealign.protocols import Candidate, Prompt
 from cyclealign.whitebox.batching import encode_pairs, token_logps
 from cyclealign.whitebox.forward_kwargs import cache_kwarg, keep_last, returned_cache
@@ -89,7 +89,10 @@ def shared_sequence_logps(model: Any, sb: SharedBatch) -> tuple[torch.Tensor, to
     out = model(input_ids=sb.prompt_ids, attention_mask=sb.prompt_mask, position_ids=prompt_pos, use_cache=True, **keep)
     cache = returned_cache(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        raise TypeError(f"{type(model).__name__} returned no expandable key/value cache: prefix sharing cannot work")
+        raise WhiteboxError(
+            f"{type(model).__name__} returned no expandable key/value cache: prefix sharing cannot work "
+            "(set train.prefix_sharing=auto or false)"
+        )
     first_logits = out.logits[:, -1].repeat_interleave(sb.n, dim=0)  # predicts each response's first token
     cache.batch_repeat_interleave(sb.n)
     prompt_len = sb.prompt_mask.sum(-1).repeat_interleave(sb.n)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from cyclealign.errors import ConfigError
+from cyclealign.errors import ConfigError, RunDirError, WhiteboxError
 
 
 def lr_factor(kind: str, update: int, warmup_steps: int = 0, total_steps: int | None = None) -> float:
@@ -65,7 +65,7 @@ class TorchBackend:
     ) -> None:
         self._params = [p for p in model.parameters() if p.requires_grad]
         if not self._params:
-            raise ValueError("the model has no trainable parameters")
+            raise WhiteboxError("the model has no trainable parameters (see whitebox.lora_target_modules)")
         if any(p.dtype == torch.float16 for p in self._params):
             raise ConfigError(
                 "whitebox.dtype=float16: AdamW cannot update float16 weights directly (no loss scaling); "
@@ -157,7 +157,7 @@ class TorchBackend:
         if count >= self.grad_accum:
             raise ConfigError(f"train.grad_accum: the checkpoint is {count} steps into accumulating {self.grad_accum}")
         if len(grads) != len(self._params):
-            raise ValueError(f"the checkpoint holds {len(grads)} gradients for {len(self._params)} parameters")
+            raise RunDirError(f"the checkpoint holds {len(grads)} gradients for {len(self._params)} parameters")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for p, g in zip(self._params, grads, strict=True):

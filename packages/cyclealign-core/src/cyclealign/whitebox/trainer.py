@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from cyclealign.errors import ConfigError
+from cyclealign.errors import ConfigError, RunDirError
 from cyclealign.lockstep import Lockstep, Solo
 from cyclealign.protocols import Candidate, LossBatch, Prompt, RankLoss
 from cyclealign.whitebox.batching import encode_candidates, sequence_logps
@@ -279,7 +279,7 @@ class PolicyTrainer:
         params = dict(self.wb.model.named_parameters())
         missing = [n for n, p in params.items() if p.requires_grad and n not in saved]
         if missing:
-            raise ValueError(f"{directory}: checkpoint lacks trainable tensors, e.g. {missing[:3]}")
+            raise RunDirError(f"{directory}: checkpoint lacks trainable tensors, e.g. {missing[:3]}")
         with torch.no_grad():
             for name, tensor in saved.items():
                 params[name].copy_(tensor.to(params[name].device))
