@@ -190,13 +190,16 @@ def check_reachable(api_base: str, timeout_s: float = 5.0, api_key: str | None =
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             detail = _error_message(e)
+            said = f": {detail}" if detail else ""
             raise OracleSetupError(
-                f"oracle.options.api_base: {api_base} rejected the API key (HTTP {e.code}{f': {detail}' if detail else ''}); "
+                f"oracle.options.api_base: {api_base} rejected the API key (HTTP {e.code}{said}); "
                 "check oracle.options.api_key_env / oracle.options.api_key_file"
             ) from None
         return  # it answered: reachable (some servers do not list models)
     except (urllib.error.URLError, OSError) as e:
-        raise OracleSetupError(f"oracle.options.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})") from None
+        raise OracleSetupError(
+            f"oracle.options.api_base: {api_base} is unreachable ({getattr(e, 'reason', e)})"
+        ) from None
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:
