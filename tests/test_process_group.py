@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from cyclealign import process_group
-from cyclealign.errors import SetupError
+from cyclealign.errors import SetupError, WhiteboxError
 from cyclealign.process_group import bind_local_gpu, device_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_a_deepspeed_run_destroys_the_group_it_made_also_on_error(tiny, tmp_path
     result = _deepspeed_run(tiny, tmp_path / "ok")
     assert json.loads((result.run_dir / "run.json").read_text())["status"] == "completed"
     assert not torch.distributed.is_initialized()
-    with pytest.raises(Exception, match="does not exist|not a model directory"):
+    with pytest.raises(WhiteboxError, match=r"whitebox\.model"):  # after the group was made, before training
         _deepspeed_run(tiny, tmp_path / "bad", f"whitebox.model={tmp_path / 'missing'}")
     assert not torch.distributed.is_initialized()
 
