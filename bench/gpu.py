@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import resource
@@ -339,7 +340,7 @@ def trl_dpo_worker(model_dir: str, s: Sizes, gc: bool) -> dict:
             model=model, args=args, train_dataset=data, processing_class=tok, peft_config=lora, callbacks=[Stamp()]
         )
         trainer.train()
-    times = [b - a for a, b in zip(stamps[1:], stamps[2:])]  # after two warm-up steps
+    times = [b - a for a, b in itertools.pairwise(stamps[1:])]  # after two warm-up steps
     return {"step_s": statistics.median(times), "peak_mb": peak_mb(), "bf16": bool(args.bf16)}
 
 
