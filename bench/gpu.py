@@ -457,7 +457,17 @@ def worker(spec: str, model_dir: str, s: Sizes) -> dict:
 
 
 def run_worker(spec: str, model_dir: Path, args: argparse.Namespace) -> dict:
-    """One contender in a fresh process (fresh CUDA memory statistics); its failure is a row, not the end."""
+    """One contender in a fresh process (fresh CUDA memory statistics); its failure is a row, not the end.
+
+    ``--inline`` (the default with ``--toy``) runs it in this process instead: the
+    imports are paid once, but peak memory is then the whole run's.
+    """
+    if args.inline:
+        try:
+            return worker(spec, str(model_dir), TOY if args.toy else FULL)
+        except Exception as e:  # a failing contender is a row of the table
+            print(f"  [{spec} failed: {type(e).__name__}: {e}]", flush=True)
+            return {"failed": type(e).__name__}
     cmd = [sys.executable, __file__, "--worker", spec, "--model-dir", str(model_dir), *(["--toy"] if args.toy else [])]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
@@ -496,7 +506,7 @@ def print_sampler(model_dir: Path, args: argparse.Namespace, s: Sizes) -> None:
     weights = next((r["weight_bytes"] for r in res.values() if "weight_bytes" in r), 0)
     bound_ms = weights / (bw * 1e12) * 1e3
     print(
-        f"\n1. sampler: {weights / 1e9:.2f} GB of weights, bandwidth {bw:g} TB/s ({source}): a step ≥ {bound_ms:.3f} ms"
+        f"\n1. sampler: {weights / 1e6:.1f} MB of weights, bandwidth {bw:g} TB/s ({source}): a step ≥ {bound_ms:.3f} ms"
     )
     print(f"{'B·l':>5}" + "".join(f" {m + ' ms/step':>17} {'of bound':>8}" for m in SAMPLER_MODES))
     for i, (b, n) in enumerate(s.waves):
@@ -581,15 +591,20 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--bandwidth-tbs", type=float, help="HBM bandwidth in TB/s (default: by device name)")
     parser.add_argument("--peak-tflops", type=float, help=f"dense bf16 peak (default {PEAK_TFLOPS:g} on a GPU)")
+    parser.add_argument(
+        "--inline", action=argparse.BooleanOptionalAction, help="contenders in this process (default: with --toy)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     s = TOY if args.toy else FULL
-    if args.worker:
-        if args.toy:
-            import torch
+    if args.inline is None:
+        args.inline = args.toy and not args.worker
+    if args.toy:
+        import torch
 
-            torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args.model_dir, s)), flush=True)
         return
     started = time.perf_counter()
