@@ -9,7 +9,7 @@
 # What each wheel is for (what cyclealign-core imports at run time, checked with grep over packages/):
 #   pydantic, pydantic-core, annotated-types, typing-inspection   cyclealign.config (always)
 #   pyyaml                                                        cyclealign.config, store (always)
-#   trl, datasets, dill, multiprocess, xxhash, pandas             the TRL rows of bench/gpu.py only
+#   trl, datasets, dill, multiprocess, xxhash, pandas (+ python-dateutil, six)   the TRL rows of bench/gpu.py only
 #   deepspeed, hjson, py-cpuinfo, msgpack, ninja, einops           train.backend=deepspeed only (not used by the bench)
 # typer, rich, pluggy, safetensors, numpy, torch, transformers, peft come with the machine.
 set -euo pipefail
@@ -25,7 +25,7 @@ binary=(--only-binary=:all: --python-version "$py" --implementation cp
 # pydantic with its own pins (pydantic-core must match it exactly), then the rest without dependencies.
 python3 -m pip download -q "${binary[@]}" pydantic
 python3 -m pip download -q --no-deps "${binary[@]}" pyyaml "trl==1.16.*" "datasets>=3" dill multiprocess xxhash \
-    pandas hjson py-cpuinfo msgpack ninja einops
+    pandas python-dateutil six hjson py-cpuinfo msgpack ninja einops
 # DeepSpeed is an sdist: built here as a pure-Python wheel (its CUDA ops compile on first use there).
 DS_BUILD_OPS=0 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$out" "deepspeed>=0.14"
 rm -f "$out"/typing_extensions-*.whl  # the machine's torch brings its own
