@@ -99,6 +99,7 @@ def stress(session: nox.Session) -> None:
 # only, for the comparison: it never becomes a dependency of the packages.
 BENCH_EXTRAS = ("trl==1.16.*", "datasets>=3")
 BENCHES = ("train_step.py", "sampling.py", "cycle_throughput.py", "oracle_throughput.py")
+# bench/gpu.py is not among them: it needs a GPU (docs/performance.md says how to run it; `--toy` runs on a CPU).
 
 
 @nox.session

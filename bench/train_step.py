@@ -14,7 +14,12 @@ model, and the benchmark llama above (two prompts a step), whose 49k-vocabulary
 head costs three times its 4-layer body: sharing saves body tokens only, so
 there it cannot exceed about 1.6x.
 
-    python bench/train_step.py [--steps 5] [--threads 2]
+TRL runs twice: as a user runs it (``DPOConfig`` defaults, which turn on
+``bf16`` -- a bfloat16 autocast on the CPU -- and gradient checkpointing), and
+matched to our step's work (``bf16=False``, no checkpointing).  Both are timed
+in steady state, after two warm-up steps.
+
+    python bench/train_step.py [--steps 5] [--threads 2] [--no-sharing]
 """
 
 from __future__ import annotations
@@ -114,8 +119,19 @@ def ours(model_dir: Path | str, loss_name: str, steps: int, sharing: bool, shape
     return {"step_s": sorted(times)[len(times) // 2], "prefix_sharing": trainer.prefix_sharing}
 
 
-def trl_dpo(model_dir: Path, steps: int) -> dict:
-    """TRL's ``DPOTrainer`` (sigmoid loss, reference = adapter off) on the same pairs, batch 8, no logging."""
+# What a user leaves at TRL's defaults but ours does not do: DPOConfig turns both on (unlike TrainingArguments);
+# on a CPU, bf16 means the forward runs under a bfloat16 autocast, and checkpointing recomputes it in backward.
+TRL_MATCHED = {"bf16": False, "gradient_checkpointing": False}
+
+
+def trl_dpo(model_dir: Path, steps: int, matched: bool = False) -> dict:
+    """TRL's ``DPOTrainer`` as a user runs it: ``DPOConfig`` defaults (sigmoid loss, reference = adapter off).
+
+    Set here: the batch (8, TRL's default too), ``max_steps``, ``use_cpu`` and no
+    saving or reporting.  ``matched``: also ``TRL_MATCHED``, the same work as our
+    step (float32, no recomputation).  Timed in steady state: from the end of the
+    second step on (the first carries TRL's lazy set-up).
+    """
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -141,16 +157,11 @@ def trl_dpo(model_dir: Path, steps: int) -> dict:
         args = DPOConfig(
             output_dir=out,
             per_device_train_batch_size=PAIRS,
-            max_steps=steps + 1,
-            learning_rate=1e-4,
-            beta=0.1,
-            logging_strategy="no",
+            max_steps=steps + 2,
             save_strategy="no",
             report_to=[],
             use_cpu=True,
-            dataloader_num_workers=0,
-            max_length=PROMPT_TOKENS + RESPONSE_TOKENS + 8,
-            disable_tqdm=True,
+            **(TRL_MATCHED if matched else {}),
         )
         lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
         trainer = DPOTrainer(
@@ -162,8 +173,8 @@ def trl_dpo(model_dir: Path, steps: int) -> dict:
             callbacks=[Stamp()],
         )
         trainer.train()
-    times = [b - a for a, b in itertools.pairwise(stamps)]  # the first step is the warm-up
-    return {"step_s": sorted(times)[len(times) // 2]}
+    times = [b - a for a, b in itertools.pairwise(stamps[1:])]  # two warm-up steps
+    return {"step_s": sorted(times)[len(times) // 2], "bf16": args.bf16, "gc": args.gradient_checkpointing}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -173,8 +184,8 @@ def worker(args: argparse.Namespace) -> None:
     model_dir = Path(args.model_dir)
     pairs = (PAIRS, 2, PROMPT_TOKENS, RESPONSE_TOKENS)
     kind = args.worker
-    if kind == "trl-dpo":
-        result = trl_dpo(model_dir, args.steps)
+    if kind in ("trl-dpo", "trl-matched"):
+        result = trl_dpo(model_dir, args.steps, matched=kind == "trl-matched")
     elif kind in ("ours-dpo", "ours-pro"):
         result = ours(model_dir, kind.split("-")[1], args.steps, sharing="auto", shape=pairs)
     elif kind.startswith("sharing-"):  # sharing-{on,off}-{smollm2,h256}
@@ -202,6 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per contender (the median is reported)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads per process")
+    parser.add_argument("--no-sharing", action="store_true", help="skip the prefix-sharing table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,14 +223,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "llama"
         build_model(model_dir)
-        res = {kind: run_worker(kind, model_dir, args) for kind in ("trl-dpo", "ours-dpo", "ours-pro")}
+        kinds = ("trl-dpo", "trl-matched", "ours-dpo", "ours-pro")
+        res = {kind: run_worker(kind, model_dir, args) for kind in kinds}
         print(f"DPO/PRO step: {PAIRS} pairs of {PROMPT_TOKENS} + {RESPONSE_TOKENS} tokens, llama h=256 ×4, LoRA r=8")
-        print(f"{'contender':>10} {'s/step':>7} {'steps/s':>8} {'peak MB':>8} {'speed ×TRL':>10} {'memory ×TRL':>11}")
+        print(f"trl-dpo: DPOConfig defaults (bf16={res['trl-dpo']['bf16']}, ", end="")
+        print(f"gradient_checkpointing={res['trl-dpo']['gc']}); trl-matched: also {TRL_MATCHED}, as ours")
+        print(f"{'contender':>11} {'s/step':>7} {'steps/s':>8} {'peak MB':>8} {'speed ×TRL':>10} {'memory ×TRL':>11}")
         base = res["trl-dpo"]
         for kind, r in res.items():
             speed, memory = base["step_s"] / r["step_s"], r["peak_rss_mb"] / base["peak_rss_mb"]
-            print(f"{kind:>10} {r['step_s']:>7.3f} {1 / r['step_s']:>8.2f} {r['peak_rss_mb']:>8.0f}", end="")
+            print(f"{kind:>11} {r['step_s']:>7.3f} {1 / r['step_s']:>8.2f} {r['peak_rss_mb']:>8.0f}", end="")
             print(f" {speed:>10.2f} {memory:>11.2f}")
+        if args.no_sharing:
+            return
         print(f"prefix sharing, PRO: l={SHARED_L}, P={SHARED_PROMPT}, R={SHARED_RESPONSE}")
         print(f"{'model':>8} {'prompts':>7} {'shared s':>8} {'padded s':>8}", end="")
         print(f" {'shared MB':>9} {'padded MB':>9} {'speed-up':>8}")

@@ -118,6 +118,7 @@ def test_zero_3_with_full_fine_tuning_ends_with_the_same_weights_on_both_ranks(s
         extra = ("train.backend=deepspeed", "train.zero_stage=3", "whitebox.finetune=full", "data.max_prompts=2")
         proc = launch(sets(overrides(setup, server, tmp_path / "z3", *extra)), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "destroy_process_group() was not called" not in proc.stderr  # NCCL's warning (GPU builds of torch)
     summary = json.loads((tmp_path / "z3" / "summary.json").read_text())
     digests = summary["weights_digest_by_rank"]
     assert len(digests) == 2 and digests[0] == digests[1] and summary["trained_steps"] >= 1

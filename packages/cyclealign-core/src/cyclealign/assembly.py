@@ -91,9 +91,11 @@ def fit_prompts(prompts: list[Prompt], tokenizer: Any, config: Config, console: 
 def build_whitebox(config: Config, loss: RankLoss, lockstep: Lockstep | None = None) -> tuple[Any, Any]:
     """The white-box model (seeded: the same initial weights in every process) and its trainer."""
     from cyclealign.whitebox import build_trainer, load_whitebox
+    from cyclealign.whitebox.deepspeed_backend import zero3_load_config
 
     reseed_all(f"{config.run.seed}:init")
-    whitebox = load_whitebox(config.whitebox, seed=config.run.seed)
+    zero3 = zero3_load_config(config.train, config.whitebox)  # ZeRO-3: each process loads its shard only
+    whitebox = load_whitebox(config.whitebox, seed=config.run.seed, zero3=zero3)
     return whitebox, build_trainer(whitebox, loss, config.train, lockstep)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cyclealign import assembly
+from cyclealign import assembly, process_group
 from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.config import Config
 from cyclealign.cycle_state import CycleTotals
@@ -260,11 +260,14 @@ class RunSession:
         return summary
 
     def run(self) -> RunResult:
-        self.setup()
         try:
-            self.train()
+            self.setup()
+            try:
+                self.train()
+            finally:
+                summary = self.cleanup()
         finally:
-            summary = self.cleanup()
+            process_group.leave()  # the group this run made (DeepSpeed), error or not: NCCL warns otherwise
         totals = self.cycle.totals
         print_summary(self.console, summary, self.store.path)
         if totals.stopped and totals.stopped.startswith(FATAL_STOP):

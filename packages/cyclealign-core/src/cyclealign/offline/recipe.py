@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cyclealign import assembly
+from cyclealign import assembly, process_group
 from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.lockstep import lockstep_for
 from cyclealign.offline.margin import heldout_margin
@@ -251,11 +251,14 @@ class OfflineRecipe:
         return summary
 
     def run(self) -> OfflineResult:
-        self.setup()
         try:
-            self.train()
+            self.setup()
+            try:
+                self.train()
+            finally:
+                summary = self.cleanup()
         finally:
-            summary = self.cleanup()
+            process_group.leave()  # the group this run made (DeepSpeed), error or not: NCCL warns otherwise
         self._report(summary)
         return OfflineResult(self.store.path, self.totals, summary)
 

@@ -11,48 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cyclealign.errors import ConfigError, SetupError, WhiteboxError
+from cyclealign.errors import ConfigError, WhiteboxError
+from cyclealign.process_group import init_distributed
 
 DS_TAG = "deepspeed"  # the sub-directory of a checkpoint holding DeepSpeed's own files
-
-
-def init_distributed(timeout_s: float | None = None) -> None:
-    """Join the launcher's process group (``RANK``/``WORLD_SIZE`` set), or make a world of one.
-
-    ``timeout_s`` bounds every collective: when a process dies, the others fail
-    after it instead of waiting forever (``train.collective_timeout_s``).
-    """
-    try:
-        import deepspeed
-    except ImportError:
-        raise SetupError('train.backend=deepspeed needs DeepSpeed: pip install "cyclealign-core[deepspeed]"') from None
-    if torch.distributed.is_initialized():
-        return
-    wait = {"timeout": timedelta(seconds=timeout_s)} if timeout_s is not None else {}
-    if "WORLD_SIZE" in os.environ:  # started by a launcher (deepspeed, torchrun): join its group
-        deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False, **wait)
-        return
-    with socket.socket() as s:  # no launcher: a world of one on a free loopback port
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.setdefault("LOCAL_RANK", "0")
-    deepspeed.init_distributed(
-        dist_backend=None,
-        auto_mpi_discovery=False,
-        verbose=False,
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=0,
-        world_size=1,
-        **wait,
-    )
 
 
 def _merge(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +60,18 @@ def deepspeed_config(train: Any, dtype: torch.dtype, world_size: int) -> dict[st
     if not isinstance(theirs, dict):
         raise ConfigError(f"train.deepspeed_config: {path} must hold a JSON object")
     return _merge(ours, theirs)
+
+
+def zero3_load_config(train: Any, whitebox: Any) -> dict[str, Any] | None:
+    """The run's DeepSpeed config when it partitions parameters (ZeRO-3): the model is then loaded partitioned."""
+    if train.backend != "deepspeed":
+        return None
+    from cyclealign.whitebox.loading import pick_device, resolve_dtype
+
+    init_distributed()
+    dtype = resolve_dtype(whitebox.dtype, pick_device(whitebox.device))
+    config = deepspeed_config(train, dtype, torch.distributed.get_world_size())
+    return config if int(config["zero_optimization"].get("stage", 0)) == 3 else None
 
 
 class DeepSpeedBackend:

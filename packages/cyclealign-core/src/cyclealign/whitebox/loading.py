@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ import torch
 from cyclealign import embedded
 from cyclealign.config import WhiteboxConfig
 from cyclealign.errors import WhiteboxError
+from cyclealign.process_group import bind_local_gpu, device_name
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -72,10 +76,8 @@ def _hub_offline() -> bool:
 
 
 def pick_device(name: str) -> torch.device:
-    """``"auto"``: the GPU when there is one, else the CPU; any other name as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``"auto"``: this process's GPU (``cuda:LOCAL_RANK`` under a launcher), else the CPU; else as torch spells it."""
+    return torch.device(device_name(name, torch.cuda.is_available(), os.environ))
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -157,8 +159,62 @@ def lora_targets(model: Any, configured: list[str] | None) -> list[str]:
     return sorted(linear)
 
 
-def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
-    """Load model and tokenizer; wrap with LoRA unless ``finetune == "full"`` (seeded init)."""
+def _partitioned_loading(ds_config: dict[str, Any] | None) -> Any:
+    """Under ZeRO-3, a context in which ``from_pretrained`` loads each process's shard only (``HfDeepSpeedConfig``).
+
+    transformers reads the live ``HfDeepSpeedConfig`` and creates every weight
+    under ``deepspeed.zero.Init``, filling the shards from the checkpoint; no
+    process ever holds the whole model.  Outside ZeRO-3, nothing.
+    """
+    if ds_config is None:
+        return contextlib.nullcontext()
+    from transformers.integrations import HfDeepSpeedConfig
+
+    @contextlib.contextmanager
+    def live() -> Iterator[None]:
+        keep = HfDeepSpeedConfig(ds_config)  # transformers holds a weak reference only: it lives while we load
+        try:
+            yield
+        finally:
+            del keep
+
+    return live()
+
+
+def _with_lora(model: Any, cfg: WhiteboxConfig) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise WhiteboxError("whitebox.finetune=lora needs peft: pip install peft") from None
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=lora_targets(model, cfg.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _to_device(model: Any, device: torch.device, partitioned: bool) -> None:
+    """Move the model; under ZeRO-3 only what is not a shard (the shards already sit where DeepSpeed put them)."""
+    if not partitioned:
+        model.to(device)
+        return
+    for p in model.parameters():
+        if not hasattr(p, "ds_id"):
+            p.data = p.data.to(device)
+    for b in model.buffers():
+        b.data = b.data.to(device)
+
+
+def load_whitebox(cfg: WhiteboxConfig, seed: int = 0, *, zero3: dict[str, Any] | None = None) -> WhiteBox:
+    """Load model and tokenizer; wrap with LoRA unless ``finetune == "full"`` (seeded init).
+
+    ``zero3``: the run's DeepSpeed config when it partitions parameters (ZeRO-3):
+    each process then loads only its shard of the base weights.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf = resolve_model(cfg.model, cfg.gguf_file)
@@ -171,32 +227,22 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
         from cyclealign.whitebox.gguf_cache import converted_dir
 
         source, kwargs = str(converted_dir(Path(source) / gguf)), {}
+    bind_local_gpu()  # before anything lands on a GPU: this process's own (cuda:LOCAL_RANK)
     device = pick_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     check_attn_implementation(cfg.attn_implementation, device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if cfg.attn_implementation is not None:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     if tokenizer.eos_token is None:
         raise WhiteboxError(f"whitebox.model: the tokenizer of {cfg.model!r} has no EOS token, so responses cannot end")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # only ever used under attention_mask=0 or after EOS
-    model.to(device)
-    torch.manual_seed(seed)
-    if cfg.finetune == "lora":
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError:
-            raise WhiteboxError("whitebox.finetune=lora needs peft: pip install peft") from None
-
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=lora_targets(model, cfg.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+    with _partitioned_loading(zero3):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        torch.manual_seed(seed)
+        if cfg.finetune == "lora":
+            model = _with_lora(model, cfg)
+    _to_device(model, device, zero3 is not None)
     model.train()
     return WhiteBox(model=model, tokenizer=tokenizer, device=device, config=cfg)
