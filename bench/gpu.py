@@ -23,9 +23,9 @@ LoRA r=8 on q/k/v/o:
     python bench/gpu.py --toy           # a tiny float32 llama on the CPU (tests the script)
     python bench/gpu.py --only sampler dpo --bandwidth-tbs 3.35
 
-Keys another branch adds (``whitebox.sampler``, ``whitebox.cuda_graph``,
-``train.compile``) are used when this build's config has them; otherwise their
-rows say so.  Without TRL the DPO rows of TRL say why.
+The keys under test (``whitebox.sampler``, ``whitebox.cuda_graph``,
+``train.compile``) are checked against the installed build's config: an older
+build's rows say which key it lacks.  Without TRL the DPO rows of TRL say why.
 """
 
 from __future__ import annotations
