@@ -161,14 +161,14 @@ ORDER_ARGS = (
 REAL_ORDER = (ORDER_ARGS[2], ORDER_ARGS[0], ORDER_ARGS[1])
 CHECK_IMPORTS = """
 import importlib.metadata as md
-import cyclealign, cyclealign.rewards, cyclealign_losses, cyclealign_oracles
+import cyclealign, cyclealign.cycle.rewards, cyclealign_losses, cyclealign_oracles
 names = sorted(ep.name for ep in md.entry_points(group="cyclealign"))
 assert {"losses", "oracles"} <= set(names), names
 print("imports ok; cyclealign entry points:", names)
 """
 CHECK_CORE_ALONE = """
 import importlib.util
-import cyclealign, cyclealign.rewards
+import cyclealign, cyclealign.cycle.rewards
 assert importlib.util.find_spec("cyclealign_losses") is None, "core alone must not bring the losses"
 assert importlib.util.find_spec("cyclealign_oracles") is None, "core alone must not bring the oracles"
 print("cyclealign-core imports without cyclealign-losses and cyclealign-oracles")

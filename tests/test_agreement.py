@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from cyclealign.agreement import LCSAgreement, lcs_agreement
+from cyclealign.cycle.agreement import LCSAgreement, lcs_agreement
 from cyclealign.protocols import Ranking
 
 

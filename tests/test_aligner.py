@@ -144,7 +144,7 @@ def test_export_writes_exactly_trls_columns_and_cyclealign_train_trains_on_them(
     import datasets
     from typer.testing import CliRunner
 
-    from cyclealign.cli import app
+    from cyclealign.cli.main import app
 
     corrected = [{"question": r["question"], "original": r["answer"], "corrected": r["correction"]} for r in COPY * 3]
     corrected.append({"question": "Same?", "original": "Yes.", "corrected": "Yes."})  # nothing to prefer

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cyclealign.aligner import Corrector, CorrectorPrompt
 from cyclealign.aligner.correct import correct, read_questions
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.errors import DataError
 from tests.support.openai_server import OpenAIServer, Reply
 from tests.support.tiny_models import tiny_llama, tiny_tokenizer

@@ -238,8 +238,8 @@ def private_imports(tree: ast.AST, where: str) -> Iterator[str]:
 
 
 def test_private_imports_are_found() -> None:
-    code = "from cyclealign.report import _plt, md_table\nfrom os import _exit\nfrom cyclealign import __version__"
-    assert list(private_imports(ast.parse(code), "m.py")) == ["m.py:1: from cyclealign.report import _plt"]
+    code = "from cyclealign.report.page import _plt, md_table\nfrom os import _exit\nfrom cyclealign import __version__"
+    assert list(private_imports(ast.parse(code), "m.py")) == ["m.py:1: from cyclealign.report.page import _plt"]
 
 
 def test_no_module_imports_another_s_private_names() -> None:

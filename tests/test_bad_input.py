@@ -13,7 +13,7 @@ import pytest
 
 from cyclealign.config import load_config
 from cyclealign.errors import OracleFatalError
-from cyclealign.run import resume, run
+from cyclealign.run.entry import resume, run
 from tests.support.openai_server import OpenAIServer, Reply, default_behaviour
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
@@ -242,7 +242,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """``cyclealign ARGS`` in this process: (exit code, stdout and stderr); an escaping exception fails the test."""
     from typer.testing import CliRunner
 
-    from cyclealign.cli import app
+    from cyclealign.cli.main import app
 
     result = CliRunner().invoke(app, list(args), env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
@@ -344,7 +344,7 @@ def test_a_nan_score_is_named_at_load_and_lenient_mode_skips_it(tmp_path: Path) 
 
 
 def test_ctrl_c_before_the_run_directory_exists_offers_no_resume(world: dict, tmp_path: Path, monkeypatch) -> None:
-    from cyclealign import assembly
+    from cyclealign.run import assembly
 
     def interrupted(config):  # what a Ctrl+C during the first checks does
         raise KeyboardInterrupt

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from cyclealign import checkpoint
-from cyclealign.checkpoint import Checkpointer
-from cyclealign.cycle_state import CycleTotals
+from cyclealign.cycle.state import CycleTotals
+from cyclealign.run import checkpoint
+from cyclealign.run.checkpoint import Checkpointer
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.config import load_config
 from cyclealign.offline.settings import OfflineTrainConfig
 from cyclealign.offline.train import build_recipe
 from cyclealign.offline.train import resume as resume_training
-from cyclealign.run import resume, run
+from cyclealign.run.entry import resume, run
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir

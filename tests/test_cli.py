@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 
 runner = CliRunner()
 
@@ -16,7 +16,7 @@ runner = CliRunner()
 @pytest.mark.timing
 def test_unknown_key_fails_fast_with_one_line_naming_it() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cyclealign.cli", "run", "--set", "cycle.bogus=1"],
+        [sys.executable, "-m", "cyclealign.cli.main", "run", "--set", "cycle.bogus=1"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,7 +12,7 @@ from cyclealign.config import Config, ConfigError, load_config
 
 def _sft_weight(cfg: Config) -> float:
     """λ as a run uses it: the loss object's, built from the config (the loss resolves "auto")."""
-    from cyclealign.assembly import build_loss
+    from cyclealign.run.assembly import build_loss
 
     return build_loss(cfg).sft_weight
 

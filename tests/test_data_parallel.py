@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from cyclealign.config import load_config
-from cyclealign.run import run
+from cyclealign.run.entry import run
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir

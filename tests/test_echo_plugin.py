@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cyclealign.config import load_config
-from cyclealign.run import run
+from cyclealign.run.entry import run
 from tests.support.tiny_models import tiny_llama_dir
 
 ECHO = Path(__file__).resolve().parents[1] / "examples/cyclealign-oracle-echo/src/cyclealign_oracle_echo/__init__.py"

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from cyclealign.agreement import LCSAgreement
-from cyclealign.demos import DemoPool
-from cyclealign.engine import Cycle, CycleSettings
+from cyclealign.cycle.agreement import LCSAgreement
+from cyclealign.cycle.demos import DemoPool
+from cyclealign.cycle.engine import Cycle, CycleSettings
 from cyclealign.protocols import (
     BudgetExceeded,
     Candidate,

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign import cli, cli_common, plugins
-from cyclealign.cli import app
+from cyclealign import plugins
+from cyclealign.cli import common as cli_common
+from cyclealign.cli import main as cli
+from cyclealign.cli.main import app
 from cyclealign.errors import ConfigError, CycleAlignError, DataError, MissingPathError, PluginError
 from cyclealign.oracle import ChatError, FormatRejected
-from cyclealign.prompts import AnswerError
+from cyclealign.oracle.prompts import AnswerError
 
 runner = CliRunner()
 
@@ -79,8 +81,9 @@ def test_a_plugin_that_cannot_be_imported_is_a_plugin_error() -> None:
 
 
 def test_a_missing_optional_package_is_a_setup_error_with_its_install_hint(monkeypatch) -> None:
-    from cyclealign import export, report
+    from cyclealign import export
     from cyclealign.errors import SetupError
+    from cyclealign.report import page as report
     from cyclealign.whitebox.deepspeed_backend import DeepSpeedBackend
 
     for name in ("matplotlib", "datasets", "deepspeed"):

@@ -13,14 +13,14 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.config import OracleConfig
 from cyclealign.data.hh_rlhf import load_hh_rlhf, stratified_sample
 from cyclealign.evaluate.commands import eval_judge, eval_reward
 from cyclealign.evaluate.pair_accuracy import eval_human_pair_accuracy
 from cyclealign.evaluate.reward import RewardModelError, RewardScorer, oasst_text
 from cyclealign.protocols import Demonstration, Message, Prompt
-from cyclealign.store import atomic_write_jsonl
+from cyclealign.run.store import atomic_write_jsonl
 from tests.support.openai_server import OpenAIServer, Reply, shown_responses
 from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir, tiny_tokenizer
 
@@ -360,8 +360,8 @@ def test_hub_loading_maps_rows_like_the_local_folder(monkeypatch) -> None:
 
 
 def test_paper_configs_hold_the_papers_settings() -> None:
-    from cyclealign.assembly import build_loss
     from cyclealign.config import load_config
+    from cyclealign.run.assembly import build_loss
 
     paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
     paths = [p for p in paths if "offline" not in yaml.safe_load(p.read_text())]  # `cyclealign train` baselines

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.evaluate.reward import PAPER_TEST_SIZES, weighted_total
 from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir
 from tests.test_eval import SHARED

@@ -11,7 +11,7 @@ import datasets
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.errors import RunDirError
 from cyclealign.export import export_runs
 from tests.support.openai_server import OpenAIServer, Reply, ranking_reply, shown_responses
@@ -36,7 +36,7 @@ def _oracle(call, index):
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two prompts × two interactions × three samples; the oracle ranks only the first prompt's."""
     from cyclealign.config import load_config
-    from cyclealign.run import run
+    from cyclealign.run.entry import run
     from tests.support.runs import tiny_overrides
     from tests.support.tiny_models import tiny_llama_dir
 

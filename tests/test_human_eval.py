@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
-from cyclealign.store import atomic_write_jsonl
+from cyclealign.cli.main import app
+from cyclealign.run.store import atomic_write_jsonl
 
 SUBSETS = ["harmless-base", "helpful-base"]
 N = 12

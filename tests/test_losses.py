@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from cyclealign.rewards import ranks_to_rewards
+from cyclealign.cycle.rewards import ranks_to_rewards
 from cyclealign_losses import (
     DpoLoss,
     LossOutput,

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from cyclealign import plugins
-from cyclealign.assembly import build_loss
 from cyclealign.config import LossConfig, load_config
 from cyclealign.protocols import LossOutput, RankLoss
+from cyclealign.run.assembly import build_loss
 from cyclealign_losses import DpoLoss, ProLoss, RrhfLoss, pro_loss, sft_loss
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"

@@ -272,7 +272,7 @@ def test_the_shipped_offline_and_aligner_configs_validate() -> None:
 def test_cli_errors_name_the_key_or_the_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cyclealign.cli import app
+    from cyclealign.cli.main import app
 
     runner = CliRunner()
     out = runner.invoke(app, ["train", "--set", f"run.dir={tmp_path / 'r'}"])

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from cyclealign.oracle.cache import CachedAnswer, OracleCache, cache_key
-from cyclealign.prompts import STATIC_DEMONSTRATION
+from cyclealign.oracle.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import OracleRequest
 from cyclealign.usage import Usage
 from tests.support.openai_server import OpenAIServer, Reply, oracle_for

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from cyclealign.prompts import STATIC_DEMONSTRATION
+from cyclealign.oracle.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import OracleRequest
 from tests.support.openai_server import Call, OpenAIServer, Reply, default_behaviour, oracle_for, ranking_reply
 from tests.support.waiting import wait_until

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cyclealign.prompts import STATIC_DEMONSTRATION, render_messages
+from cyclealign.oracle.prompts import STATIC_DEMONSTRATION, render_messages
 from cyclealign.protocols import BudgetExceeded, Demonstration, OracleRequest
 from tests.support.openai_server import OpenAIServer, Reply, oracle_for
 from tests.support.waiting import wait_until

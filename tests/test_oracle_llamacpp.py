@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 
 from cyclealign.config import OracleConfig
+from cyclealign.oracle.prompts import STATIC_DEMONSTRATION, ranking_schema
 from cyclealign.plugins import create_oracle
-from cyclealign.prompts import STATIC_DEMONSTRATION, ranking_schema
 from cyclealign.protocols import OracleRequest
 from cyclealign_oracles.local_server import LocalServerError, ManagedLlamaServer, embedded_gguf_path
 from tests.support.waiting import wait_until

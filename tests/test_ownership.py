@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.config import load_config
 from cyclealign.errors import RunDirError
-from cyclealign.run import resume, run
-from cyclealign.store import TEMP_PREFIX, RunDir
+from cyclealign.run.entry import resume, run
+from cyclealign.run.store import TEMP_PREFIX, RunDir
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir

@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from typer.testing import CliRunner
 
 from cyclealign import plugins
-from cyclealign.assembly import build_loss
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.config import OracleConfig, load_config
 from cyclealign.errors import ConfigError
 from cyclealign.oracle import ChatBackend, ChatReply, ChatRequest, Usage
 from cyclealign.protocols import LossOutput
+from cyclealign.run.assembly import build_loss
 
 hookimpl = pluggy.HookimplMarker("cyclealign")
 runner = CliRunner()

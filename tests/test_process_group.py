@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cyclealign import process_group
 from cyclealign.errors import SetupError, WhiteboxError
-from cyclealign.process_group import bind_local_gpu, device_name
+from cyclealign.run import process_group
+from cyclealign.run.process_group import bind_local_gpu, device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 NCCL_WARNING = "destroy_process_group() was not called"
@@ -61,7 +61,7 @@ def tiny(tmp_path_factory):
 
 def _deepspeed_run(tiny, run_dir: Path, *extra: str):
     from cyclealign.config import load_config
-    from cyclealign.run import run
+    from cyclealign.run.entry import run
     from tests.support.openai_server import OpenAIServer
     from tests.support.runs import tiny_overrides
 
@@ -120,9 +120,9 @@ def _launch_probe(model: Path, out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_zero_3_loads_each_rank_s_shard_only_and_still_samples_and_trains(tiny, tmp_path: Path) -> None:
     pytest.importorskip("deepspeed", reason="needs DeepSpeed: pip install deepspeed")
-    from cyclealign.checkpoint import reseed_all
     from cyclealign.config import load_config
     from cyclealign.protocols import Prompt
+    from cyclealign.run.checkpoint import reseed_all
     from cyclealign.whitebox import load_whitebox
     from cyclealign.whitebox.sampler import HFSampler
     from tests.support import zero3_probe

@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from cyclealign.prompts import (
+from cyclealign.oracle.prompts import (
     STATIC_DEMONSTRATION,
     AnswerError,
     approx_tokens,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.evaluate.tables import write_table
-from cyclealign.report import write_report
+from cyclealign.report.page import write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -19,7 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def make_run(tmp_path: Path) -> Path:
     """A real two-prompt run of a tiny llama against a local OpenAI-speaking server."""
     from cyclealign.config import load_config
-    from cyclealign.run import run
+    from cyclealign.run.entry import run
     from tests.support.openai_server import OpenAIServer
     from tests.support.runs import tiny_overrides
     from tests.support.tiny_models import tiny_llama_dir

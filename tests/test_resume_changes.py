@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.config import load_config
-from cyclealign.run import run
+from cyclealign.run.entry import run
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from cyclealign.rewards import SCHEMES, ranks_to_rewards
+from cyclealign.cycle.rewards import SCHEMES, ranks_to_rewards
 
 
 def test_every_scheme_is_named() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.evaluate.run_accuracy import Interval, pair_outcomes, prompt_of, score_intervals
 from tests.support.openai_server import OpenAIServer, Reply, default_behaviour
 from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir
@@ -29,7 +29,7 @@ def _sometimes_refusing(call, index: int) -> Reply:
 def make_run(tmp_path: Path, name: str, *extra: str) -> Path:
     """A real run: a tiny llama, 2 prompts x 2 interactions, against a local OpenAI-speaking server."""
     from cyclealign.config import load_config
-    from cyclealign.run import run
+    from cyclealign.run.entry import run
     from tests.support.runs import tiny_overrides
 
     run_dir = tmp_path / name

@@ -10,8 +10,8 @@ import pytest
 
 from cyclealign.config import load_config
 from cyclealign.errors import ConfigError
-from cyclealign.run import run
-from cyclealign.store import read_jsonl
+from cyclealign.run.entry import run
+from cyclealign.run.store import read_jsonl
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
@@ -35,7 +35,7 @@ def _config(model_dir: Path, server: OpenAIServer, run_dir: Path, *extra: str):
 
 def _fresh_draws(model_dir: Path, config, prompt_ids: list[str], interaction: int) -> list[list[str]]:
     """What the untrained model (the run's weights before its first step) samples under the run's keys."""
-    from cyclealign.assembly import load_training_prompts
+    from cyclealign.run.assembly import load_training_prompts
     from cyclealign.whitebox import load_whitebox
     from cyclealign.whitebox.sampler import HFSampler
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cyclealign.cli import app
+from cyclealign.cli.main import app
 from cyclealign.config import OracleConfig
 from cyclealign.data.hh_rlhf import load_hh_rlhf, stratified_sample
 from cyclealign.errors import TransportError

@@ -33,7 +33,7 @@ def install(spec: str) -> None:
     count = {"n": 0}
 
     if kind == "checkpoint":
-        import cyclealign.checkpoint as ck
+        import cyclealign.run.checkpoint as ck
 
         original = ck.atomic_replace_dir
 
@@ -48,7 +48,7 @@ def install(spec: str) -> None:
 
         ck.atomic_replace_dir = replace_dir
     elif kind == "collective":
-        from cyclealign.lockstep import TorchLockstep
+        from cyclealign.run.lockstep import TorchLockstep
 
         for name in ("_sum", "gather", "barrier"):
             original_op = getattr(TorchLockstep, name)
@@ -73,7 +73,7 @@ def install(spec: str) -> None:
 
         PolicyTrainer.save_state = save_state
     elif kind == "flush":
-        import cyclealign.store as st
+        import cyclealign.run.store as st
 
         original_write = st.atomic_write_bytes
 
@@ -94,7 +94,7 @@ if __name__ == "__main__":
     spec = os.environ.get("CHAOS_KILL")
     if spec and os.environ.get("CHAOS_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
         install(spec)
-    from cyclealign.cli import app
+    from cyclealign.cli.main import app
 
     for arg in [a for a in sys.argv if a.startswith("--local_rank=")]:  # what the deepspeed launcher appends
         os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])

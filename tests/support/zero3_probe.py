@@ -33,11 +33,11 @@ def overrides(model_dir: str) -> list[str]:
 def main(model_dir: str, out_dir: str) -> None:
     import torch
 
-    from cyclealign import assembly, process_group
-    from cyclealign.checkpoint import reseed_all
     from cyclealign.config import load_config
-    from cyclealign.lockstep import lockstep_for
     from cyclealign.protocols import LossBatch, Prompt
+    from cyclealign.run import assembly, process_group
+    from cyclealign.run.checkpoint import reseed_all
+    from cyclealign.run.lockstep import lockstep_for
     from cyclealign.whitebox import build_trainer, load_whitebox
     from cyclealign.whitebox.deepspeed_backend import zero3_load_config
     from cyclealign.whitebox.sampler import HFSampler

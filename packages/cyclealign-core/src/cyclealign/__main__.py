@@ -3,7 +3,7 @@
 import os
 import sys
 
-from cyclealign.cli import main
+from cyclealign.cli.main import main
 
 
 def _take_local_rank(argv: list[str]) -> list[str]:

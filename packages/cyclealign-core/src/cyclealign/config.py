@@ -85,7 +85,8 @@ class OracleConfig(Section):
         4096, ge=512, description="oracle context window; demos are left out so prompt + max_tokens fit"
     )
     instruction_file: Path | None = Field(
-        None, description="a text file replacing the ranking instruction (system message) of cyclealign/prompts.py"
+        None,
+        description="a text file replacing the ranking instruction (system message) of cyclealign.oracle.prompts",,
     )
 
 

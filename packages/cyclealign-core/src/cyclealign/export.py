@@ -31,7 +31,7 @@ import typer
 import yaml
 
 from cyclealign.errors import ConfigError, RunDirError, SetupError
-from cyclealign.store import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
+from cyclealign.run.store import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from cyclealign.user_files import require_writable_dir
 
 FORMATS = ("trl", "ranked", "aligner")
@@ -232,7 +232,7 @@ def export_command(
 
       cyclealign export runs/a runs/b --format trl --pairs best-worst --out dpo-data
     """
-    from cyclealign.cli_common import console, guarded
+    from cyclealign.cli.common import console, guarded
 
     report = guarded(export_runs, run_dirs=run_dirs, out_dir=out, formats=format_ or FORMATS, pairs=pairs)
     counts = ", ".join(f"{fmt} {n} rows" for fmt, n in report.rows.items())

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import console, guarded, start_or_resume
+from cyclealign.cli.common import console, guarded, start_or_resume
 
 aligner_app = typer.Typer(
     help=(

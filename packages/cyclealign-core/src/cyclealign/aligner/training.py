@@ -131,7 +131,7 @@ def resume_corrector(
     run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None
 ) -> OfflineResult:
     """Continue a corrector's training in ``run_dir`` (``changes``: refused, by key)."""
-    from cyclealign.resume_changes import load_resumed
+    from cyclealign.run.resume_changes import load_resumed
 
     command = "cyclealign aligner train"
     config = load_resumed(Path(run_dir), list(changes or []), AlignerTrainConfig, command=command, allowed=())

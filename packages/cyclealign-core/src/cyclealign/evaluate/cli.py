@@ -54,7 +54,7 @@ def _config(config: Path | None, sets: list[str] | None) -> Config:
 
 def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """Call an evaluation function; bad input becomes one red line and exit code 2, not a traceback."""
-    from cyclealign.cli_common import guarded
+    from cyclealign.cli.common import guarded
 
     return guarded(fn, **kwargs)
 

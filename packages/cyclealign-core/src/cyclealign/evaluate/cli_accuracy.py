@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import fail, guarded
+from cyclealign.cli.common import fail, guarded
 
 MOVED = (
     "`eval oracle-accuracy` now measures the paper's Figure 4 on a run's own candidates "

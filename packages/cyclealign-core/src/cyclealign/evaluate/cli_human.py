@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import console, guarded
+from cyclealign.cli.common import console, guarded
 
 human_app = typer.Typer(
     help="Human evaluation (Table 3): export a blind side-by-side sheet, import the filled sheets as win/tie/lose.",

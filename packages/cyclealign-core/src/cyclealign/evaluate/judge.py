@@ -20,7 +20,7 @@ from typing import Any
 
 from cyclealign.errors import DataError, SetupError
 from cyclealign.jsonl import JsonlReader
-from cyclealign.prompts import AnswerError, fence, first_json_object
+from cyclealign.oracle.prompts import AnswerError, fence, first_json_object
 from cyclealign.protocols import TRUNCATED, Chat
 
 JUDGE_SYSTEM = (

@@ -29,12 +29,12 @@ from typing import Any
 from rich.console import Console
 
 from cyclealign.config import CycleConfig, OracleConfig
+from cyclealign.cycle.demos import DemoPool
 from cyclealign.data.hh_rlhf import HHExample
-from cyclealign.demos import DemoPool
 from cyclealign.errors import ConfigError, MissingPathError
 from cyclealign.evaluate.tables import print_table, write_table
 from cyclealign.protocols import Demonstration, OracleRequest, OracleVerdict
-from cyclealign.store import atomic_write_jsonl, atomic_write_text
+from cyclealign.run.store import atomic_write_jsonl, atomic_write_text
 
 MODES = ("none", "static", "dynamic")
 RESULT_NAME = "human_pair_accuracy"
@@ -120,7 +120,7 @@ def pair_accuracy(
     cycle: CycleConfig | None = None,
 ) -> tuple[AccuracyResult, list[dict[str, Any]]]:
     """The accuracy for one setting, and one record per pair (for inspection)."""
-    from cyclealign.prompts import STATIC_DEMONSTRATION
+    from cyclealign.oracle.prompts import STATIC_DEMONSTRATION
 
     requests, chosen_at = build_requests(examples, mode, demos, STATIC_DEMONSTRATION, seed, cycle)
     verdicts = oracle.rank_many(requests)
@@ -143,7 +143,7 @@ def load_demos_file(path: str | Path | None) -> list[Demonstration]:
     """Demonstrations from a run directory or its ``demos.jsonl``, in the order the run collected them."""
     if path is None:
         return []
-    from cyclealign.store import load_demos
+    from cyclealign.run.store import load_demos
 
     p = Path(path)
     if p.is_dir():

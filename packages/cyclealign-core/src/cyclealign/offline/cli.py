@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import start_or_resume
+from cyclealign.cli.common import start_or_resume
 
 
 def train_command(

@@ -49,7 +49,7 @@ def train(config: OfflineTrainConfig, *, console: Console | None = None, resume:
 
 def resume(run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None) -> OfflineResult:
     """Continue the training run in ``run_dir`` with its own resolved config (``changes``: refused, by key)."""
-    from cyclealign.resume_changes import load_resumed
+    from cyclealign.run.resume_changes import load_resumed
 
     config = load_resumed(
         Path(run_dir), list(changes or []), OfflineTrainConfig, command="cyclealign train", allowed=()

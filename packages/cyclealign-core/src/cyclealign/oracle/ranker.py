@@ -22,15 +22,13 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from cyclealign.config import OracleConfig
-from cyclealign.demos import fit_demonstrations
+from cyclealign.cycle.demos import fit_demonstrations
 from cyclealign.errors import BudgetExceeded, OracleSetupError, TransportError
 from cyclealign.oracle.backend import ChatBackend, ChatRequest
 from cyclealign.oracle.cache import OracleCache
 from cyclealign.oracle.limits import RequestPacer, SpendGuard
 from cyclealign.oracle.loop import shared_loop
-from cyclealign.oracle.secrets import redact
-from cyclealign.oracle.transport import RetryPolicy, Sent, Transport
-from cyclealign.prompts import (
+from cyclealign.oracle.prompts import (
     AnswerError,
     feedback_message,
     load_instruction,
@@ -39,6 +37,8 @@ from cyclealign.prompts import (
     ranking_schema,
     render_messages,
 )
+from cyclealign.oracle.secrets import redact
+from cyclealign.oracle.transport import RetryPolicy, Sent, Transport
 from cyclealign.protocols import TRUNCATED, OracleRequest, OracleVerdict
 from cyclealign.usage import OracleStats, Usage
 

@@ -22,8 +22,8 @@ from cyclealign.errors import TransportError
 from cyclealign.oracle.backend import ChatBackend, ChatError, ChatReply, ChatRequest, FormatRejected
 from cyclealign.oracle.cache import CachedAnswer, OracleCache, cache_key
 from cyclealign.oracle.limits import RequestPacer, SpendGuard, backoff_delay
+from cyclealign.oracle.prompts import messages_tokens
 from cyclealign.oracle.secrets import redact
-from cyclealign.prompts import messages_tokens
 from cyclealign.usage import OracleStats, Usage
 
 log = logging.getLogger("cyclealign.oracle")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cyclealign.cli_common import console, guarded
+from cyclealign.cli.common import console, guarded
 
 
 def report_command(
@@ -26,7 +26,7 @@ def report_command(
 
       cyclealign report runs/full runs/no-d2 runs/no-icl --out fig4
     """
-    from cyclealign.report import write_report
+    from cyclealign.report.page import write_report
 
     for run_dir in run_dirs:
         path = guarded(write_report, run_dir=run_dir)
@@ -34,7 +34,7 @@ def report_command(
     if len(run_dirs) == 1 and out is not None:
         console.print("--out is for comparing several runs; one run's report stays in RUN/report", highlight=False)
     if len(run_dirs) > 1:
-        from cyclealign.report_compare import write_comparison
+        from cyclealign.report.compare import write_comparison
 
         path = guarded(write_comparison, run_dirs=run_dirs, out=out or Path("report-compare"))
         console.print(f"comparison written: {path}", highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
-from cyclealign.prompts import demo_tokens
+from cyclealign.oracle.prompts import demo_tokens
 from cyclealign.protocols import Demonstration
 
 _WORD = re.compile(r"[a-z0-9']+")
@@ -78,7 +78,7 @@ class DemoPool:
     """Chooses, per prompt, the static and dynamic demonstrations to show.
 
     It holds no demonstrations of its own: the dynamic ones live in ``journal``
-    (a run's :class:`~cyclealign.store.RunDir`; in memory when none is given).
+    (a run's :class:`~cyclealign.run.store.RunDir`; in memory when none is given).
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 A resumed run must end as the uninterrupted one would, so only settings that
 change no answer may differ: how much the oracle may spend and how fast it is
-asked (:data:`cyclealign.checkpoint.RESUME_KEYS`; they are outside the config
+asked (:data:`cyclealign.run.checkpoint.RESUME_KEYS`; they are outside the config
 fingerprint).  A change is written into the run's ``config.yaml`` (a later plain
 ``--resume`` keeps it) and listed in ``run.json`` under ``changes`` with the time.
 Any other key is refused by name.
@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from cyclealign.checkpoint import RESUME_KEYS
 from cyclealign.config import load_config
 from cyclealign.errors import ConfigError, RunDirError
-from cyclealign.store import atomic_write_json, atomic_write_text
+from cyclealign.run.checkpoint import RESUME_KEYS
+from cyclealign.run.store import atomic_write_json, atomic_write_text
 
 CHANGEABLE = tuple(f"oracle.{k}" for k in RESUME_KEYS)
 

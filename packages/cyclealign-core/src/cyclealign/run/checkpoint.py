@@ -10,7 +10,7 @@ A checkpoint is one directory, ``checkpoint/``, swapped in atomically:
 Two generations are kept: the one it replaces becomes ``checkpoint.prev/``.  A
 resume verifies every file against the manifest and, when the newest is damaged
 (a disk error, a truncated copy), falls back to the previous one, redoing the work
-between them (:mod:`cyclealign.checkpoint_files`).
+between them (:mod:`cyclealign.run.checkpoint_files`).
 
 The run's ``interactions.jsonl`` and ``demos.jsonl`` are flushed *before* the
 checkpoint is swapped in, and the checkpoint records how many lines of each it
@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cyclealign.checkpoint_files import CURRENT, PREVIOUS, choose_checkpoint, write_manifest
 from cyclealign.errors import RunDirError
-from cyclealign.store import TEMP_PREFIX, RunDir, atomic_replace_dir, swap_in
+from cyclealign.run.checkpoint_files import CURRENT, PREVIOUS, choose_checkpoint, write_manifest
+from cyclealign.run.store import TEMP_PREFIX, RunDir, atomic_replace_dir, swap_in
 
 STATE_FORMAT = 1
 
@@ -200,7 +200,7 @@ def load_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None
     """Restore trainer and RNG states from ``state``'s checkpoint; trim the records to what it covers."""
     from safetensors.torch import load_file
 
-    from cyclealign.store import load_demos, read_jsonl
+    from cyclealign.run.store import load_demos, read_jsonl
 
     ckpt = getattr(state, "directory", store.path / CURRENT)
     trainer.load_state(ckpt / "trainer")

@@ -14,10 +14,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from cyclealign.cycle_state import CycleSettings, CycleTotals, PromptState
-from cyclealign.demos import DemoPool
-from cyclealign.lockstep import Lockstep, Solo
-from cyclealign.lookahead import Lookahead
+from cyclealign.cycle.demos import DemoPool
+from cyclealign.cycle.lookahead import Lookahead
+from cyclealign.cycle.state import CycleSettings, CycleTotals, PromptState
 from cyclealign.protocols import (
     AgreementStrategy,
     BudgetExceeded,
@@ -33,6 +32,7 @@ from cyclealign.protocols import (
     SelfRanker,
     Trainer,
 )
+from cyclealign.run.lockstep import Lockstep, Solo
 
 RewardFn = Callable[[Sequence[int]], Sequence[float]]
 FATAL_STOP = "oracle failed fatally: "  # how totals.stopped begins when a fatal oracle error ended the run

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cyclealign import plugins
-from cyclealign.cli_common import GuardedGroup, console, guarded, start_or_resume
+from cyclealign.cli.common import GuardedGroup, console, guarded, start_or_resume
 from cyclealign.config import load_config
 
 app = typer.Typer(
@@ -50,8 +50,8 @@ def run_command(
 
       cyclealign run --resume runs/default            # continue after a crash or Ctrl+C
     """
-    from cyclealign.run import resume as resume_run
-    from cyclealign.run import run
+    from cyclealign.run.entry import resume as resume_run
+    from cyclealign.run.entry import run
 
     result = start_or_resume("run", config=config, set_=set_, resume=resume, start=run, resume_fn=resume_run)
     if result.totals.stopped and not result.totals.stopped.startswith("budget"):
@@ -115,10 +115,10 @@ def config_command(
 
 
 from cyclealign.aligner.cli import aligner_app  # noqa: E402
+from cyclealign.cli.report import report_command  # noqa: E402
 from cyclealign.evaluate.cli import eval_app  # noqa: E402
 from cyclealign.export import export_command  # noqa: E402
 from cyclealign.offline.cli import train_command  # noqa: E402
-from cyclealign.report_cli import report_command  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.add_typer(aligner_app, name="aligner")

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cyclealign.cycle_state import CycleTotals
+from cyclealign.cycle.state import CycleTotals
 from cyclealign.usage import OracleStats
 
 

@@ -1,7 +1,7 @@
 """The function behind `cyclealign run`: ``run(config)`` and ``resume(run_dir)``.
 
-The parts are wired in :mod:`cyclealign.assembly`; the run's life (status,
-checkpoints, resume, graceful stop, summary) is :class:`cyclealign.session.RunSession`.
+The parts are wired in :mod:`cyclealign.run.assembly`; the run's life (status,
+checkpoints, resume, graceful stop, summary) is :class:`cyclealign.run.session.RunSession`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cyclealign.config import Config
-from cyclealign.session import RunResult, RunSession
+from cyclealign.run.session import RunResult, RunSession
 
 __all__ = ["RunResult", "resume", "run"]
 
@@ -31,7 +31,7 @@ def resume(run_dir: Path, *, console: Console | None = None, changes: list[str] 
     ``changes`` (``KEY=VALUE``): the oracle's spending and pacing keys may change
     (e.g. a raised ``oracle.budget_usd``); they are recorded in run.json.
     """
-    from cyclealign.resume_changes import CHANGEABLE, load_resumed
+    from cyclealign.run.resume_changes import CHANGEABLE, load_resumed
 
     config = load_resumed(Path(run_dir), list(changes or []), Config, command="cyclealign run", allowed=CHANGEABLE)
     return run(config, console=console, resume=True)

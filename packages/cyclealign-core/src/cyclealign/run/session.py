@@ -1,7 +1,7 @@
 """A run's life: status, checkpoint cadence, resume, graceful stop, summary.
 
 ``RunSession`` follows a recipe's shape: ``setup`` (check cheaply, then build the
-parts through :mod:`cyclealign.assembly`, restoring a checkpoint on resume),
+parts through :mod:`cyclealign.run.assembly`, restoring a checkpoint on resume),
 ``train`` (the cycle under a progress bar and the stop flag), ``cleanup``
 (always: stop the oracle, save the weights, the records and the summary, set the
 status).  Nothing in a run directory is ever half-written: every file is swapped
@@ -23,17 +23,17 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cyclealign import assembly, process_group
-from cyclealign.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
 from cyclealign.config import Config
-from cyclealign.cycle_state import CycleTotals
-from cyclealign.engine import FATAL_STOP
+from cyclealign.cycle.engine import FATAL_STOP
+from cyclealign.cycle.state import CycleTotals
 from cyclealign.errors import OracleFatalError
-from cyclealign.lockstep import lockstep_for
 from cyclealign.oracle.ledger import NAME as LEDGER
 from cyclealign.oracle.ledger import CallLedger, in_flight, ledger_totals, process_id
-from cyclealign.store import RunDir
-from cyclealign.summary import across_processes, counters, print_summary, sum_counters, sum_stats, summarize
+from cyclealign.run import assembly, process_group
+from cyclealign.run.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
+from cyclealign.run.lockstep import lockstep_for
+from cyclealign.run.store import RunDir
+from cyclealign.run.summary import across_processes, counters, print_summary, sum_counters, sum_stats, summarize
 from cyclealign.usage import Usage
 
 

@@ -1,7 +1,7 @@
 """Turn a config into the parts of a run: pure wiring, no policy.
 
 Each ``build_*`` makes one part from its config section; what a run does with
-them (status, checkpoints, resume, stop) is :mod:`cyclealign.session`'s.
+them (status, checkpoints, resume, stop) is :mod:`cyclealign.run.session`'s.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from typing import Any
 from rich.console import Console
 
 from cyclealign import plugins
-from cyclealign.agreement import make_agreement
-from cyclealign.checkpoint import reseed_all
 from cyclealign.config import Config
-from cyclealign.cycle_state import CycleSettings, CycleTotals
-from cyclealign.demos import DemoPool
-from cyclealign.engine import Cycle
+from cyclealign.cycle.agreement import make_agreement
+from cyclealign.cycle.demos import DemoPool
+from cyclealign.cycle.engine import Cycle
+from cyclealign.cycle.rewards import ranks_to_rewards
+from cyclealign.cycle.state import CycleSettings, CycleTotals
 from cyclealign.errors import ConfigError, DataError
-from cyclealign.lockstep import Lockstep
-from cyclealign.prompts import STATIC_DEMONSTRATION
+from cyclealign.oracle.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import Oracle, Prompt, RankLoss
-from cyclealign.rewards import ranks_to_rewards
-from cyclealign.store import RunDir
+from cyclealign.run.checkpoint import reseed_all
+from cyclealign.run.lockstep import Lockstep
+from cyclealign.run.store import RunDir
 from cyclealign.usage import Usage
 
 _AHEAD_ALONE = (
@@ -44,7 +44,7 @@ def build_loss(config: Config) -> RankLoss:
 
 def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     """What can be checked in a second, before the run directory is touched: prompts, loss, model, oracle name."""
-    from cyclealign.prompts import load_instruction
+    from cyclealign.oracle.prompts import load_instruction
     from cyclealign.whitebox.loading import resolve_model
 
     prompts = load_training_prompts(config)
