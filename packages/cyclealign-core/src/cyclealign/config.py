@@ -86,7 +86,7 @@ class OracleConfig(Section):
     )
     instruction_file: Path | None = Field(
         None,
-        description="a text file replacing the ranking instruction (system message) of cyclealign.oracle.prompts",,
+        description="a text file replacing the ranking instruction (system message) of cyclealign.oracle.prompts",
     )
 
 
