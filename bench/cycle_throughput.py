@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cyclealign.config import RunConfig, load_config  # noqa: E402
+from cyclealign.infra.store import read_jsonl  # noqa: E402
 from cyclealign.run.entry import run  # noqa: E402
-from cyclealign.run.store import read_jsonl  # noqa: E402
 from tests.support.runs import tiny_overrides  # noqa: E402
 from tests.support.server_process import server_process  # noqa: E402
 from tests.support.tiny_models import tiny_llama_dir  # noqa: E402

@@ -413,8 +413,8 @@ def instant_oracle_plugin() -> Any:
 def cycle_worker(model_dir: str, s: Sizes) -> dict:
     from cyclealign import plugins
     from cyclealign.config import load_config
+    from cyclealign.infra.store import read_jsonl
     from cyclealign.run.entry import run
-    from cyclealign.run.store import read_jsonl
 
     plugins.register_plugin(instant_oracle_plugin(), name="bench-instant")
     n_prompts, batch, samples, new = s.cycle

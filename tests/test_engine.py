@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pytest
 
 from cyclealign.cycle.agreement import LCSAgreement
-from cyclealign.cycle.demos import DemoPool
 from cyclealign.cycle.engine import Cycle, CycleSettings
+from cyclealign.oracle.demos import DemoPool
 from cyclealign.protocols import (
     BudgetExceeded,
     Candidate,

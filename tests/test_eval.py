@@ -19,8 +19,8 @@ from cyclealign.data.hh_rlhf import load_hh_rlhf, stratified_sample
 from cyclealign.evaluate.commands import eval_judge, eval_reward
 from cyclealign.evaluate.pair_accuracy import eval_human_pair_accuracy
 from cyclealign.evaluate.reward import RewardModelError, RewardScorer, oasst_text
+from cyclealign.infra.store import atomic_write_jsonl
 from cyclealign.protocols import Demonstration, Message, Prompt
-from cyclealign.run.store import atomic_write_jsonl
 from tests.support.openai_server import OpenAIServer, Reply, shown_responses
 from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir, tiny_tokenizer
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cyclealign.cli.main import app
-from cyclealign.run.store import atomic_write_jsonl
+from cyclealign.infra.store import atomic_write_jsonl
 
 SUBSETS = ["harmless-base", "helpful-base"]
 N = 12

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from cyclealign.config import OracleConfig, load_config
-from cyclealign.cycle.demos import DemoPool
 from cyclealign.errors import ConfigError
 from cyclealign.evaluate.commands import eval_judge
+from cyclealign.infra.store import atomic_write_jsonl
+from cyclealign.oracle.demos import DemoPool
 from cyclealign.oracle.prompts import STATIC_DEMONSTRATION, SYSTEM
 from cyclealign.protocols import Demonstration, OracleRequest
 from cyclealign.run.assembly import build_loss, check_cheaply
-from cyclealign.run.store import atomic_write_jsonl
 from tests.support.openai_server import OpenAIServer, Reply, oracle_for
 
 LOGPS = torch.tensor([[-6.0, -9.0, -12.0], [-20.0, -4.0, -8.0]])  # summed log-probs [B, n]

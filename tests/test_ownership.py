@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from cyclealign.cli.main import app
 from cyclealign.config import load_config
 from cyclealign.errors import RunDirError
+from cyclealign.infra.store import TEMP_PREFIX, RunDir
 from cyclealign.run.entry import resume, run
-from cyclealign.run.store import TEMP_PREFIX, RunDir
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from cyclealign.errors import SetupError, WhiteboxError
-from cyclealign.run import process_group
-from cyclealign.run.process_group import bind_local_gpu, device_name
+from cyclealign.infra import process_group
+from cyclealign.infra.process_group import bind_local_gpu, device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 NCCL_WARNING = "destroy_process_group() was not called"

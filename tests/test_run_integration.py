@@ -79,7 +79,7 @@ def test_two_prompts_two_interactions_train_the_adapter(tiny_run_config, tmp_pat
 
 
 def test_a_second_run_into_the_same_directory_is_refused(tiny_run_config, tmp_path: Path) -> None:
-    from cyclealign.run.store import RunDirError
+    from cyclealign.infra.store import RunDirError
 
     with OpenAIServer() as server:
         run(tiny_run_config(server, tmp_path / "run", "data.max_prompts=1", "cycle.max_interactions=1"))

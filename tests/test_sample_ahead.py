@@ -10,8 +10,8 @@ import pytest
 
 from cyclealign.config import load_config
 from cyclealign.errors import ConfigError
+from cyclealign.infra.store import read_jsonl
 from cyclealign.run.entry import run
-from cyclealign.run.store import read_jsonl
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir

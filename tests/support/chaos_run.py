@@ -48,7 +48,7 @@ def install(spec: str) -> None:
 
         ck.atomic_replace_dir = replace_dir
     elif kind == "collective":
-        from cyclealign.run.lockstep import TorchLockstep
+        from cyclealign.infra.lockstep import TorchLockstep
 
         for name in ("_sum", "gather", "barrier"):
             original_op = getattr(TorchLockstep, name)
@@ -73,7 +73,7 @@ def install(spec: str) -> None:
 
         PolicyTrainer.save_state = save_state
     elif kind == "flush":
-        import cyclealign.run.store as st
+        import cyclealign.infra.store as st
 
         original_write = st.atomic_write_bytes
 

@@ -34,10 +34,11 @@ def main(model_dir: str, out_dir: str) -> None:
     import torch
 
     from cyclealign.config import load_config
+    from cyclealign.infra import process_group
+    from cyclealign.infra.lockstep import lockstep_for
     from cyclealign.protocols import LossBatch, Prompt
-    from cyclealign.run import assembly, process_group
+    from cyclealign.run import assembly
     from cyclealign.run.checkpoint import reseed_all
-    from cyclealign.run.lockstep import lockstep_for
     from cyclealign.whitebox import build_trainer, load_whitebox
     from cyclealign.whitebox.deepspeed_backend import zero3_load_config
     from cyclealign.whitebox.sampler import HFSampler

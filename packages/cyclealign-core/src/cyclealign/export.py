@@ -31,7 +31,7 @@ import typer
 import yaml
 
 from cyclealign.errors import ConfigError, RunDirError, SetupError
-from cyclealign.run.store import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
+from cyclealign.infra.store import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from cyclealign.user_files import require_writable_dir
 
 FORMATS = ("trl", "ranked", "aligner")

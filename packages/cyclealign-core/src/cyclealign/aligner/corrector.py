@@ -80,7 +80,7 @@ class Corrector:
 
     def save(self, directory: str | Path) -> None:
         """Weights, tokenizer and prompt, swapped in atomically."""
-        from cyclealign.run.store import atomic_replace_dir
+        from cyclealign.infra.store import atomic_replace_dir
 
         def fill(tmp: Path) -> None:
             self.model.save_pretrained(tmp)

@@ -31,7 +31,7 @@ class ExportReport:
 
 def export_preferences(source: str | Path, output: str | Path, *, lenient: bool = False) -> ExportReport:
     """Write ``output`` (JSONL, atomically) from the corrections in ``source``; returns the counts."""
-    from cyclealign.run.store import atomic_write_jsonl
+    from cyclealign.infra.store import atomic_write_jsonl
 
     source, output = Path(source), Path(output)
     if not source.is_file():

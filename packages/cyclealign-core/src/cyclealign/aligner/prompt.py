@@ -54,7 +54,7 @@ class CorrectorPrompt:
         return Prompt.from_text(id, self.text(question, answer))
 
     def save(self, directory: Path) -> None:
-        from cyclealign.run.store import atomic_write_json
+        from cyclealign.infra.store import atomic_write_json
 
         atomic_write_json(Path(directory) / PROMPT_FILE, {"format": FORMAT, **asdict(self)})
 

@@ -14,9 +14,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from cyclealign.cycle.demos import DemoPool
 from cyclealign.cycle.lookahead import Lookahead
 from cyclealign.cycle.state import CycleSettings, CycleTotals, PromptState
+from cyclealign.infra.lockstep import Lockstep, Solo
+from cyclealign.oracle.demos import DemoPool
 from cyclealign.protocols import (
     AgreementStrategy,
     BudgetExceeded,
@@ -32,7 +33,6 @@ from cyclealign.protocols import (
     SelfRanker,
     Trainer,
 )
-from cyclealign.run.lockstep import Lockstep, Solo
 
 RewardFn = Callable[[Sequence[int]], Sequence[float]]
 FATAL_STOP = "oracle failed fatally: "  # how totals.stopped begins when a fatal oracle error ended the run

@@ -101,7 +101,7 @@ def answer_record(id: str, subset: str, prompt: Prompt, question: str, **fields:
 
 
 def write_answers(path: Path, records: Sequence[dict[str, Any]]) -> Path:
-    from cyclealign.run.store import atomic_write_jsonl
+    from cyclealign.infra.store import atomic_write_jsonl
 
     atomic_write_jsonl(Path(path), records)
     return Path(path)

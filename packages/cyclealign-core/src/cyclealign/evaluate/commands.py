@@ -18,7 +18,7 @@ from cyclealign.config import OracleConfig
 from cyclealign.data.hh_rlhf import SUBSETS, HHExample, dialogue_text, load_hh_rlhf, stratified_sample
 from cyclealign.errors import ConfigError, DataError
 from cyclealign.evaluate.tables import merge_row, print_table, write_table
-from cyclealign.run.store import atomic_write_jsonl
+from cyclealign.infra.store import atomic_write_jsonl
 
 TABLE1_TITLE = "Reward-model score, mean 100·sigmoid (Table 1; total weighted by test-set size)"
 

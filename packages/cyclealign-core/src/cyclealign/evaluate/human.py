@@ -73,7 +73,7 @@ def export_sheet(
 ) -> dict[str, Path]:
     """Write ``sheet.csv``, ``sheet.html`` and ``key.json`` into ``out_dir``; return their paths."""
     from cyclealign.evaluate.human_page import render_page
-    from cyclealign.run.store import atomic_write_json, atomic_write_text
+    from cyclealign.infra.store import atomic_write_json, atomic_write_text
 
     if name_a == name_b:
         raise ConfigError(f"--name-a and --name-b must differ (both {name_a!r})")
@@ -170,7 +170,7 @@ def import_sheets(
     from rich.console import Console
 
     from cyclealign.evaluate.tables import print_table, write_table
-    from cyclealign.run.store import atomic_write_jsonl
+    from cyclealign.infra.store import atomic_write_jsonl
 
     console = console or Console()
     k = load_key(key)

@@ -29,12 +29,12 @@ from typing import Any
 from rich.console import Console
 
 from cyclealign.config import CycleConfig, OracleConfig
-from cyclealign.cycle.demos import DemoPool
 from cyclealign.data.hh_rlhf import HHExample
 from cyclealign.errors import ConfigError, MissingPathError
 from cyclealign.evaluate.tables import print_table, write_table
+from cyclealign.infra.store import atomic_write_jsonl, atomic_write_text
+from cyclealign.oracle.demos import DemoPool
 from cyclealign.protocols import Demonstration, OracleRequest, OracleVerdict
-from cyclealign.run.store import atomic_write_jsonl, atomic_write_text
 
 MODES = ("none", "static", "dynamic")
 RESULT_NAME = "human_pair_accuracy"
@@ -143,7 +143,7 @@ def load_demos_file(path: str | Path | None) -> list[Demonstration]:
     """Demonstrations from a run directory or its ``demos.jsonl``, in the order the run collected them."""
     if path is None:
         return []
-    from cyclealign.run.store import load_demos
+    from cyclealign.infra.store import load_demos
 
     p = Path(path)
     if p.is_dir():

@@ -157,7 +157,7 @@ def run_oracle_accuracy(
 
     from cyclealign.evaluate.reward import RewardScorer
     from cyclealign.evaluate.tables import print_table, write_table
-    from cyclealign.run.store import atomic_write_json, atomic_write_jsonl, read_jsonl
+    from cyclealign.infra.store import atomic_write_json, atomic_write_jsonl, read_jsonl
 
     console = console or Console()
     if every < 1:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cyclealign.errors import DataError
-from cyclealign.run.store import atomic_write_text
+from cyclealign.infra.store import atomic_write_text
 
 
 def markdown_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -22,15 +22,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cyclealign.infra import process_group
+from cyclealign.infra.lockstep import lockstep_for
+from cyclealign.infra.store import RunDir, atomic_write_jsonl, read_jsonl
 from cyclealign.offline.margin import heldout_margin
 from cyclealign.offline.records import RankedExample
 from cyclealign.offline.schedule import Schedule, Stage
 from cyclealign.protocols import RankLoss
-from cyclealign.run import assembly, process_group
+from cyclealign.run import assembly
 from cyclealign.run.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
-from cyclealign.run.lockstep import lockstep_for
 from cyclealign.run.session import StopFlag
-from cyclealign.run.store import RunDir, atomic_write_jsonl, read_jsonl
 from cyclealign.run.summary import across_processes
 
 Evaluate = Callable[[Any, Sequence[RankedExample]], dict[str, float] | None]

@@ -22,10 +22,10 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from cyclealign.config import OracleConfig
-from cyclealign.cycle.demos import fit_demonstrations
 from cyclealign.errors import BudgetExceeded, OracleSetupError, TransportError
 from cyclealign.oracle.backend import ChatBackend, ChatRequest
 from cyclealign.oracle.cache import OracleCache
+from cyclealign.oracle.demos import fit_demonstrations
 from cyclealign.oracle.limits import RequestPacer, SpendGuard
 from cyclealign.oracle.loop import shared_loop
 from cyclealign.oracle.prompts import (

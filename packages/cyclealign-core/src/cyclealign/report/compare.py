@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cyclealign.errors import RunDirError
 from cyclealign.evaluate.run_accuracy import RESULT_NAME, load_curve
+from cyclealign.infra.store import atomic_write_text, read_jsonl
 from cyclealign.report.page import cumulative_rate, html_img, html_table, md_table, pyplot, save_figure
-from cyclealign.run.store import atomic_write_text, read_jsonl
 
 
 def _label(run_dir: Path, runs: Sequence[Path]) -> str:

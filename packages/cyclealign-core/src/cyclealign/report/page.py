@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cyclealign.errors import RunDirError, SetupError
-from cyclealign.run.store import atomic_write_text, read_jsonl
+from cyclealign.infra.store import atomic_write_text, read_jsonl
 
 INSTALL_HINT = 'pip install "cyclealign-core[eval]"'
 

@@ -1,7 +1,7 @@
 """A run's life: wiring the parts, checkpoints, the store, lockstep across ranks, the summary.
 
 ``from cyclealign.run import run, resume`` stays the public entry; the names load lazily
-from :mod:`cyclealign.run.entry` so lower layers may import ``cyclealign.run.store`` cheaply.
+from :mod:`cyclealign.run.entry` so lower layers may import ``cyclealign.infra.store`` cheaply.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ __all__ = ["RunResult", "resume", "run"]
 
 
 def __getattr__(name: str) -> Any:
-    """Load the entry points on first use (PEP 562), keeping ``import cyclealign.run.store`` light."""
+    """Load the entry points on first use (PEP 562), keeping ``import cyclealign.infra.store`` light."""
     if name in __all__:
         from cyclealign.run import entry
 

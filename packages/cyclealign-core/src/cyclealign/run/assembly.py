@@ -14,16 +14,16 @@ from rich.console import Console
 from cyclealign import plugins
 from cyclealign.config import Config
 from cyclealign.cycle.agreement import make_agreement
-from cyclealign.cycle.demos import DemoPool
 from cyclealign.cycle.engine import Cycle
 from cyclealign.cycle.rewards import ranks_to_rewards
 from cyclealign.cycle.state import CycleSettings, CycleTotals
 from cyclealign.errors import ConfigError, DataError
+from cyclealign.infra.lockstep import Lockstep
+from cyclealign.infra.store import RunDir
+from cyclealign.oracle.demos import DemoPool
 from cyclealign.oracle.prompts import STATIC_DEMONSTRATION
 from cyclealign.protocols import Oracle, Prompt, RankLoss
 from cyclealign.run.checkpoint import reseed_all
-from cyclealign.run.lockstep import Lockstep
-from cyclealign.run.store import RunDir
 from cyclealign.usage import Usage
 
 _AHEAD_ALONE = (

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from cyclealign.errors import RunDirError
+from cyclealign.infra.store import TEMP_PREFIX, RunDir, atomic_replace_dir, swap_in
 from cyclealign.run.checkpoint_files import CURRENT, PREVIOUS, choose_checkpoint, write_manifest
-from cyclealign.run.store import TEMP_PREFIX, RunDir, atomic_replace_dir, swap_in
 
 STATE_FORMAT = 1
 
@@ -200,7 +200,7 @@ def load_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None
     """Restore trainer and RNG states from ``state``'s checkpoint; trim the records to what it covers."""
     from safetensors.torch import load_file
 
-    from cyclealign.run.store import load_demos, read_jsonl
+    from cyclealign.infra.store import load_demos, read_jsonl
 
     ckpt = getattr(state, "directory", store.path / CURRENT)
     trainer.load_state(ckpt / "trainer")

@@ -20,8 +20,8 @@ import yaml
 
 from cyclealign.config import load_config
 from cyclealign.errors import ConfigError, RunDirError
+from cyclealign.infra.store import atomic_write_json, atomic_write_text
 from cyclealign.run.checkpoint import RESUME_KEYS
-from cyclealign.run.store import atomic_write_json, atomic_write_text
 
 CHANGEABLE = tuple(f"oracle.{k}" for k in RESUME_KEYS)
 

@@ -27,12 +27,13 @@ from cyclealign.config import Config
 from cyclealign.cycle.engine import FATAL_STOP
 from cyclealign.cycle.state import CycleTotals
 from cyclealign.errors import OracleFatalError
+from cyclealign.infra import process_group
+from cyclealign.infra.lockstep import lockstep_for
+from cyclealign.infra.store import RunDir
 from cyclealign.oracle.ledger import NAME as LEDGER
 from cyclealign.oracle.ledger import CallLedger, in_flight, ledger_totals, process_id
-from cyclealign.run import assembly, process_group
+from cyclealign.run import assembly
 from cyclealign.run.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
-from cyclealign.run.lockstep import lockstep_for
-from cyclealign.run.store import RunDir
 from cyclealign.run.summary import across_processes, counters, print_summary, sum_counters, sum_stats, summarize
 from cyclealign.usage import Usage
 

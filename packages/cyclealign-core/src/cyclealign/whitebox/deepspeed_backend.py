@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from cyclealign.errors import ConfigError, WhiteboxError
-from cyclealign.run.process_group import init_distributed
+from cyclealign.infra.process_group import init_distributed
 
 DS_TAG = "deepspeed"  # the sub-directory of a checkpoint holding DeepSpeed's own files
 

@@ -43,7 +43,7 @@ def converted_dir(gguf: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    from cyclealign.run.store import TEMP_PREFIX
+    from cyclealign.infra.store import TEMP_PREFIX
 
     tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent))
     try:

@@ -15,7 +15,7 @@ import torch
 from cyclealign import embedded
 from cyclealign.config import WhiteboxConfig
 from cyclealign.errors import WhiteboxError
-from cyclealign.run.process_group import bind_local_gpu, device_name
+from cyclealign.infra.process_group import bind_local_gpu, device_name
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

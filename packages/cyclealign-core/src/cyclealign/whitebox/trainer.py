@@ -17,8 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from cyclealign.errors import ConfigError, RunDirError
+from cyclealign.infra.lockstep import Lockstep, Solo
 from cyclealign.protocols import Candidate, LossBatch, Prompt, RankLoss
-from cyclealign.run.lockstep import Lockstep, Solo
 from cyclealign.whitebox.batching import encode_candidates, sequence_logps
 from cyclealign.whitebox.loading import WhiteBox
 from cyclealign.whitebox.packed import (
@@ -308,7 +308,7 @@ def save_trainable(whitebox: WhiteBox, directory: Path, trainer: PolicyTrainer |
 
     With a data-parallel ``trainer`` every process must call this (ZeRO-3 gathers the weights); the first writes.
     """
-    from cyclealign.run.store import atomic_replace_dir
+    from cyclealign.infra.store import atomic_replace_dir
 
     def fill(tmp: Path) -> None:
         whitebox.model.save_pretrained(tmp)

@@ -106,7 +106,7 @@ def lockstep_for(backend: str, timeout_s: float | None = None) -> Lockstep:
         return Solo()
     import torch.distributed as dist
 
-    from cyclealign.run.process_group import init_distributed
+    from cyclealign.infra.process_group import init_distributed
 
     init_distributed(timeout_s)
     return TorchLockstep() if dist.get_world_size() > 1 else Solo()

@@ -78,7 +78,7 @@ class DemoPool:
     """Chooses, per prompt, the static and dynamic demonstrations to show.
 
     It holds no demonstrations of its own: the dynamic ones live in ``journal``
-    (a run's :class:`~cyclealign.run.store.RunDir`; in memory when none is given).
+    (a run's :class:`~cyclealign.infra.store.RunDir`; in memory when none is given).
     """
 
     def __init__(
