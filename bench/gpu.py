@@ -150,6 +150,17 @@ def reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def median_step_s(step: Any, steps: int) -> float:
+    """The median wall time of ``steps`` calls of ``step()``, the device synchronised after each."""
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def peak_mb() -> float:
     """This process's peak: CUDA memory allocated, or the peak RSS on a CPU."""
     import torch
@@ -282,13 +293,8 @@ def ours_dpo_worker(model_dir: str, s: Sizes, gc: bool, variant: str) -> dict:
     for _ in range(2):  # warm-up (and compilation)
         trainer.step(batches)
     reset_peak()
-    times = []
-    for _ in range(s.dpo_steps):
-        t0 = time.perf_counter()
-        trainer.step(batches)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return {"step_s": statistics.median(times), "peak_mb": peak_mb(), "prefix_sharing": trainer.prefix_sharing}
+    step_s = median_step_s(lambda: trainer.step(batches), s.dpo_steps)
+    return {"step_s": step_s, "peak_mb": peak_mb(), "prefix_sharing": trainer.prefix_sharing}
 
 
 def trl_dpo_worker(model_dir: str, s: Sizes, gc: bool) -> dict:
@@ -367,15 +373,9 @@ def mfu_worker(model_dir: str, s: Sizes, sharing: bool) -> dict:
     ]
     trainer.step(batches)
     reset_peak()
-    times = []
-    for _ in range(s.mfu_steps):
-        t0 = time.perf_counter()
-        trainer.step(batches)
-        sync()
-        times.append(time.perf_counter() - t0)
+    step_s = median_step_s(lambda: trainer.step(batches), s.mfu_steps)
     params = sum(p.numel() for p in wb.model.parameters()) - wb.model.get_input_embeddings().weight.numel()
     tokens = b * (p_len + n * r_len) if trainer.prefix_sharing else b * n * (p_len + r_len)
-    step_s = statistics.median(times)
     flops = 6 * params * tokens  # forward + backward over matmul weights; attention scores left out (<1% here)
     return {"step_s": step_s, "tokens": tokens, "tflops": flops / step_s / 1e12, "peak_mb": peak_mb(),
             "prefix_sharing": trainer.prefix_sharing}  # fmt: skip
