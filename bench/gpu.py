@@ -274,13 +274,11 @@ def ours_dpo_worker(model_dir: str, s: Sizes, gc: bool, variant: str) -> dict:
     from cyclealign_losses import DpoLoss
 
     if variant == "compile" and not has_key("train", "compile"):
-        return {"skipped": "train.compile is not in this build's config (added on another branch)"}
+        return {"skipped": "train.compile is not in this build's config"}
     pairs, p_len, r_len = s.dpo
     wb = load_whitebox(whitebox_config(model_dir, s), seed=0)
     extra = {"compile": True} if variant == "compile" else {}
     sharing: Any = {"padded": False, "shared": True}.get(variant, "auto")
-    if gc and sharing is True:
-        return {"skipped": "prefix sharing is refused with gradient checkpointing (train.prefix_sharing)"}
     train = TrainConfig(lr=1e-4, max_length=p_len + r_len, prefix_sharing=sharing, gradient_checkpointing=gc, **extra)
     trainer = build_trainer(wb, DpoLoss(sft_weight=0.0, beta=0.1), train)
     tok = wb.tokenizer
