@@ -83,7 +83,7 @@ TOY = Sizes(64, 128, 2, 4, 2, 512, "float32", ((1, 3), (8, 4), (32, 4)), 16, (4,
 
 
 def has_key(section: str, key: str) -> bool:
-    """Whether this build's config knows ``section.key`` (keys another branch adds are guarded)."""
+    """Whether this build's config knows ``section.key`` (an older build lacks some keys: their rows say so)."""
     from cyclealign import config
 
     model = {"whitebox": config.WhiteboxConfig, "train": config.TrainConfig}[section]
@@ -188,11 +188,11 @@ def sampler_options(mode: str) -> dict[str, Any] | str:
     if mode == "generate":
         return {}
     if not has_key("whitebox", "sampler"):
-        return {} if mode == "eager" else "whitebox.sampler is not in this build's config (added on another branch)"
+        return {} if mode == "eager" else "whitebox.sampler is not in this build's config"
     options: dict[str, Any] = {"sampler": mode}
     if mode == "static" and device_kind() == "cuda":
         if not has_key("whitebox", "cuda_graph"):
-            return "whitebox.cuda_graph is not in this build's config (added on another branch)"
+            return "whitebox.cuda_graph is not in this build's config"
         options["cuda_graph"] = True
     return options
 
