@@ -261,10 +261,23 @@ def test_no_module_is_too_long(path: Path) -> None:
 # root module); ``cli.common`` (console + error boundary, shared by every sub-app's
 # commands) is keyed on its own.  "" is the package itself.
 LAYERS: list[set[str]] = [
-    {"", "protocols", "config", "errors", "usage", "plugin_options", "hookspecs", "jsonl", "embedded", "user_files", "callbacks"},
+    {
+        "",
+        "protocols",
+        "config",
+        "errors",
+        "usage",
+        "plugin_options",
+        "hookspecs",
+        "jsonl",
+        "embedded",
+        "user_files",
+        "callbacks",
+    },
     {"infra"},  # distributed start-up, lockstep across ranks, crash-safe files
     {"oracle", "whitebox"},
     {"data"},  # the HH-RLHF loader formats prompts with the white-box chat template
+    {"trackers"},  # run.report_to -> callbacks (third-party trackers through entry points)
     {"plugins"},  # builds the configured oracle/sampler/loss from entry points
     {"cycle"},
     {"run"},

@@ -199,6 +199,9 @@ class RunConfig(Section):
         30.0, ge=0.0, description="seconds at least between checkpoints (the last prompt and a stop always save)"
     )
     progress: bool = True
+    report_to: list[str] = Field(
+        default_factory=list, description="experiment trackers fed live (tensorboard, mlflow, wandb, trackio, plugins)"
+    )
 
 
 class Config(Section):
