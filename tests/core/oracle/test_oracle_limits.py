@@ -15,9 +15,10 @@ import pytest
 from cyclealign.oracle.prompts import STATIC_DEMONSTRATION, render_messages
 from cyclealign.protocols import BudgetExceeded, Demonstration, OracleRequest
 from tests.support.openai_server import OpenAIServer, Reply, oracle_for
+from tests.support.paths import REPO
 from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 # A latency of 0.5 s: the ratio then measures how well the calls overlap, not how fast this machine's CPU is
 # (at 0.1 s, litellm's own CPU time per call, doubled on a loaded machine, was most of the round).
 BENCH_ARGS = ["--latency", "0.5", "--rounds", "4", "--concurrency", "1", "8"]

@@ -15,10 +15,11 @@ from cyclealign.errors import RunDirError
 from cyclealign.infra.store import TEMP_PREFIX, RunDir
 from cyclealign.run.entry import resume, run
 from tests.support.openai_server import OpenAIServer
+from tests.support.paths import REPO
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def user_files(directory: Path) -> dict[str, str]:

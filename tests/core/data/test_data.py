@@ -22,10 +22,11 @@ from cyclealign.data.hh_rlhf import (
     stratified_sample,
     to_dataset,
 )
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_tokenizer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf"
-HARMLESS_TEST = Path(__file__).resolve().parents[1].parent / "shared/data/hh-rlhf/harmless-base/test.jsonl.gz"
+SHARED = REPO.parent / "shared" / "data" / "hh-rlhf"
+HARMLESS_TEST = REPO.parent / "shared/data/hh-rlhf/harmless-base/test.jsonl.gz"
 
 
 def test_real_harmless_base_loads_and_the_filter_report_adds_up() -> None:

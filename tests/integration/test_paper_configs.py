@@ -8,7 +8,9 @@ from typing import Any
 
 import yaml
 
-PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
+from tests.support.paths import REPO
+
+PAPER = REPO / "configs" / "paper"
 
 
 def _flat(path: Path) -> dict[str, Any]:

@@ -7,8 +7,6 @@ training encoding and evaluation must all keep only the answer.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -18,6 +16,7 @@ from cyclealign.errors import WhiteboxError
 from cyclealign.protocols import Message, Prompt
 from cyclealign.whitebox import HFSampler, encode_candidates, load_whitebox
 from cyclealign.whitebox.prompt_format import cut_ids, cut_text, encode_prompt, render_prompt, resolve_format
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_llama_dir, tiny_tokenizer
 
 DIALOGUE = "\n\nHuman: Hi!\n\nAssistant: Hello, how can I help?\n\nHuman: How do I bake bread?"
@@ -131,7 +130,7 @@ def test_paper_configs_set_the_hh_format() -> None:
     from cyclealign.config import Config, load_config
     from cyclealign.offline.settings import OfflineTrainConfig
 
-    root = Path(__file__).resolve().parents[1] / "configs" / "paper"
+    root = REPO / "configs" / "paper"
     paths = sorted(root.rglob("*.yaml"))
     assert len(paths) >= 14  # the cycle's, the ablations', the human-label baselines' and the N sweep's
     for path in paths:

@@ -13,6 +13,7 @@ from cyclealign.cli.main import app
 from cyclealign.config import load_config
 from cyclealign.run.entry import run
 from tests.support.openai_server import OpenAIServer
+from tests.support.paths import REPO
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
 
@@ -92,7 +93,7 @@ def test_a_call_in_flight_at_a_sigkill_is_counted_as_re_paid_and_the_totals_matc
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:2]))
     run_dir = tmp_path / "run"
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     with OpenAIServer(third_call_hangs) as server:
         cfg = tiny_overrides(model, prompts, server.api_base, run_dir, "cycle.max_interactions=2", "train.lr=0.01")

@@ -15,9 +15,10 @@ from cyclealign.data.hh_rlhf import load_hh_rlhf, stratified_sample
 from cyclealign.errors import TransportError
 from cyclealign.upstream import CallableUpstream, ChatUpstream, chat_config, open_upstream
 from tests.support.openai_server import OpenAIServer, Reply
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_llama_dir
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf"
+SHARED = REPO.parent / "shared" / "data" / "hh-rlhf"
 
 
 def echo_answer(call, index):

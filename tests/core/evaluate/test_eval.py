@@ -22,9 +22,10 @@ from cyclealign.evaluate.reward import RewardModelError, RewardScorer, oasst_tex
 from cyclealign.infra.store import atomic_write_jsonl
 from cyclealign.protocols import Demonstration, Message, Prompt
 from tests.support.openai_server import OpenAIServer, Reply, shown_responses
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir, tiny_tokenizer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf"
+SHARED = REPO.parent / "shared" / "data" / "hh-rlhf"
 
 
 def _pythia_dir(path: Path) -> Path:
@@ -161,7 +162,7 @@ def test_eval_reward_generates_in_batches_and_merges_a_shared_table(tmp_path: Pa
 
 
 def test_eval_reward_generates_with_a_trained_runs_adapter(tmp_path: Path) -> None:
-    from tests.test_report import make_run
+    from tests.core.report.test_report import make_run
 
     run_dir = make_run(tmp_path)
     rm = tiny_reward_model_dir(tmp_path / "rm")
@@ -363,7 +364,7 @@ def test_paper_configs_hold_the_papers_settings() -> None:
     from cyclealign.config import load_config
     from cyclealign.run.assembly import build_loss
 
-    paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
+    paths = sorted((REPO / "configs" / "paper").glob("*.yaml"))
     paths = [p for p in paths if "offline" not in yaml.safe_load(p.read_text())]  # `cyclealign train` baselines
     assert {p.stem for p in paths} >= {"cyclealign-pro-llama7b", "cyclealign-pro-alpaca7b", "ablation-no-icl"}
     for path in paths:

@@ -21,10 +21,11 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.support.openai_server import OpenAIServer, default_behaviour
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_llama_dir
 from tests.support.waiting import Output, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 ENV = {
     **os.environ,
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",

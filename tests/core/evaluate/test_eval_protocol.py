@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cyclealign.cli.main import app
 from cyclealign.evaluate.reward import PAPER_TEST_SIZES, weighted_total
+from tests.core.evaluate.test_eval import SHARED
 from tests.support.tiny_models import tiny_llama_dir, tiny_reward_model_dir
-from tests.test_eval import SHARED
 
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 # The paper's Table 1: the four subset scores, then its Total.

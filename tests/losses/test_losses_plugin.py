@@ -6,7 +6,6 @@ import re
 import sys
 import types
 from collections.abc import Iterator
-from pathlib import Path
 
 import pluggy
 import pytest
@@ -17,8 +16,9 @@ from cyclealign.config import LossConfig, load_config
 from cyclealign.protocols import LossOutput, RankLoss
 from cyclealign.run.assembly import build_loss
 from cyclealign_losses import DpoLoss, ProLoss, RrhfLoss, pro_loss, sft_loss
+from tests.support.paths import REPO
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+DOCS = REPO / "docs" / "plugins.md"
 FIRST_PARTY = {"pro": ProLoss, "rrhf": RrhfLoss, "dpo": DpoLoss}
 
 hookimpl = pluggy.HookimplMarker("cyclealign")

@@ -21,8 +21,9 @@ import torch
 from cyclealign.errors import SetupError, WhiteboxError
 from cyclealign.infra import process_group
 from cyclealign.infra.process_group import bind_local_gpu, device_name
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 NCCL_WARNING = "destroy_process_group() was not called"
 
 

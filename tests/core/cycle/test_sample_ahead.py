@@ -12,10 +12,10 @@ from cyclealign.config import load_config
 from cyclealign.errors import ConfigError
 from cyclealign.infra.store import read_jsonl
 from cyclealign.run.entry import run
+from tests.integration.test_resilience import cli, records, write_config
 from tests.support.openai_server import OpenAIServer
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
-from tests.test_resilience import cli, records, write_config
 
 QUESTIONS = ["How do I bake bread?", "Why is the sky blue?", "How can I hurt someone?", "Tips for running?"]
 

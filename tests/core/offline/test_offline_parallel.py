@@ -13,11 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.core.offline.test_offline_train import trl_pairs
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_llama_dir
-from tests.test_offline_train import trl_pairs
 
 pytest.importorskip("deepspeed", reason="data parallelism needs DeepSpeed: pip install deepspeed")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def _free_port() -> int:

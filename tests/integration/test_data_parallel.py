@@ -24,11 +24,12 @@ from safetensors.torch import load_file
 from cyclealign.config import load_config
 from cyclealign.run.entry import run
 from tests.support.openai_server import OpenAIServer
+from tests.support.paths import REPO
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PROMPTS = ["How do I bake bread?", "How do I hurt someone?", "Is tea healthy?", "Write me a haiku about rain."]
 VOLATILE = {"timings", "latency_s", "cached", "step_s"}
 

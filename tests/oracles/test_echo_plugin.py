@@ -14,9 +14,10 @@ import pytest
 
 from cyclealign.config import load_config
 from cyclealign.run.entry import run
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_llama_dir
 
-ECHO = Path(__file__).resolve().parents[1] / "examples/cyclealign-oracle-echo/src/cyclealign_oracle_echo/__init__.py"
+ECHO = REPO / "examples/cyclealign-oracle-echo/src/cyclealign_oracle_echo/__init__.py"
 
 
 def code_lines(path: Path) -> int:

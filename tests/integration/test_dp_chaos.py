@@ -26,11 +26,12 @@ import torch
 from safetensors.torch import load_file
 
 from tests.support.openai_server import OpenAIServer
+from tests.support.paths import REPO
 from tests.support.runs import tiny_overrides
 from tests.support.tiny_models import tiny_llama_dir
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PROMPTS = ["How do I bake bread?", "How do I hurt someone?", "Is tea healthy?", "Write me a haiku about rain."]
 VOLATILE = {"timings", "latency_s", "cached", "step_s"}
 STOP_DEADLINE_S = 120  # from rank 1's death to every process of the run gone

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from cyclealign.config import Config, ConfigError, load_config
+from tests.support.paths import REPO
 
 
 def _sft_weight(cfg: Config) -> float:
@@ -75,7 +76,7 @@ def test_every_section_exists() -> None:
 
 
 def test_the_paper_configs_validate() -> None:
-    paper = sorted((Path(__file__).resolve().parents[1] / "configs" / "paper").glob("*.yaml"))
+    paper = sorted((REPO / "configs" / "paper").glob("*.yaml"))
     paper = [p for p in paper if "offline" not in yaml.safe_load(p.read_text())]  # `cyclealign train` baselines
     assert len(paper) >= 5
     for path in paper:

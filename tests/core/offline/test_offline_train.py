@@ -18,9 +18,10 @@ from cyclealign.offline.schedule import Schedule, Stage
 from cyclealign.offline.settings import OfflineTrainConfig
 from cyclealign.offline.train import build_recipe, resume
 from cyclealign.protocols import Prompt
+from tests.support.paths import REPO
 from tests.support.tiny_models import tiny_llama_dir
 
-HH_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf"
+HH_ROOT = REPO.parent / "shared" / "data" / "hh-rlhf"
 QUIET = Console(quiet=True)
 GOOD = [
     "Sure! Start slowly, run for one minute and walk for two.",
@@ -206,7 +207,7 @@ def test_sigkill_during_a_checkpoint_then_resume_gives_the_uninterrupted_weights
     import yaml
     from safetensors.torch import load_file
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -257,7 +258,7 @@ def test_the_shipped_offline_and_aligner_configs_validate() -> None:
 
     from cyclealign.aligner.settings import AlignerTrainConfig
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = REPO / "configs"
     for name in ("pro", "rrhf"):
         cfg = load_config(root / "paper" / f"{name}-human-llama7b.yaml", schema=OfflineTrainConfig)
         assert cfg.loss.name == name and cfg.offline.source.startswith("hh-rlhf:")
