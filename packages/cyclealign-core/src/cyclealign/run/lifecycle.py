@@ -160,8 +160,8 @@ class RunLifecycle:
         self.started = time.monotonic()
         self.total = 0
         self.totals: Any = None
-        self.whitebox: Any = None
-        self.trainer: Any = None
+        self.whitebox: Any  # the model and its trainer: set by ``setup``
+        self.trainer: Any
         self._progress: tuple[Progress, Any] | None = None
 
     # ------------------------------------------------------------------ setup / load
