@@ -27,8 +27,8 @@ from cyclealign.run.lifecycle import RunLifecycle
 from tests.support.tiny_models import tiny_llama_dir
 
 QUIET = Console(quiet=True)
-VOLATILE = {"timings", "latency_s", "cached", "step_s", "attempts"}  # wall clocks, and what the cache changes
-PROMPTS = ["How do I bake bread?", "Is tea healthy?", "Why is the sky blue?"]
+VOLATILE = {"timings", "latency_s", "step_s", "cached", "cost_usd"}  # wall clocks; a redone call is cached, unpaid
+PROMPTS = ["How do I bake bread?", "Is tea healthy?"]
 TRIPLES = [
     {"question": "How do I bake bread?", "answer": "Bake it.", "correction": "Mix flour, water and yeast, then bake."},
     {"question": "Why is the sky blue?", "answer": "No idea.", "correction": "Air scatters short wavelengths more."},
@@ -96,7 +96,7 @@ def make_kind(name: str, root: Path) -> Kind:
         prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
         sets = [f"whitebox.model={model}", "whitebox.max_new_tokens=6", "oracle.name=echo", f"data.source={prompts}"]
         sets += ["cycle.max_interactions=2", "cycle.early_stop=false", "run.progress=false", "train.lr=0.01"]
-        sets += ["run.checkpoint_interval_s=0", f"oracle.cache_path={root / 'cache.sqlite'}"]
+        sets += ["run.checkpoint_interval_s=0"]
 
         def build(run_dir: Path, callbacks: list[Callback]) -> RunLifecycle:
             config = load_config(overrides=[*sets, f"run.dir={run_dir}"])
