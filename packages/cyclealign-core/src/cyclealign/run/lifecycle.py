@@ -261,7 +261,7 @@ class RunLifecycle:
 
     def learning_rate(self) -> float | None:
         """The learning rate after the last step (the next update's), as trainers usually log it."""
-        lr = getattr(self.trainer.backend, "lr", None)
+        lr = getattr(getattr(self.trainer, "backend", None), "lr", None)  # None: a backend that does not say
         return None if lr is None else float(lr)
 
     # ------------------------------------------------------------------ save / cleanup
