@@ -162,7 +162,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(mode
             assert proc.returncode == -signal.SIGKILL, f"step {i} ({step}) was not killed: rc={proc.returncode}\n{err}"
             kills += 1
             state = json.loads((chaos_dir / "checkpoint" / "state.json").read_text())
-            assert state["prompts_done"] <= 5  # the previous checkpoint is intact and readable
+            assert state["units_done"] <= 5  # the previous checkpoint is intact and readable
         proc = cli(["run", "--resume", str(chaos_dir)])
         _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -198,7 +198,7 @@ def test_sigint_stops_cleanly_saves_and_resume_completes(model_dir: Path, tmp_pa
         assert f"cyclealign run --resume {run_dir}" in out + err
         assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
         state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
-        assert 0 <= state["prompts_done"] < 5
+        assert 0 <= state["units_done"] < 5
         proc = cli(["run", "--resume", str(run_dir)])
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -302,7 +302,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_the_checkpoint_stays_valid(model_dir
     assert "aborted; the last checkpoint is intact" in err and f"--resume {run_dir}" in err
     assert elapsed < 10
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
-    assert state["prompts_done"] >= 0 and (run_dir / "checkpoint" / "trainer" / "trainable.safetensors").exists()
+    assert state["units_done"] >= 0 and (run_dir / "checkpoint" / "trainer" / "trainable.safetensors").exists()
 
 
 def test_the_managed_server_refuses_to_bind_beyond_loopback(tmp_path: Path) -> None:

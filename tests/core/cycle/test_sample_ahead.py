@@ -88,7 +88,7 @@ def test_sigkill_then_resume_uses_the_draws_of_the_checkpoint(model_dir: Path, t
         _out, err = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, err
         state = json.loads((chaos_dir / "checkpoint" / "state.json").read_text())
-        assert state["prompts_done"] == 2 and len(state["extra"]["sample_ahead"]) == 2  # wave 2's draws, 2 prompts
+        assert state["units_done"] == 2 and len(state["extra"]["sample_ahead"]) == 2  # wave 2's draws, 2 prompts
         proc = cli(["run", "--resume", str(chaos_dir)])
         _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err

@@ -152,7 +152,7 @@ def test_training_on_real_harmless_base_fits_the_human_preferences(model_dir: Pa
     cfg.whitebox.max_prompt_tokens = 48
     recipe = build_recipe(cfg, console=QUIET)
     recipe.setup()
-    seen = [ex for step in range(recipe.schedule.total) for ex in recipe.schedule.batch(step)[1]]
+    seen = [ex for step in range(recipe.work.schedule.total) for ex in recipe.work.schedule.batch(step)[1]]
     assert all(ex.source.startswith(str(HH_ROOT / "harmless-base" / "test.jsonl.gz")) for ex in seen)
     before = heldout_margin(recipe.trainer, seen)
     recipe.train()

@@ -1,7 +1,8 @@
-"""The checkpoint cadence: every ``checkpoint_every`` prompts, but no more often than ``checkpoint_interval_s``."""
+"""The checkpoint cadence: every ``checkpoint_every`` units, but no more often than ``checkpoint_interval_s``."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +16,7 @@ from cyclealign.run.checkpoint import Checkpointer
 def saves(monkeypatch) -> list[int]:
     done: list[int] = []
     monkeypatch.setattr(
-        checkpoint, "save_checkpoint", lambda store, trainer, state, lockstep=None: done.append(state.prompts_done)
+        checkpoint, "save_checkpoint", lambda store, trainer, state, lockstep=None: done.append(state.units_done)
     )
     return done
 
@@ -24,14 +25,12 @@ def run_waves(cp: Checkpointer, waves: int, per_wave: int = 2) -> None:
     totals = CycleTotals()
     for _ in range(waves):
         totals.prompts += per_wave
-        cp.maybe_save(totals, {})
+        cp.maybe_save(totals.prompts, asdict(totals))
 
 
 def make(interval_s: float, total: int = 10) -> Checkpointer:
     store = SimpleNamespace(interactions=[], demos=[])
-    return Checkpointer(
-        store, None, fingerprint="f", every=1, total_prompts=total, start_prompts=0, interval_s=interval_s
-    )
+    return Checkpointer(store, None, fingerprint="f", every=1, total=total, start=0, interval_s=interval_s)
 
 
 def test_without_an_interval_every_wave_saves(saves) -> None:
@@ -46,7 +45,7 @@ def test_an_interval_keeps_saves_out_of_the_steady_state_but_the_last_prompt_alw
 
 def test_a_forced_save_ignores_the_interval(saves) -> None:
     cp = make(3600.0)
-    cp.maybe_save(CycleTotals(prompts=2), {}, force=True)
+    cp.maybe_save(2, asdict(CycleTotals(prompts=2)), force=True)
     assert saves == [2]
 
 
@@ -57,5 +56,5 @@ def test_the_interval_counts_from_the_last_save(saves, monkeypatch) -> None:
     totals = CycleTotals()
     for _ in range(4):
         totals.prompts += 2
-        cp.maybe_save(totals, {})
+        cp.maybe_save(totals.prompts, asdict(totals))
     assert saves == [6]

@@ -69,7 +69,7 @@ def test_each_damaged_checkpoint_file_falls_back_and_ends_as_an_uninterrupted_ru
         extra = ("cycle.max_interactions=1", "cycle.prompt_batch=1", "run.checkpoint_every=1", "train.lr=0.01")
         run(load_config(overrides=tiny_overrides(model_dir, prompts, server.api_base, ref, *extra)), console=QUIET)
         paid = len(server.chat_calls)
-        assert json.loads((ref / "checkpoint.prev" / "state.json").read_text())["prompts_done"] == 2
+        assert json.loads((ref / "checkpoint.prev" / "state.json").read_text())["units_done"] == 2
         files = sorted(p.relative_to(ref).as_posix() for p in (ref / "checkpoint").rglob("*") if p.is_file())
         assert {"checkpoint/manifest.json", "checkpoint/state.json", "checkpoint/trainer/trainable.safetensors"} <= set(
             files

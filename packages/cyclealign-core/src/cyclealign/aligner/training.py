@@ -23,11 +23,13 @@ from cyclealign.aligner.corrector import Corrector
 from cyclealign.aligner.prompt import CorrectorPrompt
 from cyclealign.aligner.settings import AlignerTrainConfig
 from cyclealign.aligner.triples import Triple, read_triples, triples_from_run
+from cyclealign.callbacks import Callback
 from cyclealign.errors import ConfigError
-from cyclealign.offline.recipe import OfflineRecipe, OfflineResult
+from cyclealign.offline.recipe import OfflineWork, offline_lifecycle
 from cyclealign.offline.records import RankedExample
 from cyclealign.offline.schedule import Stage
 from cyclealign.offline.sft import SftLoss
+from cyclealign.run.lifecycle import RunLifecycle, RunResult
 
 
 def corrector_prompt(config: AlignerTrainConfig) -> CorrectorPrompt:
@@ -77,7 +79,14 @@ def load_triples(config: AlignerTrainConfig) -> list[Triple]:
     return triples + [t for run in a.runs for t in triples_from_run(run)]
 
 
-def build_recipe(config: AlignerTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineRecipe:
+def build_recipe(
+    config: AlignerTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunLifecycle:
+    """The corrector's training as a run lifecycle: the warm-up and correction stages, saved as a corrector."""
     a = config.aligner
     prompt = corrector_prompt(config)
     triples = load_triples(config)
@@ -102,7 +111,7 @@ def build_recipe(config: AlignerTrainConfig, *, console: Console | None = None, 
             if trainer.lockstep.rank == 0:
                 Corrector.from_whitebox(whitebox, prompt).save(output)
 
-    return OfflineRecipe(
+    work = OfflineWork(
         config,
         stages,
         examples(held, prompt),
@@ -112,27 +121,38 @@ def build_recipe(config: AlignerTrainConfig, *, console: Console | None = None, 
         shuffle=a.shuffle,
         evaluate=heldout_loss,
         save=save,
-        console=console,
-        resume=resume,
+        kind="aligner",
         command="cyclealign aligner train",
     )
+    return offline_lifecycle(work, console=console, resume=resume, callbacks=callbacks)
 
 
 def train_corrector(
-    config: AlignerTrainConfig, *, console: Console | None = None, resume: bool = False
-) -> OfflineResult:
-    """Train and save a corrector as configured; ``Corrector.load(config.output)`` then uses it."""
-    result = build_recipe(config, console=console, resume=resume).run()
+    config: AlignerTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Train and save a corrector as configured; ``Corrector.load(config.output)`` then uses it.
+
+    ``callbacks`` watch the run (with the trackers of ``run.report_to``): start, steps, checkpoints, end.
+    """
+    result = build_recipe(config, console=console, resume=resume, callbacks=callbacks).run()
     result.summary["corrector"] = str(config.output)
     return result
 
 
 def resume_corrector(
-    run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None
-) -> OfflineResult:
+    run_dir: Path,
+    *,
+    console: Console | None = None,
+    changes: list[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
     """Continue a corrector's training in ``run_dir`` (``changes``: refused, by key)."""
     from cyclealign.run.resume_changes import load_resumed
 
     command = "cyclealign aligner train"
     config = load_resumed(Path(run_dir), list(changes or []), AlignerTrainConfig, command=command, allowed=())
-    return train_corrector(config, console=console, resume=True)
+    return train_corrector(config, console=console, resume=True, callbacks=callbacks)

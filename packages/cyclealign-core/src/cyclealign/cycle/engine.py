@@ -86,6 +86,7 @@ class Cycle:
         rewards: RewardFn,
         settings: CycleSettings,
         on_record: Callable[[dict[str, Any]], None] = lambda record: None,
+        on_step: Callable[[dict[str, Any]], None] = lambda record: None,
         reseed: Callable[[str], None] = lambda key: None,
         should_stop: Callable[[], bool] = lambda: False,
         totals: CycleTotals | None = None,
@@ -101,6 +102,7 @@ class Cycle:
         self.rewards = rewards
         self.s = settings
         self.on_record = on_record
+        self.on_step = on_step  # each optimizer step's number and loss parts (what trackers plot)
         self.reseed = reseed
         self.should_stop = should_stop
         self.totals = totals if totals is not None else CycleTotals()  # a resumed run starts from its own
@@ -169,6 +171,7 @@ class Cycle:
             loss_parts = self.trainer.step(batches)
             self.totals.trained_steps += 1
             self.totals.loss_sum += float(loss_parts.get("total", 0.0))
+            self.on_step({"step": self.totals.trained_steps, **loss_parts})
         train_s = time.perf_counter() - t0
         records, demos = [], []
         ended_at = time.time()  # the tick's end (epoch s), shared by its records: profiles see ticks

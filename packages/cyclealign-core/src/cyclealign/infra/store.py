@@ -4,8 +4,9 @@ Layout::
 
     run.json            identity and status (running / completed / interrupted / budget)
     config.yaml         the resolved configuration (never secrets)
-    interactions.jsonl  one record per interaction
-    demos.jsonl         the dynamic demonstrations, in the order they were found
+    interactions.jsonl  one record per interaction (the cycle)
+    demos.jsonl         the dynamic demonstrations, in the order they were found (the cycle)
+    steps.jsonl         one record per optimizer step (``cyclealign train``, ``aligner train``)
     summary.json        the final numbers
     adapter/            the trained weights (peft ``save_pretrained`` format)
 
@@ -139,16 +140,29 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise RunDirError(str(e)) from None
 
 
-class RunDir:
-    """One run's directory, with its records kept in memory and flushed atomically."""
+JOURNALS = ("interactions", "demos", "steps")  # the record files a run may keep, as ``<name>.jsonl``
 
-    def __init__(self, path: Path, *, writer: bool = True, world_size: int = 1) -> None:
+
+class RunDir:
+    """One run's directory, with its records kept in memory and flushed atomically.
+
+    ``journals`` names the record files this run keeps (the cycle: interactions and
+    demonstrations; training: steps); a ``listener`` (the run's callbacks) sees each
+    record as it is added, so what it shows is what the files will hold.
+    """
+
+    def __init__(
+        self, path: Path, *, writer: bool = True, world_size: int = 1, journals: tuple[str, ...] = JOURNALS[:2]
+    ) -> None:
         """``writer=False``: a data-parallel process other than the first keeps the journal in memory only."""
         self.path = Path(path)
         self.writer = writer
         self.world_size = world_size
+        self.journals = journals
         self.interactions: list[dict[str, Any]] = []
         self.demos: list[Demonstration] = []
+        self.steps: list[dict[str, Any]] = []
+        self.listener: Any = None  # a ``Callback`` (rank 0): told of each interaction and step record
         self.meta: dict[str, Any] = {}  # what run.json keeps besides the status (see :meth:`set_status`)
         self._started = time.monotonic()
 
@@ -286,16 +300,30 @@ class RunDir:
 
     def add_interaction(self, record: dict[str, Any]) -> None:
         self.interactions.append(record)
+        if self.listener is not None:
+            self.listener.on_interaction(record)
 
     def add_demo(self, demo: Demonstration) -> None:
         self.demos.append(demo)
 
+    def add_step(self, record: dict[str, Any]) -> None:
+        """One optimizer step's record: journalled when the run keeps ``steps``, always shown to the listener."""
+        if "steps" in self.journals:
+            self.steps.append(record)
+        if self.listener is not None:
+            self.listener.on_step(record)
+
+    def reset_journals(self) -> None:
+        """A fresh start: no records yet."""
+        self.interactions, self.demos, self.steps = [], [], []
+
     def flush(self) -> None:
-        """Write the records so far (called at every checkpoint and at the end)."""
+        """Write the kept records so far (called at every checkpoint and at the end)."""
         if not self.writer:
             return
-        atomic_write_jsonl(self.path / "interactions.jsonl", self.interactions)
-        atomic_write_jsonl(self.path / "demos.jsonl", [asdict(d) for d in self.demos])
+        rows = {"interactions": self.interactions, "demos": [asdict(d) for d in self.demos], "steps": self.steps}
+        for name in self.journals:
+            atomic_write_jsonl(self.path / f"{name}.jsonl", rows[name])
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.writer:

@@ -2,7 +2,7 @@
 
 ``records.py`` reads the three input formats into one ``RankedExample``;
 ``settings.py`` is the config (the run's sections plus ``offline``);
-``recipe.py`` is the training recipe (setup / train / save / load / cleanup);
+``recipe.py`` is the unit of work (one optimizer step) the run lifecycle repeats;
 ``margin.py`` measures the held-out preference margin.
 """
 

@@ -1,14 +1,15 @@
-"""The offline training recipe: ``setup`` / ``train`` / ``save`` / ``cleanup``, resumable at any step.
+"""The training unit of work (``cyclealign train``, ``aligner train``): one optimizer step over a batch.
 
-It reuses the cycle's parts unchanged: the white-box model and its
+:class:`OfflineWork` supplies what only training has: the schedule of stages and
+batches, the held-out measurement before and after (and every ``eval_every``
+steps), the step records of ``steps.jsonl`` and the way the weights are saved.
+The run around it (run directory, checkpoints, lockstep, stop flag, progress,
+callbacks, summary, status) is :class:`cyclealign.run.lifecycle.RunLifecycle`'s,
+the same as ``cyclealign run``'s.  It reuses the cycle's white-box model and its
 ``PolicyTrainer`` (losses as plugins, prefix sharing, the torch or DeepSpeed
-backend), the run directory (``store.RunDir``, atomic writes), checkpoints
-(``checkpoint.Checkpointer``: weights, optimizer, RNG, step count), the
-``Lockstep`` between data-parallel processes and the session's ``StopFlag``
-(first Ctrl+C/SIGTERM finishes the step and saves).  The run directory holds
-``config.yaml``, ``run.json``, ``steps.jsonl`` (one record per step),
-``summary.json`` (held-out numbers before and after), ``checkpoint/`` and the
-weights (``adapter/``, or what the ``save`` hook writes).
+backend) unchanged.  The run directory holds ``config.yaml``, ``run.json``,
+``steps.jsonl`` (one record per step), ``summary.json`` (held-out numbers before
+and after), ``checkpoint/`` and the weights (``adapter/``, or what ``save`` writes).
 """
 
 from __future__ import annotations
@@ -16,23 +17,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cyclealign.infra import process_group
-from cyclealign.infra.lockstep import lockstep_for
-from cyclealign.infra.store import RunDir, atomic_write_jsonl, read_jsonl
+from cyclealign.callbacks import Callback
 from cyclealign.offline.margin import heldout_margin
 from cyclealign.offline.records import RankedExample
 from cyclealign.offline.schedule import Schedule, Stage
 from cyclealign.protocols import RankLoss
 from cyclealign.run import assembly
-from cyclealign.run.checkpoint import Checkpointer, config_fingerprint, load_checkpoint, note_fallback, read_checkpoint
-from cyclealign.run.session import StopFlag
-from cyclealign.run.summary import across_processes
+from cyclealign.run.lifecycle import Ending, RunLifecycle, RunResult, Work
 
 Evaluate = Callable[[Any, Sequence[RankedExample]], dict[str, float] | None]
 
@@ -47,37 +42,24 @@ class OfflineTotals:
     stopped: str | None = None
     last_parts: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def prompts(self) -> int:  # the Checkpointer's cadence counts units of work; here they are steps
-        return self.steps
+
+OfflineResult = RunResult  # the name earlier versions returned
 
 
-class StepsDir(RunDir):
-    """A run directory whose journal is ``steps.jsonl``: flushed (atomically) just before each checkpoint."""
-
-    def __init__(self, path: Path, **kw: Any) -> None:
-        super().__init__(path, **kw)
-        self.steps: list[dict[str, Any]] = []
-
-    def flush(self) -> None:
-        if self.writer:
-            atomic_write_jsonl(self.path / "steps.jsonl", self.steps)
-
-
-@dataclass
-class OfflineResult:
-    run_dir: Path
-    totals: OfflineTotals
-    summary: dict[str, Any]
-
-
-class OfflineRecipe:
-    """One training run over ``stages`` (see ``schedule.py``), measured on ``heldout`` before and after.
+class OfflineWork(Work):
+    """Training over ``stages`` (see ``schedule.py``), measured on ``heldout`` before and after.
 
     ``config`` has the sections ``whitebox``, ``train`` and ``run`` (``OfflineTrainConfig``
     or the corrector's config); ``evaluate`` measures the held-out set (the preference
     margin by default); ``save`` writes the trained weights (the adapter/model by default).
     """
+
+    unit = "steps"
+    verb = "training"
+    progress_text = "{task.fields[stage]} · loss {task.fields[loss]}"
+    journals = ("steps",)
+    stop_is_boundary = True  # the flag is read between steps: the state then is a step boundary
+    totals_type = OfflineTotals
 
     def __init__(
         self,
@@ -91,9 +73,8 @@ class OfflineRecipe:
         shuffle: bool = True,
         eval_every: int = 0,
         evaluate: Evaluate = heldout_margin,
-        save: Callable[[Any, Any, RunDir], None] | None = None,
-        console: Console | None = None,
-        resume: bool = False,
+        save: Callable[[Any, Any, Any], None] | None = None,
+        kind: str = "train",
         command: str = "cyclealign train",
     ) -> None:
         self.config = config
@@ -103,133 +84,65 @@ class OfflineRecipe:
         self.eval_every = eval_every
         self.evaluate = evaluate
         self.save_hook = save
-        self.resume = resume
+        self.kind = kind
         self.command = command
-        self.lockstep = lockstep_for(config.train.backend, config.train.collective_timeout_s)
-        self.rank, self.world_size = self.lockstep.rank, self.lockstep.world_size
-        self.console = console or Console()
-        if self.rank:
-            self.console = Console(quiet=True)
-        self.store = StepsDir(config.run.dir, writer=self.rank == 0, world_size=self.world_size)
-        self.public = config.public_dict()
-        self.fingerprint = config_fingerprint(self.public)
-        self.stop = StopFlag(self.console)
-        self.status = "failed"
-        self.started = time.monotonic()
 
-    # ------------------------------------------------------------------ setup
-    def setup(self) -> None:
+    def check(self, lc: RunLifecycle) -> int:
         from cyclealign.whitebox.loading import resolve_model
 
-        cfg, store = self.config, self.store
-        resolve_model(cfg.whitebox.model, cfg.whitebox.gguf_file)  # cheap checks before the directory is touched
-        if self.resume:
-            store.require_existing()
-        else:
-            store.check_free(overwrite=cfg.run.overwrite)
-        state = read_checkpoint(store, self.fingerprint, config=self.public) if self.resume else None
-        note_fallback(store, state, self.console, unit="steps")
-        store.start_process()
-        if self.resume:
-            store.set_status("running")
-        else:
-            store.prepare(self.public, overwrite=cfg.run.overwrite)
-        self.lockstep.barrier()
-        try:
-            with self.console.status("loading the white-box model…"):
-                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep)
-            self.checkpoints = Checkpointer(
-                store,
-                self.trainer,
-                fingerprint=self.fingerprint,
-                every=cfg.run.checkpoint_every,
-                total_prompts=self.schedule.total,
-                start_prompts=state.prompts_done if state else 0,
-                lockstep=self.lockstep,
-                interval_s=cfg.run.checkpoint_interval_s,
-                config=self.public,
-            )
-            self.load(state)
-        except BaseException:
-            store.set_status("failed")
-            raise
+        resolve_model(self.config.whitebox.model, self.config.whitebox.gguf_file)
+        return self.schedule.total
 
-    def load(self, state: Any) -> None:
-        """Start fresh (measure the held-out set, write the first checkpoint) or restore ``state``."""
+    def build(self, lc: RunLifecycle) -> tuple[Any, Any]:
+        with lc.console.status("loading the white-box model…"):
+            return assembly.build_whitebox(self.config, self.loss, lc.lockstep)
+
+    def ready(self, lc: RunLifecycle, state: Any) -> None:
+        """A fresh start measures the held-out set first (a resume has the numbers in its checkpoint)."""
         if state is None:
-            self.store.interactions, self.store.demos = [], []
-            self.totals = OfflineTotals()
-            with self.console.status("measuring the held-out set…"):
-                self.totals.heldout_before = self.evaluate(self.trainer, self.heldout)
-            self.checkpoint(force=True)
-            return
-        load_checkpoint(self.store, self.trainer, state)
-        self.totals = OfflineTotals(**{**state.totals, "stopped": None})
-        self.store.steps = read_jsonl(self.store.path / "steps.jsonl")[: self.totals.steps]
-        self.console.print(f"resuming {self.store.path} after {self.totals.steps} of {self.schedule.total} steps")
+            with lc.console.status("measuring the held-out set…"):
+                lc.totals.heldout_before = self.evaluate(lc.trainer, self.heldout)
 
-    def checkpoint(self, force: bool = False) -> None:
-        """The checkpoint when due (``steps.jsonl`` is flushed first: a checkpoint covers its first ``steps`` lines)."""
-        if self.checkpoints.maybe_save(self.totals, {}, force=force):
-            self.store.update_process()  # this process's wall time, should it be killed before the end
-            self.store.set_status("running")
+    def units(self, totals: OfflineTotals) -> int:
+        return totals.steps
 
-    # ------------------------------------------------------------------ train
-    def train(self) -> OfflineTotals:
-        progress = Progress(
-            TextColumn("[bold]training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps · {task.fields[stage]} · loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            disable=not self.config.run.progress,
-        )
-        t = self.totals
-        with progress, self.stop.installed():
-            task = progress.add_task("train", total=self.schedule.total, completed=t.steps, stage="–", loss="–")
-            while t.steps < self.schedule.total:
-                if self.lockstep.any(self.stop()):
-                    t.stopped = "interrupted"
-                    break
-                position, examples = self.schedule.batch(t.steps)
-                mine = examples[self.rank :: self.world_size]  # this process's share of the step's prompts
-                parts = self.trainer.step([ex.loss_batch() for ex in mine])
-                t.steps += 1
-                t.examples_seen += len(examples)
-                t.last_parts = {k: float(v) for k, v in parts.items()}
-                record = {"step": t.steps, **asdict(position), "examples": [ex.id for ex in examples], **t.last_parts}
-                if self.eval_every and t.steps % self.eval_every == 0 and t.steps < self.schedule.total:
-                    record["heldout"] = self.evaluate(self.trainer, self.heldout)
-                self.store.steps.append(record)
-                progress.update(task, advance=1, stage=position.stage, loss=f"{parts.get('total', 0.0):.3f}")
-                self.checkpoint()
-        if t.stopped:
-            self.checkpoint(force=True)
-            self.status = "interrupted"
-        else:
-            flush = getattr(self.trainer.backend, "flush", None)
-            if flush is not None:
-                flush()  # the last steps of an unfinished accumulation (train.grad_accum) still update
-            self.status = "completed"
-        return t
+    def progress_fields(self, totals: OfflineTotals) -> dict[str, Any]:
+        return {"stage": "–", "loss": "–"}
 
-    # ------------------------------------------------------------------ save / cleanup
-    def save(self) -> None:
-        """The trained weights: the ``save`` hook's way, else the adapter (or full model) in ``adapter/``."""
-        from cyclealign.whitebox.trainer import save_trainable
+    def train(self, lc: RunLifecycle) -> None:
+        """Step by step until the schedule ends or a process is asked to stop; every step is journalled."""
+        t = lc.totals
+        while t.steps < self.schedule.total:
+            if lc.lockstep.any(lc.stop()):
+                t.stopped = "interrupted"
+                return
+            position, examples = self.schedule.batch(t.steps)
+            mine = examples[lc.rank :: lc.world_size]  # this process's share of the step's prompts
+            parts = lc.trainer.step([ex.loss_batch() for ex in mine])
+            t.steps += 1
+            t.examples_seen += len(examples)
+            t.last_parts = {k: float(v) for k, v in parts.items()}
+            record = {"step": t.steps, **asdict(position), "examples": [ex.id for ex in examples], **t.last_parts}
+            record["lr"] = lc.learning_rate()
+            if self.eval_every and t.steps % self.eval_every == 0 and t.steps < self.schedule.total:
+                record["heldout"] = self.evaluate(lc.trainer, self.heldout)
+            lc.store.add_step(record)
+            lc.advance(1, stage=position.stage, loss=f"{parts.get('total', 0.0):.3f}")
+            lc.checkpoint()
+        flush = getattr(lc.trainer.backend, "flush", None)
+        if flush is not None:
+            flush()  # the last steps of an unfinished accumulation (train.grad_accum) still update
 
-        if self.save_hook is not None:
-            self.save_hook(self.whitebox, self.trainer, self.store)
-        else:
-            save_trainable(self.whitebox, self.store.adapter_dir, self.trainer)
+    def save(self, lc: RunLifecycle) -> None:
+        """The ``save`` hook's way, else the adapter (or full model) in ``adapter/``."""
+        if self.save_hook is None:
+            return super().save(lc)
+        self.save_hook(lc.whitebox, lc.trainer, lc.store)
 
-    def cleanup(self) -> dict[str, Any]:
-        """Always: the step records, the held-out numbers after training, the weights, the summary, the status."""
-        t = self.totals
-        self.store.flush()
-        after = self.evaluate(self.trainer, self.heldout) if self.status == "completed" else None
-        self.save()
+    def finish(self, lc: RunLifecycle) -> Ending:
+        """The step counts and the held-out numbers after training (when it completed)."""
+        t = lc.totals
+        after = self.evaluate(lc.trainer, self.heldout) if lc.status == "completed" else None
         summary = {
             "steps": t.steps,
             "total_steps": self.schedule.total,
@@ -242,34 +155,21 @@ class OfflineRecipe:
             "stopped": t.stopped,
             "loss": getattr(self.loss, "name", type(self.loss).__name__),
             "sft_weight": getattr(self.loss, "sft_weight", None),
-            "world_size": self.world_size,
-            "wall_s": round(time.monotonic() - self.started, 2),
+            "wall_s": round(time.monotonic() - lc.started, 2),
         }
-        self.store.update_process(ended=self.status)
-        across_processes(summary, self.store.earlier_processes, None)  # wall time and resumes of every process
-        self.store.write_summary(summary)
-        self.store.set_status(self.status)
-        return summary
+        return Ending(summary)
 
-    def run(self) -> OfflineResult:
-        try:
-            self.setup()
-            try:
-                self.train()
-            finally:
-                summary = self.cleanup()
-        finally:
-            process_group.leave()  # the group this run made (DeepSpeed), error or not: NCCL warns otherwise
-        self._report(summary)
-        return OfflineResult(self.store.path, self.totals, summary)
-
-    def _report(self, summary: dict[str, Any]) -> None:
+    def report(self, lc: RunLifecycle, summary: dict[str, Any]) -> None:
         before, after = summary["heldout_before"], summary["heldout_after"]
-        self.console.print(f"[bold]{summary['steps']}[/bold] steps; results in {self.store.path}")
+        lc.console.print(f"[bold]{summary['steps']}[/bold] steps; results in {lc.store.path}")
         if before and after:
             keys = [k for k in before if k not in ("examples", "tokens")]
             shown = ", ".join(f"{k} {before[k]:+.4f} → {after[k]:+.4f}" for k in keys)
-            self.console.print(f"held-out ({int(before.get('examples', 0))} examples): {shown}")
-        if self.status != "completed":
-            self.console.print(f"[yellow]stopped ({self.totals.stopped}); continue with:[/yellow]")
-            print(f"  {self.command} --resume {self.store.path}", file=self.console.file, flush=True)
+            lc.console.print(f"held-out ({int(before.get('examples', 0))} examples): {shown}")
+
+
+def offline_lifecycle(
+    work: OfflineWork, *, console: Console | None = None, resume: bool = False, callbacks: Sequence[Callback] = ()
+) -> RunLifecycle:
+    """The lifecycle of ``cyclealign train`` / ``aligner train`` around ``work``."""
+    return RunLifecycle(work.config, work, console=console, resume=resume, callbacks=callbacks)

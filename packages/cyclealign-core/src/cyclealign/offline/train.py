@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
 from cyclealign import plugins
+from cyclealign.callbacks import Callback
 from cyclealign.errors import ConfigError
-from cyclealign.offline.recipe import OfflineRecipe, OfflineResult
+from cyclealign.offline.recipe import OfflineWork, offline_lifecycle
 from cyclealign.offline.records import read_examples, split_heldout
 from cyclealign.offline.schedule import Stage
 from cyclealign.offline.settings import OfflineTrainConfig
+from cyclealign.run.lifecycle import RunLifecycle, RunResult
 
 
-def build_recipe(config: OfflineTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineRecipe:
-    """Read the data, split off the held-out set, build the loss: the recipe, ready to ``run``."""
+def build_recipe(
+    config: OfflineTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunLifecycle:
+    """Read the data, split off the held-out set, build the loss: the run's lifecycle, ready to ``run``."""
     o = config.offline
     if not o.source:
         raise ConfigError("offline.source: name the preference data (a .jsonl file or hh-rlhf:<dir>)")
@@ -28,7 +37,7 @@ def build_recipe(config: OfflineTrainConfig, *, console: Console | None = None, 
     if o.max_heldout is not None:
         heldout = heldout[: o.max_heldout]
     loss = plugins.create_loss(config.loss, num_samples=max(len(e.responses) for e in examples))
-    return OfflineRecipe(
+    work = OfflineWork(
         config,
         [Stage("train", train, o.epochs, o.max_steps)],
         heldout,
@@ -37,21 +46,35 @@ def build_recipe(config: OfflineTrainConfig, *, console: Console | None = None, 
         seed=seed,
         shuffle=o.shuffle,
         eval_every=o.eval_every,
-        console=console,
-        resume=resume,
     )
+    return offline_lifecycle(work, console=console, resume=resume, callbacks=callbacks)
 
 
-def train(config: OfflineTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineResult:
-    """Train the white-box model on preference data as configured (``resume``: continue ``run.dir``)."""
-    return build_recipe(config, console=console, resume=resume).run()
+def train(
+    config: OfflineTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Train the white-box model on preference data as configured (``resume``: continue ``run.dir``).
+
+    ``callbacks`` watch the run (with the trackers of ``run.report_to``): start, steps, checkpoints, end.
+    """
+    return build_recipe(config, console=console, resume=resume, callbacks=callbacks).run()
 
 
-def resume(run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None) -> OfflineResult:
+def resume(
+    run_dir: Path,
+    *,
+    console: Console | None = None,
+    changes: list[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
     """Continue the training run in ``run_dir`` with its own resolved config (``changes``: refused, by key)."""
     from cyclealign.run.resume_changes import load_resumed
 
     config = load_resumed(
         Path(run_dir), list(changes or []), OfflineTrainConfig, command="cyclealign train", allowed=()
     )
-    return train(config, console=console, resume=True)
+    return train(config, console=console, resume=True, callbacks=callbacks)

@@ -1,4 +1,5 @@
-"""A run's life: wiring the parts, checkpoints, the store, lockstep across ranks, the summary.
+"""A run's life: the one lifecycle (``lifecycle.py``) of the cycle and of training, the cycle's
+unit of work (``cycle_run.py``), wiring the parts, checkpoints, the stop flag, the summary.
 
 ``from cyclealign.run import run, resume`` stays the public entry; the names load lazily
 from :mod:`cyclealign.run.entry` so lower layers may import ``cyclealign.infra.store`` cheaply.

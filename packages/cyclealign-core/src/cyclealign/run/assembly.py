@@ -1,7 +1,7 @@
 """Turn a config into the parts of a run: pure wiring, no policy.
 
 Each ``build_*`` makes one part from its config section; what a run does with
-them (status, checkpoints, resume, stop) is :mod:`cyclealign.run.session`'s.
+them (status, checkpoints, resume, stop) is :mod:`cyclealign.run.lifecycle`'s.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def build_cycle(
     totals: CycleTotals,
     should_stop: Callable[[], bool],
     lockstep: Lockstep | None = None,
+    on_step: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> Cycle:
     """The engine of Figure 2, wired to the real parts and journalling into ``store``."""
     from cyclealign.whitebox import MeanLogProbRanker
@@ -141,6 +142,7 @@ def build_cycle(
         rewards=lambda order: ranks_to_rewards(order, c.reward_scheme),
         settings=CycleSettings.from_config(c, seed=config.run.seed),
         on_record=store.add_interaction,
+        on_step=on_step,
         reseed=reseed_all,
         should_stop=should_stop,
         totals=totals,

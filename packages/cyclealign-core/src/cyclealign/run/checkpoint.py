@@ -2,7 +2,7 @@
 
 A checkpoint is one directory, ``checkpoint/``, swapped in atomically:
 
-    state.json          prompt cursor, counters, record counts, config fingerprint
+    state.json          units done (prompts or steps), counters, record counts, config fingerprint
     rng.safetensors     torch RNG state (numpy and python states live in state.json)
     trainer/            trainable weights (safetensors) and optimizer state (weights-only)
     manifest.json       every other file's size and sha256, written last
@@ -12,9 +12,9 @@ resume verifies every file against the manifest and, when the newest is damaged
 (a disk error, a truncated copy), falls back to the previous one, redoing the work
 between them (:mod:`cyclealign.run.checkpoint_files`).
 
-The run's ``interactions.jsonl`` and ``demos.jsonl`` are flushed *before* the
-checkpoint is swapped in, and the checkpoint records how many lines of each it
-covers: on resume, lines past those counts (work after the checkpoint) are
+The run's journals (``interactions.jsonl`` and ``demos.jsonl``, or ``steps.jsonl``)
+are flushed *before* the checkpoint is swapped in, and the checkpoint records how
+many lines of each it covers: on resume, lines past those counts (work after the checkpoint) are
 dropped and redone, and the oracle cache makes the redone calls free.
 """
 
@@ -38,12 +38,22 @@ STATE_FORMAT = 1
 
 @dataclass
 class CheckpointState:
-    prompts_done: int
+    """What ``state.json`` holds: the units done (the cycle's prompts, training's steps) and the journal lengths."""
+
+    units_done: int
     n_interactions: int
     n_demos: int
     totals: dict[str, Any]
     config_fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
+    n_steps: int | None = None  # None: a checkpoint from before steps were counted here (its units are its steps)
+
+    @classmethod
+    def from_json(cls, prompts_done: int | None = None, **fields: Any) -> CheckpointState:
+        """A state read back; checkpoints of earlier versions call their units ``prompts_done``."""
+        if prompts_done is not None:
+            fields.setdefault("units_done", prompts_done)
+        return cls(**fields)
 
 
 # What a resume may change (``--resume RUN --set KEY=VALUE``): how much the oracle may spend and how fast it is
@@ -133,7 +143,7 @@ def save_checkpoint(store: RunDir, trainer: Any, state: CheckpointState, lockste
     def fill(tmp: Path) -> None:
         save_file({"torch": torch_rng}, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps(asdict(state), sort_keys=True))
-        write_manifest(tmp, state.prompts_done)  # last: a checkpoint with a manifest is complete
+        write_manifest(tmp, state.units_done)  # last: a checkpoint with a manifest is complete
 
     target, keep = store.path / CURRENT, store.path / PREVIOUS
     if lockstep is None or lockstep.world_size == 1:
@@ -177,7 +187,7 @@ def read_checkpoint(store: RunDir, fingerprint: str, *, config: dict[str, Any] |
             f"(only oracle.{', oracle.'.join(RESUME_KEYS)} may change: --resume RUN --set KEY=VALUE)"
         )
 
-    return choose_checkpoint(store.path, CheckpointState, check)
+    return choose_checkpoint(store.path, CheckpointState.from_json, check)
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -205,13 +215,17 @@ def load_checkpoint(store: RunDir, trainer: Any, state: CheckpointState) -> None
     ckpt = getattr(state, "directory", store.path / CURRENT)
     trainer.load_state(ckpt / "trainer")
     _set_rng_state(state.extra["rng"], load_file(str(ckpt / "rng.safetensors"))["torch"])
+    n_steps = state.units_done if state.n_steps is None else state.n_steps
     store.interactions = read_jsonl(store.path / "interactions.jsonl")[: state.n_interactions]
     store.demos = load_demos(store.path / "demos.jsonl")[: state.n_demos]
-    if len(store.interactions) != state.n_interactions or len(store.demos) != state.n_demos:
-        raise RunDirError(f"{store.path}: interactions.jsonl or demos.jsonl is shorter than the checkpoint says")
+    store.steps = read_jsonl(store.path / "steps.jsonl")[:n_steps] if "steps" in store.journals else []
+    wanted = {"interactions": state.n_interactions, "demos": state.n_demos, "steps": n_steps}
+    short = [f"{name}.jsonl" for name in store.journals if len(getattr(store, name)) != wanted[name]]
+    if short:
+        raise RunDirError(f"{store.path}: {' and '.join(short)} is shorter than the checkpoint says")
 
 
-def note_fallback(store: RunDir, state: CheckpointState | None, console: Any, unit: str = "prompts") -> None:
+def note_fallback(store: RunDir, state: CheckpointState | None, console: Any, unit: str) -> None:
     """Say (console, run.json ``fallbacks``) that a damaged checkpoint was skipped, and how much is redone."""
     from rich.markup import escape
 
@@ -230,11 +244,12 @@ def note_fallback(store: RunDir, state: CheckpointState | None, console: Any, un
 
 
 class Checkpointer:
-    """The cadence: every ``every`` prompts once ``interval_s`` seconds have passed, at the last prompt, when forced.
+    """The cadence: every ``every`` units once ``interval_s`` seconds have passed, at the last unit, when forced.
 
-    The interval keeps checkpoint writes out of the steady state (a wave of a
-    fast cycle may take a second): a crash then redoes at most ``interval_s`` of
-    work, and the oracle calls of that work come back from the cache, unpaid.
+    A unit is whatever the run counts (the cycle's prompts, training's steps).  The
+    interval keeps checkpoint writes out of the steady state (a wave of a fast
+    cycle may take a second): a crash then redoes at most ``interval_s`` of work,
+    and the oracle calls of that work come back from the cache, unpaid.
     """
 
     def __init__(
@@ -244,8 +259,8 @@ class Checkpointer:
         *,
         fingerprint: str,
         every: int,
-        total_prompts: int,
-        start_prompts: int,
+        total: int,
+        start: int,
         lockstep: Any = None,
         interval_s: float = 0.0,
         config: dict[str, Any] | None = None,
@@ -256,33 +271,32 @@ class Checkpointer:
         self.trainer = trainer
         self.fingerprint = fingerprint
         self.every = every
-        self.total_prompts = total_prompts
-        self.last_prompts = start_prompts
+        self.total = total
+        self.last_units = start
         self.interval_s = interval_s
         self.last_time = time.monotonic()
 
-    def maybe_save(self, totals: Any, spent: dict[str, Any], *, force: bool = False, ahead: Any = None) -> bool:
-        """Save when due (``totals``: the engine's counters; ``spent``: the oracle's usage so far;
-        ``ahead``: samples drawn ahead for the next tick, with ``cycle.sample_ahead``); True when it saved."""
+    def maybe_save(
+        self, units: int, totals: dict[str, Any], *, force: bool = False, extra: dict[str, Any] | None = None
+    ) -> bool:
+        """Save when due (``units``: done so far; ``totals``: the run's counters; ``extra``: what the unit of
+        work keeps besides, e.g. the oracle's spend); True when it saved."""
         waited = time.monotonic() - self.last_time >= self.interval_s
-        due = (totals.prompts - self.last_prompts >= self.every and waited) or totals.prompts == self.total_prompts
+        due = (units - self.last_units >= self.every and waited) or units == self.total
         if self.lockstep is not None:
             due = self.lockstep.any(due)  # clocks differ between processes: one says so, all save
         if not (due or force):
             return False
         state = CheckpointState(
-            prompts_done=totals.prompts,
+            units_done=units,
             n_interactions=len(self.store.interactions),
             n_demos=len(self.store.demos),
-            totals=asdict(totals),
+            n_steps=len(getattr(self.store, "steps", ())),
+            totals=totals,
             config_fingerprint=self.fingerprint,
-            extra={
-                "oracle_spend": spent,
-                **({"sample_ahead": ahead} if ahead is not None else {}),
-                **({"config": self.config} if self.config is not None else {}),
-            },
+            extra={**(extra or {}), **({"config": self.config} if self.config is not None else {})},
         )
         save_checkpoint(self.store, self.trainer, state, self.lockstep)
-        self.last_prompts = totals.prompts
+        self.last_units = units
         self.last_time = time.monotonic()
         return True

@@ -69,7 +69,7 @@ def damaged_file(directory: Path) -> str | None:
 
 def _done(directory: Path) -> int | None:
     """The prompts (or steps) a damaged checkpoint says it covers, when its state.json or manifest still reads."""
-    for name, key in (("state.json", "prompts_done"), (MANIFEST, "covers")):
+    for name, key in (("state.json", "units_done"), ("state.json", "prompts_done"), (MANIFEST, "covers")):
         try:
             return int(json.loads((directory / name).read_text())[key])
         except (OSError, ValueError, KeyError, TypeError):
@@ -105,7 +105,7 @@ def choose_checkpoint(run_path: Path, make_state: Callable[..., Any], check: Cal
         state.directory = directory
         state.fallback = None
         if damaged:
-            state.fallback = {"damaged": damaged, "resumed_after": state.prompts_done, "instead_of": instead_of}
+            state.fallback = {"damaged": damaged, "resumed_after": state.units_done, "instead_of": instead_of}
         return state
     if damaged:
         raise CheckpointDamaged(

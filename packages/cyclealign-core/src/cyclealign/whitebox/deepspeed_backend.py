@@ -115,6 +115,11 @@ class DeepSpeedBackend:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return self._params
 
+    @property
+    def lr(self) -> float:
+        """The learning rate the next update uses."""
+        return float(self.engine.get_lr()[0])
+
     def step(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
         self.engine.step()
