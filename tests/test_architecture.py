@@ -292,13 +292,8 @@ LAYERS: list[set[str]] = [
     {"__main__"},
 ]
 
-# Upward imports that stay for now, each with its reason (keep this list short).
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    # upstream's Aligner/paper-model generation reuses evaluate's batched greedy
-    # generation lazily; moving generate.py below upstream drags evaluate's
-    # settings with it (issue 20 follow-up).
-    ("cyclealign.upstream", "cyclealign.evaluate.generate"): "lazy reuse of evaluate's batched generation",
-}
+# Upward imports that stay for now, each with its reason (keep this list short; empty today).
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def layer_key(module: str) -> str:
