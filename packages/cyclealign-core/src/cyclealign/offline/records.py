@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cyclealign.data.hh_rlhf import FILTER_RULES, load_hh_rlhf, parse_pair
-from cyclealign.data.jsonl import parse_prompt_row
+from cyclealign.data.prompt_file import parse_prompt_row
 from cyclealign.errors import DataError
 from cyclealign.jsonl import JsonlReader
 from cyclealign.protocols import Candidate, LossBatch, Message, Prompt
