@@ -53,6 +53,22 @@ def _config(config: Path | None, sets: list[str] | None) -> Config:
     return load_config(config, sets or [])
 
 
+def _sample_and_model(
+    subset: list[str] | None,
+    split: str,
+    k: int | None,
+    seed: int,
+    lenient: bool,
+    max_new_tokens: int,
+    batch_size: int,
+    device: str,
+    dtype: str,
+) -> dict[str, Any]:
+    """What `eval reward` and `eval generate` share (the sample, the local model), named as their functions take it."""
+    sample = {"subsets": subset, "split": split, "k": k, "seed": seed, "lenient": lenient}
+    return {**sample, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "device": device, "dtype": dtype}
+
+
 def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """Call an evaluation function; bad input becomes one red line and exit code 2, not a traceback."""
     from cyclealign.cli.common import guarded
@@ -142,16 +158,8 @@ def reward_command(
         run_dir=run,
         model=model,
         system=name,
-        subsets=subset,
-        split=split,
-        k=k,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
+        **_sample_and_model(subset, split, k, seed, lenient, max_new_tokens, batch_size, device, dtype),
         prompt_format=prompt_format,
-        lenient=lenient,
         out_dir=out,
         table=table,
     )
@@ -268,15 +276,7 @@ def generate_command(
         oracle=_config(config, set_).oracle,
         api_base=api_base,
         system=name,
-        subsets=subset,
-        split=split,
-        k=k,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        lenient=lenient,
+        **_sample_and_model(subset, split, k, seed, lenient, max_new_tokens, batch_size, device, dtype),
         out_dir=out,
     )
 
