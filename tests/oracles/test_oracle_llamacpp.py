@@ -14,10 +14,11 @@ import jsonschema
 import pytest
 
 from cyclealign.config import OracleConfig
+from cyclealign.embedded import embedded_gguf_path
 from cyclealign.oracle.prompts import STATIC_DEMONSTRATION, ranking_schema
 from cyclealign.plugins import create_oracle
 from cyclealign.protocols import OracleRequest
-from cyclealign_oracles.local_server import LocalServerError, ManagedLlamaServer, embedded_gguf_path
+from cyclealign_oracles.local_server import LocalServerError, ManagedLlamaServer
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
@@ -80,7 +81,8 @@ def test_the_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
     """A run killed with SIGKILL runs no cleanup: the managed server must notice and stop by itself."""
     script = (
         "import sys, time\n"
-        "from cyclealign_oracles.local_server import ManagedLlamaServer, embedded_gguf_path\n"
+        "from cyclealign.embedded import embedded_gguf_path\n"
+        "from cyclealign_oracles.local_server import ManagedLlamaServer\n"
         "s = ManagedLlamaServer(embedded_gguf_path(), n_ctx=512).start()\n"
         "print(s.pid, flush=True)\n"
         "time.sleep(600)\n"

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from cyclealign.cli.main import app
 from cyclealign.config import OracleConfig
 from cyclealign.data.hh_rlhf import load_hh_rlhf, stratified_sample
-from cyclealign.evaluate.commands import eval_judge, eval_reward
+from cyclealign.evaluate.judge import eval_judge
 from cyclealign.evaluate.pair_accuracy import eval_human_pair_accuracy
-from cyclealign.evaluate.reward import RewardModelError, RewardScorer, oasst_text
+from cyclealign.evaluate.reward import eval_reward
+from cyclealign.evaluate.reward_model import RewardModelError, RewardScorer, oasst_text
 from cyclealign.infra.store import atomic_write_jsonl
 from cyclealign.protocols import Demonstration, Message, Prompt
 from tests.support.openai_server import OpenAIServer, Reply, shown_responses
@@ -136,7 +137,7 @@ def test_a_directory_without_a_reward_head_is_refused(tmp_path: Path) -> None:
 
 
 def test_eval_reward_generates_in_batches_and_merges_a_shared_table(tmp_path: Path) -> None:
-    from cyclealign.evaluate.generate import generate_answers, load_system
+    from cyclealign.whitebox.greedy import generate_answers, load_system
 
     model = tiny_llama_dir(tmp_path / "base")
     rm = tiny_reward_model_dir(tmp_path / "rm")
@@ -169,7 +170,7 @@ def test_eval_reward_generates_with_a_trained_runs_adapter(tmp_path: Path) -> No
     out = eval_reward(data=SHARED, reward_model=rm, run_dir=run_dir, subsets=["harmless-base"], k=2, max_new_tokens=6)
     rows = [json.loads(x) for x in (run_dir / "eval" / "answers.jsonl").read_text().rstrip("\n").split("\n")]
     assert len(rows) == 2 and out["rows"][0][0] == "run"
-    from cyclealign.evaluate.generate import load_system
+    from cyclealign.whitebox.greedy import load_system
 
     wb = load_system(run_dir=run_dir)
     assert type(wb.model).__name__.startswith("PeftModel")  # the trained adapter is applied

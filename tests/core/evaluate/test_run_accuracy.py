@@ -85,7 +85,7 @@ def _expected(records: list[dict], scores: list[list[float]], start: int, end: i
 
 @pytest.mark.slow
 def test_oracle_accuracy_on_a_runs_candidates_and_two_curves_in_the_report(tmp_path: Path, monkeypatch) -> None:
-    from cyclealign.evaluate.reward import RewardScorer
+    from cyclealign.evaluate.reward_model import RewardScorer
     from cyclealign.evaluate.run_accuracy import prompt_of as rebuild
 
     rm = tiny_reward_model_dir(tmp_path / "rm", seed=1)

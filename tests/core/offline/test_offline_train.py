@@ -130,7 +130,7 @@ def test_training_on_trl_pairs_raises_the_heldout_margin(model_dir: Path, tmp_pa
     assert (tmp_path / loss / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((tmp_path / loss / "run.json").read_text())["status"] == "completed"
     if loss == "dpo":  # the run directory is what `eval reward --run` evaluates (the PRO/RRHF baselines' rows)
-        from cyclealign.evaluate.generate import generate_answers, load_system
+        from cyclealign.whitebox.greedy import generate_answers, load_system
 
         trained, base = load_system(run_dir=tmp_path / loss), load_system(model=str(model_dir))
         ids = torch.tensor([[2, 5, 6, 7]])

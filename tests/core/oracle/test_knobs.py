@@ -11,7 +11,7 @@ import torch
 
 from cyclealign.config import OracleConfig, load_config
 from cyclealign.errors import ConfigError
-from cyclealign.evaluate.commands import eval_judge
+from cyclealign.evaluate.judge import eval_judge
 from cyclealign.infra.store import atomic_write_jsonl
 from cyclealign.oracle.demos import DemoPool
 from cyclealign.oracle.prompts import STATIC_DEMONSTRATION, SYSTEM

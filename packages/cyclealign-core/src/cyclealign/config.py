@@ -204,7 +204,15 @@ class RunConfig(Section):
     )
 
 
-class Config(Section):
+class RootConfig(Section):
+    """A whole config file (a run's, ``train``'s, ``aligner train``'s): what is saved with the run."""
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data; never contains secrets (keys live in env/files only)."""
+        return self.model_dump(mode="json")
+
+
+class Config(RootConfig):
     whitebox: WhiteboxConfig = WhiteboxConfig()
     oracle: OracleConfig = OracleConfig()
     cycle: CycleConfig = CycleConfig()
@@ -212,10 +220,6 @@ class Config(Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     run: RunConfig = RunConfig()
-
-    def public_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data; never contains secrets (keys live in env/files only)."""
-        return self.model_dump(mode="json")
 
 
 Schema = TypeVar("Schema", bound=BaseModel)

@@ -1,4 +1,4 @@
-"""`cyclealign export RUN_DIR...`: a run's rankings as preference data for other trainers.
+"""A run's rankings as preference data for other trainers.
 
 Three formats, each written twice into ``OUT``: as a ``datasets`` folder
 (``save_to_disk``, so ``datasets.load_from_disk("OUT/trl")`` opens it) and as JSONL
@@ -25,9 +25,8 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 import yaml
 
 from cyclealign.errors import ConfigError, RunDirError, SetupError
@@ -212,34 +211,3 @@ def export_runs(
     except OSError as e:  # a full disk, a folder made read-only meanwhile: said once, naming the place
         raise ConfigError(f"--out: cannot write {e.filename or out_dir} ({e.strerror or e})") from None
     return report
-
-
-def export_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories written by `cyclealign run`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("export"),
-    format_: Annotated[
-        list[str] | None, typer.Option("--format", "-f", help="trl, ranked or aligner (repeatable; default: all).")
-    ] = None,
-    pairs: Annotated[str, typer.Option(help="trl pairs: all (every ranked pair) or best-worst.")] = "all",
-) -> None:
-    """A run's rankings as preference data: TRL pairs, ranked lists, Aligner corrections.
-
-    Each format is written as a `datasets` folder (datasets.load_from_disk) and as JSONL.
-
-    Examples:
-
-      cyclealign export runs/default --out export
-
-      cyclealign export runs/a runs/b --format trl --pairs best-worst --out dpo-data
-    """
-    from cyclealign.cli.common import console, guarded
-
-    report = guarded(export_runs, run_dirs=run_dirs, out_dir=out, formats=format_ or FORMATS, pairs=pairs)
-    counts = ", ".join(f"{fmt} {n} rows" for fmt, n in report.rows.items())
-    dup = sum(report.duplicates.values())
-    console.print(
-        f"{report.ranked} of {report.interactions} interactions ranked by the oracle → {out}: {counts}"
-        + (f" ({dup} duplicate rows left out)" if dup else ""),
-        highlight=False,
-        soft_wrap=True,
-    )

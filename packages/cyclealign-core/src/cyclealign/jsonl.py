@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cyclealign.errors import DataError
+
+T = TypeVar("T")
 
 
 class JsonlReader:
@@ -36,6 +39,24 @@ class JsonlReader:
             self.skipped += 1
             return
         raise DataError(f"{self.path}:{line}: {reason}{f' ({self.hint})' if self.hint else ''}")
+
+    def parse(self, parse_row: Callable[[int, Any], T], section: str, what: str) -> list[T]:
+        """Every row through ``parse_row(line, row)``, whose ``ValueError`` rejects the row (see ``reject``).
+
+        Rows skipped in lenient mode are counted in a warning naming ``<section>.lenient``;
+        a file that yields nothing is a ``DataError`` naming ``<section>.source``.
+        """
+        out: list[T] = []
+        for n, row in self:
+            try:
+                out.append(parse_row(n, row))
+            except ValueError as e:
+                self.reject(n, str(e))
+        if self.skipped:
+            warnings.warn(f"{self.path}: skipped {self.skipped} malformed rows ({section}.lenient)", stacklevel=3)
+        if not out:
+            raise DataError(f"{section}.source: {self.path} holds no {what}")
+        return out
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         opener: Any = gzip.open if self.path.suffix == ".gz" else open

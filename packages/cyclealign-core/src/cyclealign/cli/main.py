@@ -114,11 +114,11 @@ def config_command(
     console.print(yaml.safe_dump(cfg.public_dict(), sort_keys=False), highlight=False)
 
 
-from cyclealign.aligner.cli import aligner_app  # noqa: E402
+from cyclealign.cli.aligner import aligner_app  # noqa: E402
+from cyclealign.cli.evaluate import eval_app  # noqa: E402
+from cyclealign.cli.export import export_command  # noqa: E402
+from cyclealign.cli.offline import train_command  # noqa: E402
 from cyclealign.cli.report import report_command  # noqa: E402
-from cyclealign.evaluate.cli import eval_app  # noqa: E402
-from cyclealign.export import export_command  # noqa: E402
-from cyclealign.offline.cli import train_command  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.add_typer(aligner_app, name="aligner")

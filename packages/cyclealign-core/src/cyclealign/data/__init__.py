@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from cyclealign.config import DataConfig
-from cyclealign.data.jsonl import load_jsonl_prompts
+from cyclealign.data.prompt_file import load_jsonl_prompts
 from cyclealign.errors import DataError
 from cyclealign.protocols import Prompt
 

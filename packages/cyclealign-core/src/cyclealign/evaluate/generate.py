@@ -1,118 +1,72 @@
-"""Answers from a trained run (base model + its trained weights) or a base model, greedy, for evaluation."""
+"""`cyclealign eval generate`: answers to the evaluation sample from any model (the paper's zero-shot rows).
+
+The sample is drawn exactly as ``eval reward`` draws it (same ``--k``/``--seed``,
+same ids), so the file scores with ``eval reward --answers`` and pairs with any other
+system's answers in ``eval judge``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+from rich.console import Console
 
-from cyclealign.config import WhiteboxConfig, load_config
-from cyclealign.errors import ConfigError, MissingPathError
-from cyclealign.protocols import Prompt
+from cyclealign.config import OracleConfig
 
 
-def _run_schema(run_dir: Path) -> Any:
-    """The config schema of a run directory: the cycle's, or `cyclealign train`'s (an ``offline`` section)."""
-    import yaml
-
-    from cyclealign.config import Config
-
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    if isinstance(raw, dict) and "offline" in raw:
-        from cyclealign.offline.settings import OfflineTrainConfig
-
-        return OfflineTrainConfig
-    return Config
-
-
-def load_system(
-    run_dir: Path | None = None,
-    model: str | None = None,
-    gguf_file: str | None = None,
+def eval_generate(
     *,
-    device: str | None = None,
-    dtype: str | None = None,
-    prompt_format: str | None = None,
-) -> Any:
-    """A ``WhiteBox`` for a run directory (its base model plus trained weights) or a plain model.
-
-    A LoRA run's ``adapter/`` is applied on top of the base model named in its
-    ``config.yaml``; a full fine-tuning run saved the whole model there instead.
-    ``device``/``dtype`` override the run's settings (e.g. evaluate on a GPU), and
-    ``prompt_format`` its ``whitebox.prompt_format`` (a run is evaluated as it was trained by default).
-    """
-    from cyclealign.whitebox import load_whitebox
-
-    overrides: dict[str, Any] = {"finetune": "full"}  # evaluation adds no fresh LoRA layers
-    if device is not None:
-        overrides["device"] = device
-    if dtype is not None:
-        overrides["dtype"] = dtype
-    if prompt_format is not None:
-        overrides["prompt_format"] = prompt_format
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise MissingPathError(f"--run: {run_dir} has no config.yaml (is it a run directory?)")
-        cfg = load_config(run_dir / "config.yaml", [f"run.dir={run_dir}"], schema=_run_schema(run_dir)).whitebox
-        adapter = run_dir / "adapter"
-        if (adapter / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            wb = load_whitebox(cfg.model_copy(update=overrides), seed=0)
-            wb.model = PeftModel.from_pretrained(wb.model, adapter).eval()
-            return wb
-        if (adapter / "config.json").is_file():  # full fine-tuning: the whole model was saved
-            return load_whitebox(cfg.model_copy(update={**overrides, "model": str(adapter), "gguf_file": None}), seed=0)
-        raise MissingPathError(f"--run: {run_dir} has no trained weights in adapter/ (did the run save any?)")
-    if model is None:
-        raise ConfigError("give a run directory (--run) or a model (--model)")
-    return load_whitebox(WhiteboxConfig(model=model, gguf_file=gguf_file, **overrides), seed=0)
-
-
-@torch.no_grad()
-def generate_answers(
-    whitebox: Any,
-    prompts: Sequence[Prompt],
+    data: str | Path,
+    model: str | Path,
+    oracle: OracleConfig | None = None,
+    api_base: str | None = None,
+    system: str | None = None,
+    subsets: Sequence[str] | None = None,
+    split: str = "test",
+    k: int | None = None,
+    seed: int = 0,
     max_new_tokens: int = 128,
     batch_size: int = 8,
-    on_batch: Callable[[int], None] | None = None,
-) -> list[str]:
-    """One greedy answer per prompt (deterministic, as evaluations should be), in left-padded batches.
+    device: str = "auto",
+    dtype: str = "auto",
+    lenient: bool = False,
+    out_dir: Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Answer every test row (with ``k``: the stratified sample ``eval reward --k`` draws) with ``model``.
 
-    Prompts are rendered in ``whitebox.prompt_format`` (as in training) and batched by
-    length so little compute goes to padding; an answer is cut where the model began a
-    turn of its own (``hh``, ``alpaca``), exactly as the cycle's samples are; answers
-    come back in the prompts' order.  ``on_batch(n)`` is told after each batch of n (a progress bar).
+    ``model`` is a litellm model string or a local model or run directory.
+
+    A chat model is called with the ``oracle`` section's retries, concurrency, cache
+    (``OUT/upstream_cache.sqlite`` unless ``oracle.cache_path`` is set) and budget.
     """
-    from cyclealign.whitebox.prompt_format import STOP_STRINGS, cut_text, encode_prompt, resolve_format
+    from cyclealign.data.hh_rlhf import dialogue_text
+    from cyclealign.evaluate.answers import answer_record, write_answers
+    from cyclealign.evaluate.sample import examples_and_sizes
+    from cyclealign.upstream import answer_and_close, open_upstream
 
-    tok, model = whitebox.tokenizer, whitebox.model
-    model.eval()
-    fmt = resolve_format(tok, whitebox.config.prompt_format)
-    stops = {"stop_strings": list(STOP_STRINGS[fmt]), "tokenizer": tok} if fmt in STOP_STRINGS else {}
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    encoded = [encode_prompt(tok, p, whitebox.config.max_prompt_tokens, fmt)[0] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    answers = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        ids = [[pad] * (width - len(encoded[i])) + encoded[i] for i in chunk]
-        mask = [[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in chunk]
-        out = model.generate(
-            input_ids=torch.tensor(ids, device=whitebox.device),
-            attention_mask=torch.tensor(mask, device=whitebox.device),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=tok.eos_token_id,
-            **stops,  # a batch ends early once every row has begun an invented turn
-        )
-        for i, row in zip(chunk, out[:, width:], strict=True):
-            answers[i] = cut_text(tok.decode(row, skip_special_tokens=True), fmt).strip()
-        if on_batch is not None:
-            on_batch(len(chunk))
-    return answers
+    console = console or Console()
+    examples = examples_and_sizes(data, subsets, split, k, seed, lenient, console)[0]
+    system = system or Path(str(model)).name
+    out_dir = Path(out_dir or Path("eval") / system)
+    upstream = open_upstream(
+        model,
+        oracle=oracle,
+        api_base=api_base,
+        cache_path=out_dir / "upstream_cache.sqlite",
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+    )
+    answers, usage = answer_and_close(upstream, [ex.prompt for ex in examples], console)
+
+    records = [
+        answer_record(ex.id, ex.subset, ex.prompt, dialogue_text(ex.prompt), answer=a, source=ex.source, system=system)
+        for ex, a in zip(examples, answers, strict=True)
+    ]
+    path = write_answers(out_dir / "answers.jsonl", records)
+    console.print(f"{len(records)} answers by {system} → {path}" + (f" ({usage})" if usage else ""), highlight=False)
+    return {"answers": path, "count": len(records), "system": system}

@@ -1,4 +1,4 @@
-"""Pairwise LLM judging (the paper's Table 2): reasoning first, then a verdict; order randomised.
+"""`cyclealign eval judge`: pairwise LLM judging (Table 2), reasoning first, then a verdict; order randomised.
 
 For each item the two systems' answers are shown in a seeded random order and the
 verdict is mapped back, so a judge that always prefers the first answer it sees
@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from cyclealign.config import OracleConfig
 from cyclealign.errors import DataError, SetupError
+from cyclealign.evaluate.tables import print_table, write_table
+from cyclealign.infra.store import atomic_write_jsonl
 from cyclealign.jsonl import JsonlReader
 from cyclealign.oracle.prompts import AnswerError, fence, first_json_object
 from cyclealign.protocols import TRUNCATED, Chat
@@ -189,3 +194,91 @@ def load_answers(path: str | Path) -> dict[str, dict[str, Any]]:
         except (KeyError, TypeError) as e:
             reader.reject(n, f"expected an object with id, subset, question, answer ({e!r})")
     return rows
+
+
+def eval_judge(
+    *,
+    answers_a: str | Path,
+    answers_b: str | Path | None,
+    oracle: OracleConfig,
+    name_a: str = "A",
+    name_b: str = "B",
+    seed: int = 0,
+    randomize: bool = True,
+    max_tokens: int = 1024,
+    out_dir: Path = Path("eval"),
+    column_a: str | None = None,
+    column_b: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Pairwise win / tie / lose of system A against B by an LLM judge: the paper's Table 2.
+
+    With ``answers_b`` None, ``answers_a`` is a corrected file (``aligner correct``):
+    its ``original`` answers (A) are judged against its ``corrected`` ones (B).
+    ``max_tokens`` is the judge's own reply limit (its reasoning comes before the verdict;
+    ``oracle.max_tokens`` is sized for rankings); replies cut off there are counted as truncated.
+    """
+    from cyclealign.evaluate.answers import pair_mode
+    from cyclealign.evaluate.sample import open_oracle
+
+    console = console or Console()
+    if answers_b is None:
+        answers_b, column_a, column_b, name_a, name_b = pair_mode(answers_a, name_a, name_b)
+    items = paired_items(answers_a, answers_b, column_a, column_b)
+    out_dir = Path(out_dir)
+    judge_oracle = open_oracle(oracle.model_copy(update={"max_tokens": max_tokens}), out_dir)
+    try:
+        with console.status(f"judging {len(items)} pairs…"):
+            judgements = judge(items, judge_oracle, seed=seed, randomize=randomize)
+        stats = judge_oracle.stats
+    finally:
+        judge_oracle.close()
+    write_judgements(out_dir / "judgements.jsonl", judgements)
+    title = f"LLM judge: {name_a} vs {name_b} (Table 2)"
+    header, rows = table2(judgements, name_a, name_b)
+    write_table(out_dir, "table2_judge", title, header, rows)
+    print_table(console, title, header, rows)
+    cut = sum(j.truncated for j in judgements)
+    if cut:
+        console.print(
+            f"{cut} verdict(s) cut off at max_tokens={max_tokens} (column truncated): raise --max-tokens",
+            highlight=False,
+        )
+    if stats.cost_usd:
+        console.print(f"judge cost: ${stats.cost_usd:.4f}", highlight=False)
+    return {"header": header, "rows": rows, "judgements": judgements}
+
+
+def paired_items(
+    answers_a: str | Path, answers_b: str | Path, column_a: str | None, column_b: str | None
+) -> list[JudgeItem]:
+    """The items both files answer (A's order), each with the same question on both sides."""
+    from cyclealign.evaluate.answers import answers_by_id
+
+    a, b = answers_by_id(answers_a, column_a), answers_by_id(answers_b, column_b)
+    common = [i for i in a if i in b]
+    if not common:
+        raise DataError(f"{answers_a} and {answers_b} share no item ids (answer the same sample: same --k/--seed)")
+    for i in common:
+        if a[i]["question"] != b[i]["question"]:
+            raise DataError(f"item {i!r} has different questions in {answers_a} and {answers_b}")
+    return [JudgeItem(i, a[i]["subset"], a[i]["question"], a[i]["answer"], b[i]["answer"]) for i in common]
+
+
+def write_judgements(path: Path, judgements: Sequence[Judgement]) -> None:
+    """One row per item: which answer was shown first, the outcome for A, the judge's reasoning."""
+    atomic_write_jsonl(
+        path,
+        [
+            {
+                "id": j.item.id,
+                "subset": j.item.subset,
+                "a_shown_first": j.a_shown_first,
+                "outcome": j.outcome,
+                "reasoning": j.reasoning,
+                "error": j.error,
+                "truncated": j.truncated,
+            }
+            for j in judgements
+        ],
+    )

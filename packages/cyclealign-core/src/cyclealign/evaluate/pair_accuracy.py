@@ -173,12 +173,12 @@ def eval_human_pair_accuracy(
     Modes that need dynamic demonstrations are left out (with a note) when ``demos`` has none.
     Writes ``human_pair_accuracy.{csv,md,json}`` and ``human_pair_accuracy_items.jsonl``.
     """
-    from cyclealign.evaluate.commands import load_examples, open_oracle
+    from cyclealign.evaluate.sample import examples_and_sizes, open_oracle
 
     console = console or Console()
     for mode in modes:
         parse_mode(mode)  # bad modes fail before any data is read or call is paid
-    examples = load_examples(data, subsets, split, k, seed, lenient, console)
+    examples = examples_and_sizes(data, subsets, split, k, seed, lenient, console)[0]
     dynamic = load_demos_file(demos)
     kept = [m for m in modes if parse_mode(m)[0] != "dynamic" or dynamic]
     if len(kept) < len(modes):

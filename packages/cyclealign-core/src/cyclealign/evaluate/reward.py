@@ -1,39 +1,27 @@
-"""Reward-model scores per HH-RLHF subset, the paper's Table 1 (mean 100·sigmoid(score)).
+"""`cyclealign eval reward`: answers on the HH-RLHF test splits, scored by a reward model: the paper's Table 1.
 
-Two kinds of reward model, both from a local directory:
-
-- ``classifier``: any ``AutoModelForSequenceClassification`` with one logit, fed the
-  (question, answer) pair as two segments (OpenAssistant's DeBERTa reward models);
-- ``oasst-pythia``: the format of the reward model the paper used
-  (OpenAssistant/oasst-rm-2-pythia-6.9b-epoch-1): a GPT-NeoX trunk whose hidden state
-  at the last real token goes through a linear head ``out_proj``.  Its checkpoint
-  (``model_type: gpt_neox_reward_model``, sharded ``.bin`` or ``.safetensors``) loads
-  without running the repository's custom code.  Input: each turn as
-  ``<|prompter|>…<|endoftext|>`` / ``<|assistant|>…<|endoftext|>``, ending with the
-  scored answer.
+The answers come from a run or a model (greedy, ``cyclealign.whitebox.greedy``) or
+from a file (``eval generate``'s, ``aligner correct``'s); the reward models are
+``reward_model.py``'s.  The table, its CSV and Markdown and the scored answers
+(``answers.jsonl``) go to the output folder.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-from transformers import GPTNeoXConfig, GPTNeoXModel
-from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXPreTrainedModel
+from rich.console import Console
 
-from cyclealign.data.hh_rlhf import dialogue_text
-from cyclealign.errors import DataError, SetupError
-from cyclealign.protocols import Prompt
-from cyclealign.whitebox.loading import pick_device
+from cyclealign.data.hh_rlhf import HHExample, dialogue_text
+from cyclealign.errors import ConfigError, DataError
+from cyclealign.evaluate.sample import examples_and_sizes, progress_bar
+from cyclealign.evaluate.tables import merge_row, print_table, write_table
 
-KINDS = ("classifier", "oasst-pythia")
-
-
-class RewardModelError(SetupError, ValueError):
-    """The directory does not hold a usable reward model of the requested kind."""
+TABLE1_TITLE = "Reward-model score, mean 100·sigmoid (Table 1; total weighted by test-set size)"
 
 
 @dataclass(frozen=True)
@@ -48,139 +36,6 @@ class ScoredAnswer:
     def percent(self) -> float:
         """100·sigmoid(score), the paper's scale."""
         return 100.0 / (1.0 + math.exp(-self.score))
-
-
-class PythiaRewardModel(GPTNeoXPreTrainedModel):
-    """GPT-NeoX + a linear head on the last real token: OpenAssistant's Pythia reward model layout.
-
-    ``pooling: mean`` in the checkpoint's config (OpenAssistant's other setting) averages
-    the hidden states over real tokens instead.
-    """
-
-    config_class = GPTNeoXConfig
-
-    def __init__(self, config: GPTNeoXConfig) -> None:
-        super().__init__(config)
-        self.gpt_neox = GPTNeoXModel(config)
-        self.out_proj = torch.nn.Linear(config.hidden_size, 1)
-        self.pooling = getattr(config, "pooling", "last")
-        self.post_init()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.gpt_neox(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "mean":
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        else:
-            last = attention_mask.cumsum(-1).argmax(-1)  # the last real token, whichever side is padded
-            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.out_proj(pooled).squeeze(-1)
-
-
-def _dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def oasst_text(context: Prompt | str, answer: str, eos: str = "<|endoftext|>") -> str:
-    """The OpenAssistant reward-model input: every turn tagged and closed by ``eos``, the answer last."""
-    messages = context.messages if isinstance(context, Prompt) else (Prompt.from_text("", context).messages)
-    tags = {"user": "<|prompter|>", "assistant": "<|assistant|>", "system": "<|system|>"}
-    turns = "".join(f"{tags.get(m.role, '<|prompter|>')}{m.content}{eos}" for m in messages)
-    return f"{turns}<|assistant|>{answer}{eos}"
-
-
-class RewardScorer:
-    """Scores (context, answer) pairs with a local reward model, in batches, without gradients."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        kind: str = "classifier",
-        *,
-        batch_size: int = 8,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_length: int = 1024,
-    ) -> None:
-        from transformers import AutoTokenizer
-
-        if kind not in KINDS:
-            raise RewardModelError(f"--reward-kind: {kind!r} is not one of {', '.join(KINDS)}")
-        self.path = Path(path)
-        if not (self.path / "config.json").is_file():
-            raise RewardModelError(f"--reward-model: {self.path} is not a model directory (no config.json)")
-        self.kind, self.batch_size = kind, batch_size
-        self.device = pick_device(device)
-        torch_dtype = _dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"
-        # The answer sits at the end: when something must go, cut the oldest context instead.
-        self.tokenizer.truncation_side = "left"
-        if kind == "classifier":
-            from transformers import AutoModelForSequenceClassification
-
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                self.path, dtype=torch_dtype, output_loading_info=True
-            )
-        else:
-            model, info = PythiaRewardModel.from_pretrained(self.path, dtype=torch_dtype, output_loading_info=True)
-        missing = sorted(info.get("missing_keys") or [])
-        if missing:
-            raise RewardModelError(
-                f"--reward-model: {self.path} is not a trained {kind} reward model: weights missing for "
-                f"{', '.join(missing[:4])}{' …' if len(missing) > 4 else ''} (they would be random)"
-            )
-        if kind == "classifier" and model.config.num_labels != 1:
-            raise RewardModelError(
-                f"--reward-model: {self.path} has {model.config.num_labels} labels; a reward model has one logit"
-            )
-        self.model = model.to(self.device).eval()
-        # Never past what the tokenizer or the position embeddings allow (tokenizers often say "unlimited").
-        limits = [max_length, getattr(model.config, "max_position_embeddings", None)]
-        limits.append(getattr(self.tokenizer, "model_max_length", None))
-        self.max_length = min(x for x in limits if isinstance(x, int) and 0 < x < 10**6)
-
-    @torch.no_grad()
-    def score(
-        self,
-        contexts: Sequence[Prompt | str],
-        answers: Sequence[str],
-        on_batch: Callable[[int], None] | None = None,
-    ) -> list[float]:
-        """One raw score (logit) per answer, in order; ``on_batch(n)`` after each batch of n (a progress bar)."""
-        if len(contexts) != len(answers):
-            raise ValueError(f"{len(contexts)} contexts but {len(answers)} answers")
-        scores: list[float] = []
-        for i in range(0, len(answers), self.batch_size):
-            ctx, ans = list(contexts[i : i + self.batch_size]), list(answers[i : i + self.batch_size])
-            if self.kind == "classifier":
-                enc = self.tokenizer(
-                    [dialogue_text(c) for c in ctx],
-                    ans,
-                    padding=True,
-                    truncation="longest_first",
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                scores += self.model(**enc).logits[:, 0].float().tolist()
-            else:
-                eos = self.tokenizer.eos_token or "<|endoftext|>"
-                enc = self.tokenizer(
-                    [oasst_text(c, a, eos) for c, a in zip(ctx, ans, strict=True)],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                    add_special_tokens=False,
-                ).to(self.device)
-                scores += self.model(enc["input_ids"], enc["attention_mask"]).float().tolist()
-            if on_batch is not None:
-                on_batch(len(ans))
-        return scores
 
 
 PAPER_TEST_SIZES = {  # the paper's Table 6: rows in each subset's test split
@@ -223,3 +78,184 @@ def table1(
     total = weighted_total(means, sizes if sizes is not None else counts)
     plain = sum(means.values()) / len(means)
     return header, [[*(round(means[s], 2) for s in subsets), round(total, 2), round(plain, 2)]]
+
+
+def eval_reward(
+    *,
+    data: str | Path | None = None,
+    reward_model: str | Path,
+    reward_kind: str = "classifier",
+    run_dir: Path | None = None,
+    model: str | None = None,
+    system: str | None = None,
+    subsets: Sequence[str] | None = None,
+    split: str = "test",
+    k: int | None = None,
+    seed: int = 0,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    prompt_format: str | None = None,
+    lenient: bool = False,
+    out_dir: Path | None = None,
+    table: Path | None = None,
+    answers: Sequence[str] | None = None,
+    answers_file: Path | None = None,
+    column: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Generate answers on the full test split of each subset and score them: the paper's Table 1.
+
+    The ``total`` weighs each subset by its split's size, as the paper's Totals do
+    (the unweighted mean of the subsets stands beside it).  ``k`` scores a stratified
+    subsample instead (its total still weighs by the full splits' sizes).
+    ``answers`` skips generation (score answers produced elsewhere, in the sample's
+    order); ``answers_file`` scores a file instead (``eval generate``'s, or ``aligner
+    correct``'s with ``column`` original or corrected); ``table`` also merges this
+    system's row into a shared CSV, one row per system.
+    """
+    from cyclealign.whitebox.prompt_format import FORMATS
+
+    if prompt_format is not None and prompt_format not in FORMATS:
+        raise ConfigError(f"--prompt-format: {prompt_format!r} is not one of {', '.join(FORMATS)}")
+    console = console or Console()
+    sample = {"subsets": subsets, "split": split, "seed": seed, "lenient": lenient, "console": console}
+    if answers_file is not None:
+        examples, answers, system, out_dir, sizes = file_sample(answers_file, column, system, out_dir, data, **sample)
+    else:
+        examples, sizes = split_sample(data, k, **sample)
+    out_dir = Path(out_dir or (Path(run_dir) / "eval" if run_dir else Path("eval")))
+    system = system or (Path(run_dir).name if run_dir else Path(str(model)).name)
+    if answers is None:
+        load = {"device": device, "dtype": dtype, "prompt_format": prompt_format}
+        answers = generate_for(examples, system, run_dir, model, max_new_tokens, batch_size, load, console)
+    if len(answers) != len(examples):
+        raise DataError(f"{len(answers)} answers for {len(examples)} sampled prompts")
+    scorer = {"kind": reward_kind, "batch_size": batch_size, "device": device, "dtype": dtype}
+    scored = score_answers(examples, answers, reward_model, scorer, console)
+    write_scored(out_dir / "answers.jsonl", scored, examples)
+    header, rows = write_table1(scored, sizes, system, out_dir, table)
+    print_table(console, TABLE1_TITLE, header, rows)
+    return {"header": header, "rows": rows, "answers": out_dir / "answers.jsonl", "scored": len(scored), "sizes": sizes}
+
+
+def write_table1(
+    scored: Sequence[ScoredAnswer], sizes: Mapping[str, int] | None, system: str, out_dir: Path, table: Path | None
+) -> tuple[list[str], list[list[object]]]:
+    """This system's Table 1 row into ``out_dir``, and merged into ``table`` (a shared CSV) when given."""
+    header, rows = table1(scored, sizes)
+    rows = [[system, *rows[0]]]
+    write_table(out_dir, "table1_reward", TABLE1_TITLE, header, rows)
+    if table is not None:
+        rows = merge_row(Path(table), TABLE1_TITLE, header, rows[0])
+    return header, rows
+
+
+def file_sample(
+    answers_file: Path,
+    column: str | None,
+    system: str | None,
+    out_dir: Path | None,
+    data: str | Path | None,
+    *,
+    console: Console,
+    **sample: Any,
+) -> tuple[list[HHExample], list[str], str, Path, dict[str, int] | None]:
+    """A file's answers as ``eval reward`` scores them, and its total's weights (the splits' sizes with ``data``)."""
+    from cyclealign.evaluate.answers import file_examples
+
+    examples, answers, system, out_dir = file_examples(answers_file, column, system, out_dir)
+    sizes = examples_and_sizes(data, k=None, console=console, **sample)[1] if data else None
+    weights = "the full splits' sizes (--data)" if sizes else "the file's rows per subset (--data: the splits')"
+    console.print(f"scoring {len(examples)} answers from {answers_file}; total weighted by {weights}")
+    return examples, answers, system, out_dir, sizes
+
+
+def split_sample(
+    data: str | Path | None, k: int | None, *, split: str, console: Console, **sample: Any
+) -> tuple[list[HHExample], dict[str, int]]:
+    """Every row of each subset's split, or a stratified subsample of ``k``; and the splits' sizes."""
+    if data is None:
+        raise ConfigError("--data: give the evaluation data (or --answers, a file of answers to score)")
+    examples, sizes = examples_and_sizes(data, k=k, split=split, console=console, **sample)
+    rows_in_split = sum(sizes.values())
+    scope = "every row" if len(examples) == rows_in_split else f"a stratified subsample (--k {k})"
+    console.print(f"scoring {len(examples)} of {rows_in_split} {split} rows: {scope}", highlight=False)
+    return examples, sizes
+
+
+def generate_for(
+    examples: Sequence[HHExample],
+    system: str,
+    run_dir: Path | None,
+    model: str | None,
+    max_new_tokens: int,
+    batch_size: int,
+    load: dict[str, Any],
+    console: Console,
+) -> list[str]:
+    """Greedy answers by the run or model, whose memory is freed before the reward model loads."""
+    from cyclealign.whitebox.greedy import generate_answers, load_system, release_memory
+
+    device, dtype = load["device"], load["dtype"]
+    with console.status(f"loading {system}…"):
+        wb = load_system(
+            run_dir=run_dir,
+            model=model,
+            device=None if device == "auto" else device,
+            dtype=None if dtype == "auto" else dtype,
+            prompt_format=load["prompt_format"],
+        )
+    with progress_bar(console, f"generating with {system}") as (progress, task):
+        progress.update(task, total=len(examples))
+        prompts = [ex.prompt for ex in examples]
+        answers = generate_answers(
+            wb, prompts, max_new_tokens, batch_size, on_batch=lambda n: progress.update(task, advance=n)
+        )
+    del wb
+    release_memory()  # the reward model (6.9B in the paper) needs the room next
+    return answers
+
+
+def score_answers(
+    examples: Sequence[HHExample],
+    answers: Sequence[str],
+    reward_model: str | Path,
+    scorer_options: dict[str, Any],
+    console: Console,
+) -> list[ScoredAnswer]:
+    """Each answer scored by the reward model, with a progress bar."""
+    from cyclealign.evaluate.reward_model import RewardScorer
+
+    with console.status("loading the reward model…"):
+        scorer = RewardScorer(reward_model, **scorer_options)
+    with progress_bar(console, "scoring with the reward model") as (progress, task):
+        progress.update(task, total=len(examples))
+        scores = scorer.score(
+            [ex.prompt for ex in examples], list(answers), on_batch=lambda n: progress.update(task, advance=n)
+        )
+    return [
+        ScoredAnswer(ex.id, ex.subset, dialogue_text(ex.prompt), a, s)
+        for ex, a, s in zip(examples, answers, scores, strict=True)
+    ]
+
+
+def write_scored(path: Path, scored: Sequence[ScoredAnswer], examples: Sequence[HHExample]) -> None:
+    """The scored answers in the answers layout, plus ``score``, ``percent`` and ``source``."""
+    from cyclealign.evaluate.answers import answer_record, write_answers
+
+    records = [
+        answer_record(
+            s.id,
+            s.subset,
+            ex.prompt,
+            s.question,
+            answer=s.answer,
+            score=s.score,
+            percent=round(s.percent, 4),
+            source=ex.source,
+        )
+        for s, ex in zip(scored, examples, strict=True)
+    ]
+    write_answers(path, records)

@@ -139,6 +139,42 @@ def table_rows(intervals: Sequence[Interval]) -> list[list[object]]:
     return rows
 
 
+def read_journal(run_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[list[str], list[int] | None]]]:
+    """A run's interactions and, for each, its candidates and the oracle's order (None: not ranked)."""
+    from cyclealign.infra.store import read_jsonl
+
+    journal = run_dir / "interactions.jsonl"
+    if not journal.is_file():
+        raise RunDirError(f"--run: {run_dir} has no interactions.jsonl (is it a run directory?)")
+    records = read_jsonl(journal)
+    if not records:
+        raise RunDirError(f"--run: {journal} holds no interaction yet")
+    return records, _checked(records, journal)
+
+
+def score_candidates(
+    scorer: Any,
+    records: Sequence[dict[str, Any]],
+    rows: Sequence[tuple[list[str], list[int] | None]],
+    batch_size: int,
+    console: Any,
+) -> list[list[float]]:
+    """Every interaction's candidates scored by the reward model, in large batches across interactions."""
+    from rich.progress import track
+
+    contexts = [prompt_of(r) for r, (cands, _) in zip(records, rows, strict=True) for _ in cands]
+    answers = [c for cands, _ in rows for c in cands]
+    flat: list[float] = []
+    step = max(1, batch_size) * 8
+    for i in track(range(0, len(answers), step), description="scoring candidates", console=console):
+        flat += scorer.score(contexts[i : i + step], answers[i : i + step])
+    scores, at = [], 0
+    for cands, _ in rows:
+        scores.append(flat[at : at + len(cands)])
+        at += len(cands)
+    return scores
+
+
 def run_oracle_accuracy(
     *,
     run_dir: str | Path,
@@ -153,34 +189,18 @@ def run_oracle_accuracy(
 ) -> dict[str, Any]:
     """Score every interaction's candidates with the reward model; write the per-interval table and JSON."""
     from rich.console import Console
-    from rich.progress import track
 
-    from cyclealign.evaluate.reward import RewardScorer
+    from cyclealign.evaluate.reward_model import RewardScorer
     from cyclealign.evaluate.tables import print_table, write_table
-    from cyclealign.infra.store import atomic_write_json, atomic_write_jsonl, read_jsonl
+    from cyclealign.infra.store import atomic_write_json, atomic_write_jsonl
 
     console = console or Console()
     if every < 1:
         raise ConfigError(f"--every must be at least 1, got {every}")
     run_dir = Path(run_dir)
-    journal = run_dir / "interactions.jsonl"
-    if not journal.is_file():
-        raise RunDirError(f"--run: {run_dir} has no interactions.jsonl (is it a run directory?)")
-    records = read_jsonl(journal)
-    if not records:
-        raise RunDirError(f"--run: {journal} holds no interaction yet")
-    rows = _checked(records, journal)
+    records, rows = read_journal(run_dir)
     scorer = RewardScorer(reward_model, reward_kind, batch_size=batch_size, device=device, dtype=dtype)
-    contexts = [prompt_of(r) for r, (cands, _) in zip(records, rows, strict=True) for _ in cands]
-    answers = [c for cands, _ in rows for c in cands]
-    flat: list[float] = []
-    step = max(1, batch_size) * 8
-    for i in track(range(0, len(answers), step), description="scoring candidates", console=console):
-        flat += scorer.score(contexts[i : i + step], answers[i : i + step])
-    scores, at = [], 0
-    for cands, _ in rows:
-        scores.append(flat[at : at + len(cands)])
-        at += len(cands)
+    scores = score_candidates(scorer, records, rows, batch_size, console)
     intervals = score_intervals(rows, scores, every)
     out_dir = Path(out_dir or run_dir / "eval")
     result = {

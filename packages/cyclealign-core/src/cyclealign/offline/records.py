@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cyclealign.data.hh_rlhf import FILTER_RULES, load_hh_rlhf, parse_pair
-from cyclealign.data.jsonl import parse_prompt_row
+from cyclealign.data.prompt_file import parse_prompt_row
 from cyclealign.errors import DataError
 from cyclealign.jsonl import JsonlReader
 from cyclealign.protocols import Candidate, LossBatch, Message, Prompt
@@ -179,16 +179,8 @@ def read_examples(source: str | Path, *, fmt: str = "auto", lenient: bool = Fals
         return [RankedExample(e.id, e.prompt, (e.chosen, e.rejected), None, e.source) for e in examples]
     path = require_file(text, "offline.source")
     rows = JsonlReader(path, lenient=lenient, hint="offline.lenient=true skips and counts such rows")
-    out: list[RankedExample] = []
-    for n, row in rows:
-        try:
-            out.append(parse_row(row, f"{path.name.split('.')[0]}-{n}", f"{path}:{n}", fmt))
-        except ValueError as e:
-            rows.reject(n, str(e))
-    if rows.skipped:
-        warnings.warn(f"{path}: skipped {rows.skipped} malformed rows (offline.lenient)", stacklevel=2)
-    if not out:
-        raise DataError(f"offline.source: {path} holds no examples")
+    stem = path.name.split(".")[0]
+    out = rows.parse(lambda n, row: parse_row(row, f"{stem}-{n}", f"{path}:{n}", fmt), "offline", "examples")
     ids = [e.id for e in out]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from cyclealign.config import LossConfig, RunConfig, Section, TrainConfig, WhiteboxConfig
+from cyclealign.config import LossConfig, RootConfig, RunConfig, Section, TrainConfig, WhiteboxConfig
 
 
 class OfflineConfig(Section):
@@ -38,7 +38,7 @@ class OfflineRunConfig(RunConfig):
     checkpoint_every: int = Field(50, ge=1, description="training steps between checkpoints")
 
 
-class OfflineTrainConfig(Section):
+class OfflineTrainConfig(RootConfig):
     """``cyclealign train CONFIG``: whitebox, loss, train and run as in ``cyclealign run``, plus ``offline``."""
 
     whitebox: WhiteboxConfig = WhiteboxConfig()
@@ -46,9 +46,6 @@ class OfflineTrainConfig(Section):
     train: TrainConfig = TrainConfig()
     run: OfflineRunConfig = OfflineRunConfig()
     offline: OfflineConfig = OfflineConfig()
-
-    def public_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
     @property
     def data_seed(self) -> int:

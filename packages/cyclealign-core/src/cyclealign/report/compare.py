@@ -14,8 +14,16 @@ from pathlib import Path
 
 from cyclealign.errors import RunDirError
 from cyclealign.evaluate.run_accuracy import RESULT_NAME, load_curve
-from cyclealign.infra.store import atomic_write_text, read_jsonl
-from cyclealign.report.page import cumulative_rate, html_img, html_table, md_table, pyplot, save_figure
+from cyclealign.infra.store import read_jsonl
+from cyclealign.report.page import (
+    cumulative_rate,
+    html_img,
+    html_table,
+    md_table,
+    pyplot,
+    save_figure,
+    write_pages,
+)
 
 
 def _label(run_dir: Path, runs: Sequence[Path]) -> str:
@@ -87,12 +95,4 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     for caption, path in figures:
         md += ["", f"![{caption}]({path.name})"]
         body.append(html_img(caption, path))
-    atomic_write_text(out / "compare.md", "\n".join(md) + "\n")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>CycleAlign runs compared</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .7em}img{max-width:100%}</style>"
-        "</head><body>" + "\n".join(body) + "</body></html>"
-    )
-    atomic_write_text(out / "compare.html", page)
-    return out / "compare.html"
+    return write_pages(out, "compare", "CycleAlign runs compared", md, body)

@@ -226,6 +226,24 @@ def html_img(caption: str, path: Path) -> str:
     return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt}</figcaption></figure>'
 
 
+PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .7em;text-align:left}"
+    "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}"
+)
+
+
+def write_pages(out: Path, stem: str, title: str, md: Sequence[str], body: Sequence[str]) -> Path:
+    """``stem.md`` and ``stem.html`` (one style for every page the reports write); returns the HTML page."""
+    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{PAGE_STYLE}</style></head><body>" + "\n".join(body) + "</body></html>"
+    )
+    atomic_write_text(out / f"{stem}.html", page)
+    return out / f"{stem}.html"
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report/*.png``, ``report.md`` and a self-contained ``report.html``; return the HTML path."""
     run_dir = Path(run_dir)
@@ -260,15 +278,4 @@ def write_report(run_dir: str | Path) -> Path:
         if plot is not None:
             md += ["", f"![{title}]({plot.name})"]
             body.append(html_img(title, plot))
-    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .7em;text-align:left}"
-        "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:.9em}"
-    )
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>CycleAlign report: {name}</title>"
-        f"<style>{style}</style></head><body>" + "\n".join(body) + "</body></html>"
-    )
-    atomic_write_text(out / "report.html", page)
-    return out / "report.html"
+    return write_pages(out, "report", f"CycleAlign report: {name}", md, body)

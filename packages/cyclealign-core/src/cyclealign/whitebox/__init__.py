@@ -4,7 +4,6 @@ from cyclealign.whitebox.batching import EncodedBatch, encode_candidates, sequen
 from cyclealign.whitebox.loading import (
     WhiteBox,
     WhiteboxError,
-    embedded_gguf_path,
     load_whitebox,
 )
 from cyclealign.whitebox.prompt_format import encode_prompt, render_prompt
@@ -23,7 +22,6 @@ __all__ = [
     "WhiteBox",
     "WhiteboxError",
     "build_trainer",
-    "embedded_gguf_path",
     "encode_candidates",
     "encode_prompt",
     "load_whitebox",

@@ -20,11 +20,6 @@ from cyclealign.infra.process_group import bind_local_gpu, device_name
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-def embedded_gguf_path() -> Path:
-    """The embedded SmolLM2 GGUF (``cyclealign.embedded``); ``WhiteboxError`` with the pip command if missing."""
-    return embedded.embedded_gguf_path(WhiteboxError, needs_gguf=True)
-
-
 def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
     """(directory or hub id, GGUF file name or None) for a configured model."""
     path = Path(model)

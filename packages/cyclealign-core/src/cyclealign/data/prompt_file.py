@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,5 @@ def load_jsonl_prompts(path: str | Path, *, lenient: bool = False) -> list[Promp
     Skipped rows are counted in a warning, so leniency never hides how much was lost.
     """
     path = require_file(path, "data.source")
-    prompts: list[Prompt] = []
     rows = JsonlReader(path, lenient=lenient)
-    for n, row in rows:
-        try:
-            prompts.append(parse_prompt_row(row, f"{path.stem}-{n}"))
-        except ValueError as e:
-            rows.reject(n, str(e))
-    if rows.skipped:
-        warnings.warn(f"{path}: skipped {rows.skipped} malformed rows (data.lenient)", stacklevel=2)
-    if not prompts:
-        raise DataError(f"data.source: {path} holds no prompts")
-    return prompts
+    return rows.parse(lambda n, row: parse_prompt_row(row, f"{path.stem}-{n}"), "data", "prompts")

@@ -1,6 +1,6 @@
 """``cyclealign aligner …``: train a corrector, correct answers with it, export its corrections as preference data.
 
-Each command is one function on ``aligner_app`` over a Python function.
+Each command is one function on ``aligner_app`` over one function of ``cyclealign.aligner``.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def export_command(
 
       cyclealign train --set offline.source=prefs.jsonl --set loss.name=dpo
     """
-    from cyclealign.aligner.export import export_preferences
+    from cyclealign.aligner.preferences import export_preferences
 
     report = guarded(export_preferences, source=corrections, output=output, lenient=lenient)
     console.print(

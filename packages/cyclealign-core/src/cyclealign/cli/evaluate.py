@@ -1,8 +1,9 @@
 """`cyclealign eval …`: reward-model scores, LLM-judge win rates, oracle ranking accuracy, human sheets.
 
-Thin wrappers: each command parses its options and calls the function of the same
-name in ``cyclealign.evaluate.commands``; errors in the user's input exit with code 2
-and one line naming what is wrong.
+Thin wrappers: each command parses its options and calls one function of
+``cyclealign.evaluate`` (``eval reward`` → ``reward.eval_reward``, ``eval judge`` →
+``judge.eval_judge``, ``eval generate`` → ``generate.eval_generate``); errors in the
+user's input exit with code 2 and one line naming what is wrong.
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ def _config(config: Path | None, sets: list[str] | None) -> Config:
     return load_config(config, sets or [])
 
 
+def _sample_and_model(
+    subset: list[str] | None,
+    split: str,
+    k: int | None,
+    seed: int,
+    lenient: bool,
+    max_new_tokens: int,
+    batch_size: int,
+    device: str,
+    dtype: str,
+) -> dict[str, Any]:
+    """What `eval reward` and `eval generate` share (the sample, the local model), named as their functions take it."""
+    sample = {"subsets": subset, "split": split, "k": k, "seed": seed, "lenient": lenient}
+    return {**sample, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "device": device, "dtype": dtype}
+
+
 def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
     """Call an evaluation function; bad input becomes one red line and exit code 2, not a traceback."""
     from cyclealign.cli.common import guarded
@@ -59,44 +76,34 @@ def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
     return guarded(fn, **kwargs)
 
 
-@eval_app.command("reward")
-def reward_command(
-    reward_model: Annotated[Path, typer.Option("--reward-model", help="Local reward model directory.")],
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="HH-RLHF folder (<subset>/<split>.jsonl.gz) or 'hub'; not with --answers."),
-    ] = None,
-    answers: Annotated[
-        Path | None,
-        typer.Option("--answers", help="Score this answers file instead (eval generate's, aligner correct's)."),
-    ] = None,
-    column: ColumnOpt = None,
-    run: Annotated[Path | None, typer.Option("--run", help="A run directory (base model + trained weights).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Or a plain model directory (a baseline).")] = None,
-    name: Annotated[str | None, typer.Option(help="System name in the table (default: run/model folder).")] = None,
-    reward_kind: Annotated[str, typer.Option("--reward-kind", help="classifier | oasst-pythia")] = "classifier",
-    subset: SubsetOpt = None,
-    split: SplitOpt = "test",
-    k: RewardKOpt = None,
-    seed: int = 0,
-    max_new_tokens: int = 128,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generate call and answers per scoring pass.")] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, …")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bfloat16 on GPU), float32, bfloat16, float16")] = "auto",
-    prompt_format: Annotated[
-        str | None,
-        typer.Option(
-            help="auto | chat_template | hh | alpaca (default: the run's whitebox.prompt_format, or auto: the "
-            "chat template, else HH-RLHF turns with answers cut at an invented Human: turn).",
-        ),
-    ] = None,
-    lenient: LenientOpt = False,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/eval, or ./eval).")] = None,
-    table: Annotated[
-        Path | None, typer.Option(help="Also merge this system's row into a shared table CSV (one row per system).")
-    ] = None,
-) -> None:
-    """Generate answers on the test split and score them with a reward model: Table 1.
+RewardModelOpt = Annotated[Path, typer.Option("--reward-model", help="Local reward model directory.")]
+RewardDataOpt = Annotated[
+    str | None,
+    typer.Option("--data", help="HH-RLHF folder (<subset>/<split>.jsonl.gz) or 'hub'; not with --answers."),
+]
+AnswersOpt = Annotated[
+    Path | None,
+    typer.Option("--answers", help="Score this answers file instead (eval generate's, aligner correct's)."),
+]
+RunOpt = Annotated[Path | None, typer.Option("--run", help="A run directory (base model + trained weights).")]
+BaselineOpt = Annotated[str | None, typer.Option("--model", help="Or a plain model directory (a baseline).")]
+SystemOpt = Annotated[str | None, typer.Option(help="System name in the table (default: run/model folder).")]
+RewardKindOpt = Annotated[str, typer.Option("--reward-kind", help="classifier | oasst-pythia")]
+RewardBatchOpt = Annotated[int, typer.Option(help="Prompts per generate call and answers per scoring pass.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, …")]
+RewardDtypeOpt = Annotated[str, typer.Option(help="auto (bfloat16 on GPU), float32, bfloat16, float16")]
+PromptFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto | chat_template | hh | alpaca (default: the run's whitebox.prompt_format, or auto: the "
+        "chat template, else HH-RLHF turns with answers cut at an invented Human: turn).",
+    ),
+]
+RewardOutOpt = Annotated[Path | None, typer.Option(help="Output folder (default: RUN/eval, or ./eval).")]
+TableOpt = Annotated[
+    Path | None, typer.Option(help="Also merge this system's row into a shared table CSV (one row per system).")
+]
+REWARD_HELP = """Generate answers on the test split and score them with a reward model: Table 1.
 
     Every test row is scored unless --k asks for a subsample; the total weighs each subset by
     its split's size, as the paper's Totals do, with the unweighted mean of subsets beside it.
@@ -114,7 +121,32 @@ def reward_command(
 
       cyclealign eval reward --reward-model rm/ --answers corrected.jsonl --column corrected
     """
-    from cyclealign.evaluate.commands import eval_reward
+
+
+@eval_app.command("reward", help=REWARD_HELP)
+def reward_command(
+    reward_model: RewardModelOpt,
+    data: RewardDataOpt = None,
+    answers: AnswersOpt = None,
+    column: ColumnOpt = None,
+    run: RunOpt = None,
+    model: BaselineOpt = None,
+    name: SystemOpt = None,
+    reward_kind: RewardKindOpt = "classifier",
+    subset: SubsetOpt = None,
+    split: SplitOpt = "test",
+    k: RewardKOpt = None,
+    seed: int = 0,
+    max_new_tokens: int = 128,
+    batch_size: RewardBatchOpt = 8,
+    device: DeviceOpt = "auto",
+    dtype: RewardDtypeOpt = "auto",
+    prompt_format: PromptFormatOpt = None,
+    lenient: LenientOpt = False,
+    out: RewardOutOpt = None,
+    table: TableOpt = None,
+) -> None:
+    from cyclealign.evaluate.reward import eval_reward
 
     _run(
         eval_reward,
@@ -126,16 +158,8 @@ def reward_command(
         run_dir=run,
         model=model,
         system=name,
-        subsets=subset,
-        split=split,
-        k=k,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
+        **_sample_and_model(subset, split, k, seed, lenient, max_new_tokens, batch_size, device, dtype),
         prompt_format=prompt_format,
-        lenient=lenient,
         out_dir=out,
         table=table,
     )
@@ -176,7 +200,7 @@ def judge_command(
 
       cyclealign eval judge corrected.jsonl --set oracle.name=gpt-4     # upstream vs upstream + corrector
     """
-    from cyclealign.evaluate.commands import eval_judge
+    from cyclealign.evaluate.judge import eval_judge
 
     _run(
         eval_judge,
@@ -194,31 +218,34 @@ def judge_command(
     )
 
 
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="A litellm model string (gpt-3.5-turbo, openai/NAME at --api-base) or a local model or run directory.",
+    ),
+]
+ApiBaseOpt = Annotated[str | None, typer.Option(help="An OpenAI-compatible server for --model (no key needed).")]
+GenerateKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--k",
+        help="Answer only a stratified subsample of K prompts, as `eval reward --k` draws it (default: every row).",
+    ),
+]
+
+
 @eval_app.command("generate")
 def generate_command(
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            help="A litellm model string (gpt-3.5-turbo, openai/NAME at --api-base) or a local model or run directory.",
-        ),
-    ],
+    model: ModelOpt,
     data: DataOpt,
-    api_base: Annotated[
-        str | None, typer.Option(help="An OpenAI-compatible server for --model (no key needed).")
-    ] = None,
+    api_base: ApiBaseOpt = None,
     name: Annotated[str | None, typer.Option(help="System name (default: the model's last path part).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     subset: SubsetOpt = None,
     split: SplitOpt = "test",
-    k: Annotated[
-        int | None,
-        typer.Option(
-            "--k",
-            help="Answer only a stratified subsample of K prompts, as `eval reward --k` draws it (default: every row).",
-        ),
-    ] = None,
+    k: GenerateKOpt = None,
     seed: int = 0,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length (a chat model: its max_tokens).")] = 128,
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call (local models).")] = 8,
@@ -240,7 +267,7 @@ def generate_command(
 
       cyclealign eval generate --model models/base --data ../shared/data/hh-rlhf --name base
     """
-    from cyclealign.evaluate.zero_shot import eval_generate
+    from cyclealign.evaluate.generate import eval_generate
 
     _run(
         eval_generate,
@@ -249,22 +276,14 @@ def generate_command(
         oracle=_config(config, set_).oracle,
         api_base=api_base,
         system=name,
-        subsets=subset,
-        split=split,
-        k=k,
-        seed=seed,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        lenient=lenient,
+        **_sample_and_model(subset, split, k, seed, lenient, max_new_tokens, batch_size, device, dtype),
         out_dir=out,
     )
 
 
 # Figure 4 (a run's own candidates), the fixed human-pairs yardstick, and the human evaluation sheets (Table 3)
-from cyclealign.evaluate.cli_accuracy import human_pair_accuracy_command, oracle_accuracy_command  # noqa: E402
-from cyclealign.evaluate.cli_human import human_app  # noqa: E402
+from cyclealign.cli.evaluate_accuracy import human_pair_accuracy_command, oracle_accuracy_command  # noqa: E402
+from cyclealign.cli.evaluate_human import human_app  # noqa: E402
 
 eval_app.command("oracle-accuracy")(oracle_accuracy_command)
 eval_app.command("human-pair-accuracy")(human_pair_accuracy_command)
