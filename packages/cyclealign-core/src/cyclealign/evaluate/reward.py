@@ -1,4 +1,5 @@
-"""Reward-model scores per HH-RLHF subset, the paper's Table 1 (mean 100·sigmoid(score)).
+"""Reward-model scores per HH-RLHF subset, the paper's Table 1 (mean 100·sigmoid(score): the paper states no
+scale; this one is the project's reading of its values).
 
 Two kinds of reward model, both from a local directory:
 
@@ -46,7 +47,7 @@ class ScoredAnswer:
 
     @property
     def percent(self) -> float:
-        """100·sigmoid(score), the paper's scale."""
+        """100·sigmoid(score): our reading of Table 1's scale, which the paper does not state."""
         return 100.0 / (1.0 + math.exp(-self.score))
 
 
