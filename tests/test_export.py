@@ -99,7 +99,8 @@ def test_aligner_rows_say_the_correction_is_the_oracles_own_answer_not_an_edit(r
     export_runs([run_dir], tmp_path / "out", formats=["aligner"])
     rows = _jsonl(tmp_path / "out" / "aligner.jsonl")
     assert rows and {r["correction_kind"] for r in rows} == {"oracle_answer"}
-    assert datasets.load_from_disk(str(tmp_path / "out" / "aligner"))["correction_kind"] == ["oracle_answer"] * len(rows)
+    table = datasets.load_from_disk(str(tmp_path / "out" / "aligner"))
+    assert table["correction_kind"] == ["oracle_answer"] * len(rows)
     for rec in (r for r in _records(run_dir) if r["oracle"]["order"] is not None):
         # the oracle's one answer to the prompt stands beside every sample of its interaction: no per-sample edit
         paired = [r["answer"] for r in rows if r["correction"] == rec["oracle"]["response"]]
