@@ -109,6 +109,7 @@ def test_two_ranks_equal_one_process_with_a_wave_of_two(setup, tmp_path: Path) -
     for x, y in zip(ra, rb, strict=True):  # the same; loss parts and log-probs to float precision (other batches)
         lx, ly = x.pop("loss"), y.pop("loss")
         assert x.pop("candidate_mean_logps") == pytest.approx(y.pop("candidate_mean_logps"), rel=1e-5)
+        assert x.pop("candidate_sum_logps") == pytest.approx(y.pop("candidate_sum_logps"), rel=1e-5)
         assert x == y
         assert (lx is None) == (ly is None) and (lx is None or ly == pytest.approx(lx, rel=1e-5))
     assert one_calls == two_calls == len(records(one))

@@ -61,6 +61,8 @@ def test_two_prompts_two_interactions_train_the_adapter(tiny_run_config, tmp_pat
     for r in records:
         assert len(r["candidates"]) == 3
         assert sorted(r["oracle"]["order"]) == [0, 1, 2] and sorted(r["self_order"]) == [0, 1, 2]
+        means = r["candidate_mean_logps"]  # cycle.self_rank's default, recorded with every interaction
+        assert r["self_rank"] == "mean_logp" and r["self_order"] == sorted(range(3), key=lambda i: (-means[i], i))
         assert r["oracle"]["raw"] and r["loss"] is not None and r["loss"]["total"] == r["loss"]["total"]
         assert set(r["timings"]) == {"sample_s", "oracle_s", "train_s", "ended_at"}
     demos = (run_dir / "demos.jsonl").read_text().rstrip("\n").split("\n")

@@ -288,8 +288,8 @@ def test_demo_selection_respects_count_and_token_budget(selection: str) -> None:
 def test_settings_mirror_the_cycle_config() -> None:
     from cyclealign.config import CycleConfig
 
-    cfg = CycleConfig(num_samples=4, max_interactions=2, shuffle=False, prompt_batch=3, on_oracle_failure="self_rank")
-    s = CycleSettings.from_config(cfg, seed=9)
+    cfg = CycleConfig(num_samples=4, max_interactions=2, prompt_batch=3, on_oracle_failure="self_rank")
+    s = CycleSettings.from_config(cfg, seed=9, shuffle=False)  # oracle.shuffle_answers
     assert (s.num_samples, s.max_interactions, s.shuffle, s.prompt_batch, s.seed) == (4, 2, False, 3, 9)
     assert s.on_oracle_failure == "self_rank" and s.early_stop and s.include_oracle_response and s.min_agreement == 2
 

@@ -31,9 +31,14 @@ def test_overrides_are_yaml_scalars(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("cycle:\n  num_samples: 4\nrun:\n  dir: somewhere\n")
     cfg = load_config(
-        path, ["cycle.shuffle=false", "oracle.requests_per_minute=30", "whitebox.lora_target_modules=[q_proj, v_proj]"]
+        path,
+        [
+            "oracle.shuffle_answers=false",
+            "oracle.requests_per_minute=30",
+            "whitebox.lora_target_modules=[q_proj, v_proj]",
+        ],
     )
-    assert cfg.cycle.num_samples == 4 and cfg.cycle.shuffle is False
+    assert cfg.cycle.num_samples == 4 and cfg.oracle.shuffle_answers is False
     assert cfg.oracle.requests_per_minute == 30.0 and cfg.whitebox.lora_target_modules == ["q_proj", "v_proj"]
     assert str(cfg.run.dir) == "somewhere"
 

@@ -81,7 +81,7 @@ def test_every_format_loads_with_datasets(run_dir: Path, tmp_path: Path) -> None
     assert len(trl) == sum(len(r) * (len(r) - 1) // 2 for r in ranked["responses"])
 
     aligner = datasets.load_from_disk(str(tmp_path / "out" / "aligner"))
-    assert aligner.column_names == ["question", "answer", "correction"]
+    assert aligner.column_names == ["question", "answer", "correction", "correction_kind"]
     samples = len(records[0]["candidates"])
     assert samples == 3 and len(aligner) == len(valid) * samples
     assert [r["correction"] for r in aligner] == [rec["oracle"]["response"] for rec in valid for _ in range(samples)]
@@ -91,6 +91,23 @@ def test_every_format_loads_with_datasets(run_dir: Path, tmp_path: Path) -> None
         assert _jsonl(tmp_path / "out" / f"{fmt}.jsonl") == table.to_list()  # the JSONL twin holds the same rows
     saved = json.loads((tmp_path / "out" / "export.json").read_text())
     assert saved["rows"] == {"trl": len(trl), "ranked": 2, "aligner": 6} and saved["pairs"] == "all"
+
+
+def test_aligner_rows_say_the_correction_is_the_oracles_own_answer_not_an_edit(run_dir: Path, tmp_path: Path) -> None:
+    from cyclealign.aligner.triples import triples_from_run
+
+    export_runs([run_dir], tmp_path / "out", formats=["aligner"])
+    rows = _jsonl(tmp_path / "out" / "aligner.jsonl")
+    assert rows and {r["correction_kind"] for r in rows} == {"oracle_answer"}
+    table = datasets.load_from_disk(str(tmp_path / "out" / "aligner"))
+    assert table["correction_kind"] == ["oracle_answer"] * len(rows)
+    for rec in (r for r in _records(run_dir) if r["oracle"]["order"] is not None):
+        # the oracle's one answer to the prompt stands beside every sample of its interaction: no per-sample edit
+        paired = [r["answer"] for r in rows if r["correction"] == rec["oracle"]["response"]]
+        assert paired == rec["candidates"] and rec["oracle"]["response"] not in rec["candidates"]
+    assert [(t.question, t.answer, t.correction) for t in triples_from_run(run_dir)] == [
+        (r["question"], r["answer"], r["correction"]) for r in rows
+    ]
 
 
 def test_best_worst_and_deduplication_across_run_dirs(run_dir: Path, tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ def test_plugins_options_prints_each_option_with_default_and_description(registe
         ("oracle.serve_gguf=null", "oracle.options.serve_gguf"),
         ("oracle.server_ctx=2048", "oracle.options.server_ctx"),
         ("oracle.json_schema=false", "oracle.options.json_schema"),
+        ("cycle.shuffle=false", "oracle.shuffle_answers"),  # how answers are shown is the oracle's
     ],
 )
 def test_old_keys_are_refused_naming_the_new_one(old: str, new: str) -> None:

@@ -88,6 +88,10 @@ class OracleConfig(Section):
         None,
         description="a text file replacing the ranking instruction (system message) of cyclealign.oracle.prompts",
     )
+    static_demo_file: Path | None = Field(
+        None, description="a YAML/JSON file (question, answers, ranking) replacing the built-in static demonstration"
+    )
+    shuffle_answers: bool = Field(True, description="show answers (and demos') in a seeded random order, mapped back")
 
 
 class CycleConfig(Section):
@@ -98,7 +102,6 @@ class CycleConfig(Section):
     early_stop: bool = Field(True, description="stop a prompt's loop when both rankings are identical")
     include_oracle_response: bool = Field(True, description="prepend the oracle's own answer as the best candidate")
     reward_scheme: Literal["linear", "exponential", "reciprocal"] = "linear"
-    shuffle: bool = Field(True, description="show responses to the oracle in a random order, mapped back")
     icl: bool = Field(True, description="False: no demonstrations at all (the paper's 'w/o ICL')")
     dynamic_demos: bool = Field(True, description="False: static demonstration only (the paper's 'w/o D2')")
     max_dynamic_demos: int | None = Field(
@@ -106,6 +109,9 @@ class CycleConfig(Section):
     )
     demo_selection: Literal["recent", "similar"] = "recent"
     demo_token_budget: int = Field(1200, ge=0, description="approximate tokens all dynamic demos may take")
+    self_rank: Literal["mean_logp", "sum_logp"] = Field(
+        "mean_logp", description="the white-box's own ranking: mean token log-prob, or the whole answer's log-prob"
+    )
     agreement: Literal["lcs"] = "lcs"
     min_agreement: int = Field(2, ge=1, description="shortest agreement worth keeping as a demonstration")
     prompt_batch: int = Field(1, ge=1, description="prompts whose oracle calls run concurrently")
@@ -273,10 +279,11 @@ def apply_overrides(
     return data
 
 
-# Keys that became a plugin's own options: refused with the new key, never silently dropped.
+# Keys that moved (most to a plugin's own options): refused with the new key, never silently dropped.
 MOVED = {
     **{("oracle", k): f"oracle.options.{k}" for k in ("api_base", "api_key_env", "api_key_file", "serve_gguf")},
     **{("oracle", k): f"oracle.options.{k}" for k in ("server_ctx", "json_schema")},
+    ("cycle", "shuffle"): "oracle.shuffle_answers",
     ("loss", "beta"): "loss.options.beta",
     ("loss", "dpo_pairs"): "loss.options.pairs",
     ("loss", "length_penalty"): "loss.options.length_penalty",

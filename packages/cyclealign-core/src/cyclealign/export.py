@@ -9,8 +9,11 @@ Three formats, each written twice into ``OUT``: as a ``datasets`` folder
   (``pairs="best-worst"``);
 - ``ranked``: ``prompt``, ``responses`` (best first), ``sources`` (``oracle`` or
   ``whitebox`` for each): the whole list, for PRO/RRHF-style listwise training;
-- ``aligner``: ``question``, ``answer``, ``correction``: each white-box sample of an
-  interaction, corrected by the oracle's own answer (Aligner's Q-A-C triples).
+- ``aligner``: ``question``, ``answer``, ``correction``, ``correction_kind``: each
+  white-box sample of an interaction beside the oracle's own answer to the prompt
+  (Aligner's Q-A-C layout).  That answer was written for the prompt, not as an edit
+  of the sample, so every row says so: ``correction_kind`` is ``"oracle_answer"``
+  (Aligner's own data, where an annotator rewrote the answer, would be an edit).
 
 Only interactions the oracle ranked are used; the ranking is the oracle's, with its
 own answer first where the run trained on it (``cycle.include_oracle_response``).
@@ -39,8 +42,11 @@ INSTALL_HINT = 'pip install "cyclealign-core[data]"'
 COLUMNS: dict[str, dict[str, str]] = {  # name -> "str" or "list"
     "trl": {"prompt": "str", "chosen": "str", "rejected": "str"},
     "ranked": {"prompt": "str", "responses": "list", "sources": "list"},
-    "aligner": {"question": "str", "answer": "str", "correction": "str"},
+    "aligner": {"question": "str", "answer": "str", "correction": "str", "correction_kind": "str"},
 }
+# What a cycle run's "correction" is: the oracle's own answer to the prompt.  The oracle saw all the samples but
+# was asked for a better answer of its own, not to edit the one sample each row pairs it with.
+ORACLE_ANSWER = "oracle_answer"
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,10 @@ def rows_for(fmt: str, item: Ranked, pairs: str = "all") -> list[dict[str, Any]]
     if fmt == "aligner":
         if item.oracle_answer is None:
             return []
-        return [{"question": item.prompt, "answer": s, "correction": item.oracle_answer} for s in item.samples]
+        return [
+            {"question": item.prompt, "answer": s, "correction": item.oracle_answer, "correction_kind": ORACLE_ANSWER}
+            for s in item.samples
+        ]
     raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
 
 

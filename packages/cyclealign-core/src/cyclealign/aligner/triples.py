@@ -4,7 +4,8 @@ From JSON or JSONL files in the field names Aligner's released data uses
 (``question``, ``answer``, ``correction``), and from CycleAlign run directories:
 each interaction the oracle ranked and answered gives one triple per white-box
 sample, with the oracle's own answer as the correction (the rows of
-``cyclealign export --format aligner``).
+``cyclealign export --format aligner``, labelled ``correction_kind: oracle_answer``:
+the oracle answered the prompt, it did not edit that sample).
 """
 
 from __future__ import annotations

@@ -261,6 +261,7 @@ class Cycle:
             "interaction": st.interaction,
             "candidates": [c.text for c in j.cands],
             "candidate_mean_logps": [c.mean_logp for c in j.cands],
+            "candidate_sum_logps": [c.sum_logp for c in j.cands],
             "shown_order": list(j.shown),
             "oracle": {
                 "raw": verdict.raw,
@@ -276,6 +277,7 @@ class Cycle:
             },
             "demonstrations_shown": j.demos_shown,
             "self_order": list(own.order),
+            "self_rank": getattr(self.self_ranker, "name", type(self.self_ranker).__name__),  # cycle.self_rank
             "agreement": list(agreement),
             "agreed_fully": full,
             "loss": loss_parts,

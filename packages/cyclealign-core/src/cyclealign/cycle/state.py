@@ -20,7 +20,7 @@ class CycleSettings:
     max_interactions: int = 5
     early_stop: bool = True
     include_oracle_response: bool = True
-    shuffle: bool = True
+    shuffle: bool = True  # oracle.shuffle_answers
     min_agreement: int = 2
     prompt_batch: int = 1
     on_oracle_failure: str = "skip"
@@ -28,10 +28,11 @@ class CycleSettings:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, cycle: Any, seed: int) -> CycleSettings:
-        """The engine's view of a ``CycleConfig`` (fields of the same name), plus the run's seed."""
-        names = {f.name for f in fields(cls)} - {"seed"}
-        return cls(**{n: getattr(cycle, n) for n in names}, seed=seed)
+    def from_config(cls, cycle: Any, seed: int, *, shuffle: bool = True) -> CycleSettings:
+        """The engine's view of a ``CycleConfig`` (fields of the same name), plus the run's seed and whether
+        the oracle sees answers shuffled (``oracle.shuffle_answers``: how answers are shown is the oracle's)."""
+        names = {f.name for f in fields(cls)} - {"seed", "shuffle"}
+        return cls(**{n: getattr(cycle, n) for n in names}, seed=seed, shuffle=shuffle)
 
 
 @dataclass

@@ -118,11 +118,12 @@ def pair_accuracy(
     demos: Sequence[Demonstration] = (),
     seed: int = 0,
     cycle: CycleConfig | None = None,
+    static: Demonstration | None = None,
 ) -> tuple[AccuracyResult, list[dict[str, Any]]]:
-    """The accuracy for one setting, and one record per pair (for inspection)."""
-    from cyclealign.oracle.prompts import STATIC_DEMONSTRATION
+    """The accuracy for one setting, and one record per pair (for inspection); ``static``: the built-in one."""
+    from cyclealign.oracle.static_demo import load_static_demo
 
-    requests, chosen_at = build_requests(examples, mode, demos, STATIC_DEMONSTRATION, seed, cycle)
+    requests, chosen_at = build_requests(examples, mode, demos, static or load_static_demo(None), seed, cycle)
     verdicts = oracle.rank_many(requests)
     records = [
         {
@@ -174,10 +175,12 @@ def eval_human_pair_accuracy(
     Writes ``human_pair_accuracy.{csv,md,json}`` and ``human_pair_accuracy_items.jsonl``.
     """
     from cyclealign.evaluate.sample import examples_and_sizes, open_oracle
+    from cyclealign.oracle.static_demo import load_static_demo
 
     console = console or Console()
     for mode in modes:
         parse_mode(mode)  # bad modes fail before any data is read or call is paid
+    static = load_static_demo(oracle.static_demo_file)  # oracle.static_demo_file, as in the run
     examples = examples_and_sizes(data, subsets, split, k, seed, lenient, console)[0]
     dynamic = load_demos_file(demos)
     kept = [m for m in modes if parse_mode(m)[0] != "dynamic" or dynamic]
@@ -189,7 +192,7 @@ def eval_human_pair_accuracy(
     try:
         for mode in kept:
             with console.status(f"ranking {len(examples)} pairs ({mode} demonstrations)…"):
-                result, items = pair_accuracy(examples, ranker, mode, dynamic, seed, cycle)
+                result, items = pair_accuracy(examples, ranker, mode, dynamic, seed, cycle, static)
             results.append(result)
             records += items
     finally:

@@ -1,4 +1,5 @@
-"""`cyclealign eval reward`: answers on the HH-RLHF test splits, scored by a reward model: the paper's Table 1.
+"""`cyclealign eval reward`: answers on the HH-RLHF test splits, scored by a reward model: the paper's Table 1
+(mean 100·sigmoid(score) per subset: the paper states no scale; this one is the project's reading of its values).
 
 The answers come from a run or a model (greedy, ``cyclealign.whitebox.greedy``) or
 from a file (``eval generate``'s, ``aligner correct``'s); the reward models are
@@ -34,7 +35,7 @@ class ScoredAnswer:
 
     @property
     def percent(self) -> float:
-        """100·sigmoid(score), the paper's scale."""
+        """100·sigmoid(score): our reading of Table 1's scale, which the paper does not state."""
         return 100.0 / (1.0 + math.exp(-self.score))
 
 

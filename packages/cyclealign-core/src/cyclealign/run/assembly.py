@@ -21,7 +21,7 @@ from cyclealign.errors import ConfigError, DataError
 from cyclealign.infra.lockstep import Lockstep
 from cyclealign.infra.store import RunDir
 from cyclealign.oracle.demos import DemoPool
-from cyclealign.oracle.prompts import STATIC_DEMONSTRATION
+from cyclealign.oracle.static_demo import load_static_demo
 from cyclealign.protocols import Oracle, Prompt, RankLoss
 from cyclealign.run.checkpoint import reseed_all
 from cyclealign.usage import Usage
@@ -52,6 +52,7 @@ def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     resolve_model(config.whitebox.model, config.whitebox.gguf_file)
     plugins.check_options(config)  # the oracle's name and options (the loss's were checked building it)
     load_instruction(config.oracle.instruction_file)  # a missing or empty file fails before the run starts
+    load_static_demo(config.oracle.static_demo_file)  # so does a malformed static demonstration
     if config.cycle.sample_ahead and config.train.backend == "deepspeed":
         raise ConfigError(_AHEAD_ALONE)
     return prompts, loss
@@ -103,7 +104,7 @@ def build_pool(config: Config, store: RunDir) -> DemoPool:
     """The demonstration pool over the run directory's journal of demonstrations."""
     c = config.cycle
     return DemoPool(
-        STATIC_DEMONSTRATION,
+        load_static_demo(config.oracle.static_demo_file),
         use_static=c.icl,
         use_dynamic=c.icl and c.dynamic_demos,
         max_dynamic=c.max_dynamic_demos,
@@ -126,7 +127,7 @@ def build_cycle(
     on_step: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> Cycle:
     """The engine of Figure 2, wired to the real parts and journalling into ``store``."""
-    from cyclealign.whitebox import MeanLogProbRanker
+    from cyclealign.whitebox import LogProbRanker
     from cyclealign.whitebox.sampler import HFSampler
 
     c = config.cycle
@@ -135,12 +136,12 @@ def build_cycle(
     return Cycle(
         sampler=HFSampler(whitebox, config.whitebox),
         oracle=oracle,
-        self_ranker=MeanLogProbRanker(),
+        self_ranker=LogProbRanker(c.self_rank),
         agreement=make_agreement(c.agreement),
         trainer=trainer,
         demos=build_pool(config, store),
         rewards=lambda order: ranks_to_rewards(order, c.reward_scheme),
-        settings=CycleSettings.from_config(c, seed=config.run.seed),
+        settings=CycleSettings.from_config(c, seed=config.run.seed, shuffle=config.oracle.shuffle_answers),
         on_record=store.add_interaction,
         on_step=on_step,
         reseed=reseed_all,

@@ -8,15 +8,17 @@ from cyclealign.whitebox.loading import (
 )
 from cyclealign.whitebox.prompt_format import encode_prompt, render_prompt
 from cyclealign.whitebox.sampler import HFSampler
-from cyclealign.whitebox.selfrank import MeanLogProbRanker
+from cyclealign.whitebox.selfrank import LogProbRanker, MeanLogProbRanker, SumLogProbRanker
 from cyclealign.whitebox.torch_backend import TorchBackend
 from cyclealign.whitebox.trainer import PolicyTrainer, TrainingBackend, build_trainer, save_trainable
 
 __all__ = [
     "EncodedBatch",
     "HFSampler",
+    "LogProbRanker",
     "MeanLogProbRanker",
     "PolicyTrainer",
+    "SumLogProbRanker",
     "TorchBackend",
     "TrainingBackend",
     "WhiteBox",
