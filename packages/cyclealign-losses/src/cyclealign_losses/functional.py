@@ -6,8 +6,8 @@ One calling convention for all of them:
 - ``lengths`` int ``[B, n]``: each response's true token count (never the padded length);
 - ``rewards`` float ``[B, n]``: higher is better, candidates in any order (nothing here
   depends on the order: every loss is written over pairs of candidates, not positions);
-- ``ref_logps`` ``[B, n]`` or ``None``: the frozen reference's summed log-probs (DPO only;
-  the others accept and ignore it so that callers can treat them alike).
+- ``ref_logps`` ``[B, n]`` or ``None``: the frozen reference's summed log-probs (DPO,
+  DPO-PL and LiPO-λ; the others accept and ignore it so that callers can treat them alike).
 
 Every row holds the same ``n`` real candidates: the engine groups prompts by how many
 candidates they kept, so there are no padding slots to mask.
@@ -133,12 +133,8 @@ def dpo_loss(
     """
     if pairs not in DPO_PAIRS:
         raise ValueError(f"pairs must be one of {', '.join(DPO_PAIRS)}, got {pairs!r}")
-    if ref_logps is None:
-        raise ValueError("dpo_loss needs ref_logps (the frozen reference's summed log-probs)")
-    if ref_logps.shape != logps.shape:
-        raise ValueError(f"ref_logps {tuple(ref_logps.shape)} must match logps {tuple(logps.shape)}")
+    h = _policy_minus_reference(logps, ref_logps, "dpo_loss")
     rewards = _prepare(logps, lengths, rewards)
-    h = logps - ref_logps.to(logps.dtype)
     margin = beta * (h[:, :, None] - h[:, None, :])  # [B, w, l]
     better = _strictly_better(rewards)
     if pairs == "best_worst":
@@ -148,6 +144,73 @@ def dpo_loss(
     per_pair = torch.where(better, -F.logsigmoid(margin), torch.zeros_like(margin))
     count = better.sum(dim=(1, 2)).clamp(min=1).to(logps.dtype)
     return (per_pair.sum(dim=(1, 2)) / count).mean()
+
+
+def _policy_minus_reference(logps: Tensor, ref_logps: Tensor | None, name: str) -> Tensor:
+    """``log π − log π_ref`` per candidate, after checking that the reference is there and fits."""
+    if ref_logps is None:
+        raise ValueError(f"{name} needs ref_logps (the frozen reference's summed log-probs)")
+    if ref_logps.shape != logps.shape:
+        raise ValueError(f"ref_logps {tuple(ref_logps.shape)} must match logps {tuple(logps.shape)}")
+    return logps - ref_logps.to(logps.dtype)
+
+
+def lipo_lambda_loss(
+    logps: Tensor,
+    lengths: Tensor,
+    rewards: Tensor,
+    ref_logps: Tensor | None = None,
+    *,
+    beta: float = 0.1,
+) -> Tensor:
+    """LiPO-λ: DPO's pairwise term over every ordered pair, each weighted by how much swapping it costs in DCG.
+
+    ``s = β·(log π − log π_ref)``; the rewards are the relevance ψ, ``G = 2^ψ − 1``;
+    τ is each candidate's 1-based rank under ``s`` (highest first, equal scores in
+    candidate order; it carries no gradient) and ``D(τ) = ln(1 + τ)``.  Per row,
+    ``Σ_{ψ_i > ψ_j} |G_i − G_j|·|1/D(τ_i) − 1/D(τ_j)|·(−log σ(s_i − s_j))``: the SUM over
+    pairs (not their mean, as in ``dpo_loss``), then averaged over rows.  Tied ψ make no
+    pair.  The weights grow as 2^ψ, so ψ should stay small (the cycle's ``linear`` rewards).
+    """
+    h = _policy_minus_reference(logps, ref_logps, "lipo_lambda_loss")
+    rewards = _prepare(logps, lengths, rewards)
+    s = beta * h
+    n = s.shape[1]
+    order = torch.argsort(s.detach(), dim=1, descending=True, stable=True)
+    positions = torch.arange(1, n + 1, device=s.device).expand_as(order)
+    tau = torch.empty_like(order).scatter_(1, order, positions).to(s.dtype)
+    inv_discount = 1.0 / torch.log1p(tau)
+    gain = torch.exp2(rewards) - 1.0
+    weight = (gain[:, :, None] - gain[:, None, :]).abs() * (inv_discount[:, :, None] - inv_discount[:, None, :]).abs()
+    margin = s[:, :, None] - s[:, None, :]  # [B, i, j]
+    per_pair = torch.where(_strictly_better(rewards), -weight * F.logsigmoid(margin), torch.zeros_like(margin))
+    return per_pair.sum(dim=(1, 2)).mean()
+
+
+def dpo_pl_loss(
+    logps: Tensor,
+    lengths: Tensor,
+    rewards: Tensor,
+    ref_logps: Tensor | None = None,
+    *,
+    beta: float = 0.1,
+) -> Tensor:
+    """DPO under the Plackett-Luce model: the whole ranked list's likelihood, not its pairs.
+
+    ``s = β·(log π − log π_ref)``; with candidates in preference order the row's loss is
+    ``Σ_k [logsumexp_{j ≥ k} s_j − s_k]``, summed over positions, then averaged over rows.
+    With two candidates that is DPO's ``−log σ(s_w − s_l)``.  Ties: as in ``pro_loss``, a
+    candidate's suffix holds only those ranked strictly below it, so each member of a tie
+    is scored against the worse ones alone and two tied candidates are never compared.
+    """
+    h = _policy_minus_reference(logps, ref_logps, "dpo_pl_loss")
+    rewards = _prepare(logps, lengths, rewards)
+    s = beta * h
+    strict = _strictly_better(rewards)  # [B, k, j]
+    suffix = torch.where(strict, s[:, None, :], torch.full((), float("-inf"), dtype=s.dtype, device=s.device))
+    lse = torch.logsumexp(torch.cat([s[:, :, None], suffix], dim=2), dim=2)
+    ell = torch.where(strict.any(dim=2), lse - s, torch.zeros_like(s))
+    return ell.sum(dim=1).mean()
 
 
 SFT_REDUCTIONS = ("mean", "sum")

@@ -1,4 +1,4 @@
-"""Registers PRO, RRHF and DPO through the `cyclealign` entry-point group, like any third party, with their options."""
+"""Registers PRO, RRHF, DPO, DPO-PL and LiPO-λ through the `cyclealign` entry-point group, with their options."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ from typing import Any
 
 import pluggy
 
-from cyclealign_losses.rank_losses import DpoLoss, DpoOptions, NoOptions, ProLoss, RrhfLoss, RrhfOptions
+from cyclealign_losses.rank_losses import (
+    DpoLoss,
+    DpoOptions,
+    DpoPlLoss,
+    LipoLoss,
+    ListwiseOptions,
+    NoOptions,
+    ProLoss,
+    RrhfLoss,
+    RrhfOptions,
+)
 
 hookimpl = pluggy.HookimplMarker("cyclealign")
 
@@ -25,4 +35,16 @@ def register_losses(register: Any) -> None:
         DpoLoss.from_config,
         "DPO over all ranked pairs vs. the adapter-disabled reference + λ·SFT",
         options=DpoOptions,
+    )
+    register(
+        "dpo-pl",
+        DpoPlLoss.from_config,
+        "DPO's Plackett-Luce form over the whole ranked list vs. the adapter-disabled reference + λ·SFT",
+        options=ListwiseOptions,
+    )
+    register(
+        "lipo",
+        LipoLoss.from_config,
+        "LiPO-λ: ranked pairs weighted by their DCG swap cost, vs. the adapter-disabled reference + λ·SFT",
+        options=ListwiseOptions,
     )

@@ -14,7 +14,16 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from cyclealign_losses.functional import DPO_PAIRS, SFT_REDUCTIONS, dpo_loss, pro_loss, rrhf_loss, sft_loss
+from cyclealign_losses.functional import (
+    DPO_PAIRS,
+    SFT_REDUCTIONS,
+    dpo_loss,
+    dpo_pl_loss,
+    lipo_lambda_loss,
+    pro_loss,
+    rrhf_loss,
+    sft_loss,
+)
 
 Tensor = torch.Tensor
 DEFAULT_NUM_SAMPLES = 3
@@ -42,6 +51,13 @@ class DpoOptions:
     pairs: Literal["all", "best_worst"] = field(
         default="all", metadata={"description": "all ordered pairs of the ranking, or only best against worst"}
     )
+
+
+@dataclass(frozen=True)
+class ListwiseOptions:
+    """``loss.options`` of ``lipo`` and ``dpo-pl``: the listwise losses scored against the reference."""
+
+    beta: float = field(default=0.1, metadata={"description": "temperature β of s = β·log(π/π_ref) (> 0)"})
 
 
 @dataclass(frozen=True)
@@ -199,3 +215,38 @@ class DpoLoss(_RankPlusSft):
         if ref is None:
             raise ValueError("the dpo loss needs the reference log-probs (needs_reference is True)")
         return dpo_loss(logps, lengths, rewards, ref, beta=self.hyper["beta"], pairs=self.hyper["pairs"])
+
+
+class _ListwiseVsReference(_RankPlusSft):
+    """A listwise loss on ``s = β·log(π/π_ref)`` (the reference: the adapter switched off) + λ·SFT."""
+
+    needs_reference = True
+    Options = ListwiseOptions
+
+    def __init__(self, sft_weight: float = 4.0, sft_reduction: str = "mean", beta: float = 0.1) -> None:
+        if not beta > 0:  # also rejects NaN
+            raise ValueError(f"loss.options.beta must be > 0, got {beta}")
+        super().__init__(sft_weight, sft_reduction, beta=float(beta))
+
+    def _reference(self, ref: Tensor | None) -> Tensor:
+        if ref is None:
+            raise ValueError(f"the {self.name} loss needs the reference log-probs (needs_reference is True)")
+        return ref
+
+
+class LipoLoss(_ListwiseVsReference):
+    """LiPO-λ (pairs weighted by their DCG swap cost) against the frozen reference + λ·SFT."""
+
+    name = "lipo"
+
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
+        return lipo_lambda_loss(logps, lengths, rewards, self._reference(ref), beta=self.hyper["beta"])
+
+
+class DpoPlLoss(_ListwiseVsReference):
+    """DPO's Plackett-Luce form over the whole ranked list against the frozen reference + λ·SFT."""
+
+    name = "dpo-pl"
+
+    def rank(self, logps: Tensor, lengths: Tensor, rewards: Tensor, ref: Tensor | None) -> Tensor:
+        return dpo_pl_loss(logps, lengths, rewards, self._reference(ref), beta=self.hyper["beta"])

@@ -60,7 +60,10 @@ def load_system(
             from peft import PeftModel
 
             wb = load_whitebox(cfg.model_copy(update=overrides), seed=0)
-            wb.model = PeftModel.from_pretrained(wb.model, adapter).eval()
+            from cyclealign.whitebox.known_warnings import quiet_known_warnings
+
+            with quiet_known_warnings():  # peft reads a property transformers deprecated
+                wb.model = PeftModel.from_pretrained(wb.model, adapter).eval()
             return wb
         if (adapter / "config.json").is_file():  # full fine-tuning: the whole model was saved
             return load_whitebox(cfg.model_copy(update={**overrides, "model": str(adapter), "gguf_file": None}), seed=0)

@@ -16,6 +16,7 @@ from cyclealign import embedded
 from cyclealign.config import WhiteboxConfig
 from cyclealign.errors import WhiteboxError
 from cyclealign.infra.process_group import bind_local_gpu, device_name
+from cyclealign.whitebox.known_warnings import quiet_known_warnings
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -189,7 +190,8 @@ def _with_lora(model: Any, cfg: WhiteboxConfig) -> Any:
         target_modules=lora_targets(model, cfg.lora_target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    with quiet_known_warnings():  # peft reads a property transformers deprecated
+        return get_peft_model(model, lora)
 
 
 def _to_device(model: Any, device: torch.device, partitioned: bool) -> None:
