@@ -130,7 +130,7 @@ class RulePlugin:
 
 
 def config_for(args, tmp: Path, seed: int, reverse: bool) -> Config:
-    prompts = tmp / "train.jsonl"
+    prompts, name = tmp / "train.jsonl", "reversed" if reverse else "preferred"
     train = QUESTIONS[: len(QUESTIONS) - HELD_OUT][: args.prompts]
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in train))
     return load_config(
@@ -148,7 +148,7 @@ def config_for(args, tmp: Path, seed: int, reverse: bool) -> Config:
             f"cycle.prompt_batch={args.wave}",
             f"train.lr={args.lr}",
             f"run.seed={seed}",
-            f"run.dir={tmp / ('run-%d-%s' % (seed, 'reversed' if reverse else 'preferred'))}",
+            f"run.dir={tmp / f'run-{seed}-{name}'}",
             "run.progress=false",
         ]
     )
@@ -211,8 +211,7 @@ def measure(args) -> dict[str, dict[int, tuple[float, float]]]:
                 after = held.score(seed)
                 results[ranking][seed] = (before, after)
                 print(
-                    f"seed {seed} {ranking:9s}: brevity {before:.3f} -> {after:.3f} "
-                    f"({time.perf_counter() - t0:.0f} s)",
+                    f"seed {seed} {ranking:9s}: brevity {before:.3f} -> {after:.3f} ({time.perf_counter() - t0:.0f} s)",
                     flush=True,
                 )
     return results
@@ -266,8 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     text, ok = table(measure(args))
     print(text)
-    print(f"\n{'LEARNS' if ok else 'NOT SHOWN'}: preferred raises brevity and reversed lowers it, beyond the spread "
-          f"over seeds ({time.perf_counter() - t0:.0f} s in all)")
+    print(
+        f"\n{'LEARNS' if ok else 'NOT SHOWN'}: preferred raises brevity and reversed lowers it, beyond the spread "
+        f"over seeds ({time.perf_counter() - t0:.0f} s in all)"
+    )
     return 0 if ok else 1
 
 
