@@ -138,6 +138,7 @@ def stress(session: nox.Session) -> None:
 BENCH_EXTRAS = ("trl==1.16.*", "datasets>=3")
 BENCHES = ("train_step.py", "sampling.py", "cycle_throughput.py", "oracle_throughput.py")
 # bench/gpu.py is not among them: it needs a GPU (docs/performance.md says how to run it; `--toy` runs on a CPU).
+# Nor is bench/learning.py (evidence that the loop learns, about 15 minutes): `nox -s bench -- learning.py`.
 
 
 @nox.session

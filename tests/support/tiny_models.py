@@ -141,3 +141,28 @@ def tiny_reward_model_dir(path: Path, seed: int = 0, initializer_range: float = 
     BertForSequenceClassification(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def tiny_llama_reward_model_dir(path: Path, seed: int = 0, initializer_range: float = 0.2) -> Path:
+    """A one-logit llama sequence classifier (the layout of most open reward models), random but seeded.
+
+    It scores a (question, answer) pair at its last real token; the wide ``initializer_range`` keeps
+    the scores of different answers well apart, so an order never hangs on rounding.
+    """
+    from transformers import LlamaForSequenceClassification
+
+    path = Path(path)
+    tok = tiny_tokenizer(padding_side="right")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=2,
+        eos_token_id=1,
+        num_labels=1,
+        initializer_range=initializer_range,
+        **TINY_DECODER,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -43,6 +43,7 @@ INSTALL_HINTS = {
     ("oracle", "gpt-4"): 'pip install "cyclealign-core[openai]"',
     ("oracle", "litellm"): 'pip install "cyclealign-core[openai]"',
     ("oracle", "local"): 'pip install "cyclealign-core[local]"',
+    ("oracle", "reward-model"): 'pip install "cyclealign-core[openai]"',
     ("loss", "pro"): "pip install cyclealign-losses",
     ("loss", "rrhf"): "pip install cyclealign-losses",
     ("loss", "dpo"): "pip install cyclealign-losses",

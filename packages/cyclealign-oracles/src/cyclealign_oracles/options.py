@@ -1,4 +1,7 @@
-"""The litellm backends' own options (``oracle.options``): where the model lives, where its key is, what to serve.
+"""The first-party oracles' own options (``oracle.options``).
+
+The litellm backends': where the model lives, where its key is, what to serve.
+The reward-model oracle's: which local directory ranks, on which device.
 
 The framework's policy around each call (retries, pacing, cache, budget, context)
 stays in core's ``oracle`` section; these settings mean something to these
@@ -8,6 +11,7 @@ backends only.  Keys themselves are never options: only where to read them from.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,4 +35,23 @@ class LiteLLMOptions(BaseModel):
     json_schema: bool = Field(True, description="ask for schema-constrained JSON where the provider supports it")
 
 
-__all__ = ["LiteLLMOptions"]
+class RewardModelOptions(BaseModel):
+    """``oracle.options`` of ``reward-model``: a local sequence-classification reward model ranks the candidates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Path = Field(description="a local reward-model directory (Hugging Face format, one logit)")
+    kind: Literal["classifier", "oasst-pythia"] = Field(
+        "classifier",
+        description="classifier: AutoModelForSequenceClassification fed (question, answer); oasst-pythia: "
+        "OpenAssistant's Pythia reward-model layout (as `eval reward --reward-kind`)",
+    )
+    batch_size: int = Field(8, ge=1, description="(question, answer) pairs per forward pass")
+    device: str = Field("auto", description="auto: this process's GPU (cuda:LOCAL_RANK), else the CPU; or cpu, cuda:1")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype; auto: bfloat16 on CUDA, float32 elsewhere"
+    )
+    max_length: int = Field(1024, ge=8, description="tokens per pair at most (the oldest context is cut first)")
+
+
+__all__ = ["LiteLLMOptions", "RewardModelOptions"]

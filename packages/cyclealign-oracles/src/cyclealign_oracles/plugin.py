@@ -5,11 +5,14 @@
 - ``local``: any OpenAI-compatible server at ``oracle.options.api_base`` (llama.cpp, vLLM, ollama), or, with
   no ``api_base``, a llama.cpp server the project starts itself for ``oracle.options.serve_gguf``;
 - ``litellm``: any litellm model string in ``oracle.model`` (keys as litellm reads them from the environment,
-  or from ``oracle.options.api_key_env`` / ``oracle.options.api_key_file``).
+  or from ``oracle.options.api_key_env`` / ``oracle.options.api_key_file``);
+- ``reward-model``: a local reward model in ``oracle.options.model`` ranks the candidates, at no cost and
+  with no answer of its own (``cyclealign_oracles.reward_model``).
 
-Each factory returns a chat backend; the framework wraps it in its ranking oracle.  All four take the
-options of :class:`~cyclealign_oracles.options.LiteLLMOptions`, checked by the framework.
-The defaults of each name live in ``cyclealign_oracles.providers.ALIASES``.
+The four chat factories return a chat backend; the framework wraps it in its ranking oracle.  They take
+the options of :class:`~cyclealign_oracles.options.LiteLLMOptions`, checked by the framework; the
+defaults of each name live in ``cyclealign_oracles.providers.ALIASES``.  ``reward-model`` returns a
+whole ``Oracle`` and takes :class:`~cyclealign_oracles.options.RewardModelOptions`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import pluggy
 
 from cyclealign.config import OracleConfig
-from cyclealign_oracles.options import LiteLLMOptions
+from cyclealign_oracles.options import LiteLLMOptions, RewardModelOptions
 
 hookimpl = pluggy.HookimplMarker("cyclealign")
 
@@ -37,6 +40,13 @@ def _factory(alias: str) -> Callable[..., Any]:
     return make
 
 
+def make_reward_model(config: OracleConfig, options: RewardModelOptions) -> Any:
+    """A reward-model oracle (torch and the model load only when one is asked for)."""
+    from cyclealign_oracles.reward_model import RewardModelOracle
+
+    return RewardModelOracle(config, options)
+
+
 @hookimpl
 def register_oracles(register: Any) -> None:
     for name, description in (
@@ -46,3 +56,9 @@ def register_oracles(register: Any) -> None:
         ("litellm", "any litellm model string in oracle.model"),
     ):
         register(name, _factory(name), description, options=LiteLLMOptions)
+    register(
+        "reward-model",
+        make_reward_model,
+        "a local reward model (oracle.options.model) ranks the candidates: no cost, no answer of its own",
+        options=RewardModelOptions,
+    )

@@ -87,14 +87,17 @@ class RewardScorer:
         device: str = "auto",
         dtype: str = "auto",
         max_length: int = 1024,
+        keys: tuple[str, str] = ("--reward-model", "--reward-kind"),
     ) -> None:
+        """``keys`` name the model's and the kind's settings in errors (a CLI option, or a config key)."""
         from transformers import AutoTokenizer
 
+        where, kind_key = keys
         if kind not in KINDS:
-            raise RewardModelError(f"--reward-kind: {kind!r} is not one of {', '.join(KINDS)}")
+            raise RewardModelError(f"{kind_key}: {kind!r} is not one of {', '.join(KINDS)}")
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
-            raise RewardModelError(f"--reward-model: {self.path} is not a model directory (no config.json)")
+            raise RewardModelError(f"{where}: {self.path} is not a model directory (no config.json)")
         self.kind, self.batch_size = kind, batch_size
         self.device = pick_device(device)
         torch_dtype = _dtype(dtype, self.device)
@@ -104,6 +107,16 @@ class RewardScorer:
         self.tokenizer.padding_side = "right"
         # The answer sits at the end: when something must go, cut the oldest context instead.
         self.tokenizer.truncation_side = "left"
+        model = self._load(torch_dtype, where)
+        self.model = model.to(self.device).eval()
+        # Never past what the tokenizer or the position embeddings allow (tokenizers often say "unlimited").
+        limits = [max_length, getattr(model.config, "max_position_embeddings", None)]
+        limits.append(getattr(self.tokenizer, "model_max_length", None))
+        self.max_length = min(x for x in limits if isinstance(x, int) and 0 < x < 10**6)
+
+    def _load(self, torch_dtype: torch.dtype, where: str) -> torch.nn.Module:
+        """The model of ``self.kind``, refused when weights are missing or it has more than one logit."""
+        kind = self.kind
         if kind == "classifier":
             from transformers import AutoModelForSequenceClassification
 
@@ -115,18 +128,16 @@ class RewardScorer:
         missing = sorted(info.get("missing_keys") or [])
         if missing:
             raise RewardModelError(
-                f"--reward-model: {self.path} is not a trained {kind} reward model: weights missing for "
+                f"{where}: {self.path} is not a trained {kind} reward model: weights missing for "
                 f"{', '.join(missing[:4])}{' …' if len(missing) > 4 else ''} (they would be random)"
             )
         if kind == "classifier" and model.config.num_labels != 1:
             raise RewardModelError(
-                f"--reward-model: {self.path} has {model.config.num_labels} labels; a reward model has one logit"
+                f"{where}: {self.path} has {model.config.num_labels} labels; a reward model has one logit"
             )
-        self.model = model.to(self.device).eval()
-        # Never past what the tokenizer or the position embeddings allow (tokenizers often say "unlimited").
-        limits = [max_length, getattr(model.config, "max_position_embeddings", None)]
-        limits.append(getattr(self.tokenizer, "model_max_length", None))
-        self.max_length = min(x for x in limits if isinstance(x, int) and 0 < x < 10**6)
+        if model.config.pad_token_id is None:  # a batch needs it to find each row's last real token
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        return model
 
     @torch.no_grad()
     def score(
