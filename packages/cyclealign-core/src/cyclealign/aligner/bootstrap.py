@@ -144,13 +144,14 @@ def step_correct(config: BootstrapConfig, k: int, upstream: str, round_dir: Path
 
 
 def step_export(k: int, round_dir: Path) -> dict:
+    """The changed answers as preference pairs; a row with an empty answer or correction is left out and counted."""
     from cyclealign.aligner.export import export_preferences
 
     try:
-        report = export_preferences(round_dir / "corrected.jsonl", round_dir / "preferences.jsonl")
+        report = export_preferences(round_dir / "corrected.jsonl", round_dir / "preferences.jsonl", lenient=True)
     except DataError as e:
-        raise DataError(f"round {k}: the corrector kept every answer, so there is nothing to train on ({e})") from None
-    return {"pairs": report.written, "unchanged": report.unchanged}
+        raise DataError(f"round {k}: nothing to train on: {e}") from None
+    return {"pairs": report.written, "unchanged": report.unchanged, "empty": report.skipped}
 
 
 def step_train(config: BootstrapConfig, k: int, upstream: str, round_dir: Path, console: Console) -> dict | None:
