@@ -184,12 +184,10 @@ def bootstrap_command(
 ) -> None:
     """Aligner's bootstrap, K rounds in one run: the model answers, the corrector rewrites, the model trains on it.
 
-    Each round: `aligner correct` (the current model's answers, the corrector's rewrites) →
-    `aligner export` (chosen = rewrite, rejected = original) → `cyclealign train` (loss.name, dpo by
-    default) → the trained model, merged, in round-K/model: the next round's upstream. The corrector
-    stays the same. A table of each round's answers changed and kept by the corrector ends the run
-    (and is in summary.md). A killed run continues with --resume: finished steps are skipped, the
-    cut-off one is done again from scratch.
+    Each round: `aligner correct` (the current model's answers, the fixed corrector's rewrites) → `aligner
+    export` (chosen = rewrite, rejected = original) → `cyclealign train` (loss.name, dpo by default) → the
+    model, merged, in round-K/model: the next upstream. A table of the answers the corrector changed and
+    kept per round ends the run (and summary.md). --resume skips finished steps, redoes a cut-off one.
 
     Examples:
 
