@@ -106,7 +106,8 @@ def test_two_rounds_then_a_kill_inside_round_2_resumes_to_the_same_model(inputs:
         assert row["pairs"] == pairs > 1 and row["steps"] == 2  # an empty answer or correction is no pair
     assert (
         "corrected vs original, per round" in out
-        and "| round | upstream | answers | changed | kept |" in (whole / "summary.md").read_text()
+        and "| round | answers | changed | kept | pairs | steps | held-out margin | upstream |"
+        in (whole / "summary.md").read_text()
     )
     round1, round2 = tensors(whole / "round-1" / "model"), tensors(whole / "round-2" / "model")
     assert any(not torch.equal(round1[k], round2[k]) for k in round1)  # round 2 trained on from round 1's model

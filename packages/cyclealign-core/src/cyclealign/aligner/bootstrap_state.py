@@ -19,7 +19,7 @@ from cyclealign.errors import ConfigError, RunDirError
 from cyclealign.infra.store import TEMP_PREFIX, RunDir, atomic_write_json, atomic_write_text
 
 STEPS = ("correct", "export", "train", "model")  # one round, in order
-COLUMNS = ("round", "upstream", "answers", "changed", "kept", "pairs", "steps", "held-out margin")
+COLUMNS = ("round", "answers", "changed", "kept", "pairs", "steps", "held-out margin", "upstream")
 
 
 class BootstrapDir(RunDir):
@@ -87,7 +87,7 @@ def _margin(train: dict[str, Any] | None) -> str:
     after = (train or {}).get("heldout_after") or {}
     if "margin" not in before or "margin" not in after:
         return "–"
-    return f"{before['margin']:+.4f} → {after['margin']:+.4f}"
+    return f"{before['margin']:+.3f} → {after['margin']:+.3f}"
 
 
 def _short(path: str | None, root: Path) -> str | None:
@@ -140,8 +140,11 @@ def print_table(console: Any, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="corrected vs original, per round")
-    for c in COLUMNS:
-        table.add_column(c, justify="left" if c == "upstream" else "right")
+    for c in COLUMNS:  # the numbers never wrap; a long upstream path folds instead
+        if c == "upstream":
+            table.add_column(c, overflow="fold", min_width=14)
+        else:
+            table.add_column(c.replace("held-out ", ""), justify="right", no_wrap=True)
     for r in rows:
         table.add_row(*(str(r[c]) for c in COLUMNS))
     console.print(table)
