@@ -142,7 +142,7 @@ def print_table(console: Any, rows: list[dict[str, Any]]) -> None:
     table = Table(title="corrected vs original, per round")
     for c in COLUMNS:  # the numbers never wrap; a long upstream path folds instead
         if c == "upstream":
-            table.add_column(c, overflow="fold", min_width=14)
+            table.add_column(c, overflow="fold")
         else:
             table.add_column(c.replace("held-out ", ""), justify="right", no_wrap=True)
     for r in rows:
