@@ -50,7 +50,7 @@ def args(inputs: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
         "offline.epochs=2",
         "offline.batch_size=2",
         "offline.heldout_fraction=0.25",
-        "train.lr=0.01",
+        "train.lr=0.001",
     ]
     sets += ["run.progress=false", "run.seed=7"]
     out = ["aligner", "bootstrap", "--rounds", "2", "--upstream", str(inputs["model"])]
@@ -166,3 +166,32 @@ def test_a_resume_changes_only_the_rounds_and_a_start_never_reuses_a_run(inputs:
     assert out.exit_code == 2 and "offline.source" in out.output and not (tmp_path / "new").exists()
     help_text = runner.invoke(app, ["aligner", "bootstrap", "--help"], terminal_width=200).output
     assert "--rounds" in help_text and "round-K/model" in help_text and "--resume" in help_text
+
+
+def test_a_round_with_nothing_to_train_on_says_why(tmp_path: Path) -> None:
+    from cyclealign.aligner.bootstrap import step_export
+    from cyclealign.errors import DataError
+
+    rows = [
+        {"question": "Q?", "original": "Same.", "corrected": "Same."},
+        {"question": "R?", "original": "", "corrected": "x"},
+    ]
+    (tmp_path / "corrected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(
+        DataError, match=r"round 3: nothing to train on: .* changed 1 of 2 answers, and 1 rows have an empty"
+    ):
+        step_export(3, tmp_path)
+    rows.append({"question": "S?", "original": "No.", "corrected": "Yes, like this."})
+    (tmp_path / "corrected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert step_export(3, tmp_path) == {"pairs": 1, "unchanged": 1, "empty": 1}
+    pairs = [json.loads(x) for x in (tmp_path / "preferences.jsonl").read_text().splitlines()]
+    assert pairs == [{"prompt": "S?", "chosen": "Yes, like this.", "rejected": "No."}]
+
+
+def test_the_example_config_validates() -> None:
+    from cyclealign.aligner.bootstrap import BootstrapConfig
+    from cyclealign.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "aligner-bootstrap-example.yaml", schema=BootstrapConfig)
+    assert cfg.bootstrap.rounds == 2 and cfg.loss.name == "dpo" and not cfg.offline.source
+    assert (ROOT / cfg.bootstrap.questions).is_file()

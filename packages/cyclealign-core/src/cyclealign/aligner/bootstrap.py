@@ -146,11 +146,17 @@ def step_correct(config: BootstrapConfig, k: int, upstream: str, round_dir: Path
 def step_export(k: int, round_dir: Path) -> dict:
     """The changed answers as preference pairs; a row with an empty answer or correction is left out and counted."""
     from cyclealign.aligner.export import export_preferences
+    from cyclealign.infra.store import read_jsonl
 
-    try:
-        report = export_preferences(round_dir / "corrected.jsonl", round_dir / "preferences.jsonl", lenient=True)
-    except DataError as e:
-        raise DataError(f"round {k}: nothing to train on: {e}") from None
+    source = round_dir / "corrected.jsonl"
+    texts = [(r["original"].strip(), r["corrected"].strip()) for r in read_jsonl(source)]
+    if not any(o and c and o != c for o, c in texts):
+        empty = sum(not o or not c for o, c in texts)
+        raise DataError(
+            f"round {k}: nothing to train on: in {source} the corrector changed {sum(o != c for o, c in texts)} "
+            f"of {len(texts)} answers, and {empty} rows have an empty answer or correction"
+        )
+    report = export_preferences(source, round_dir / "preferences.jsonl", lenient=True)
     return {"pairs": report.written, "unchanged": report.unchanged, "empty": report.skipped}
 
 
