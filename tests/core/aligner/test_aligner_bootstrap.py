@@ -86,6 +86,7 @@ def tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_two_rounds_then_a_kill_inside_round_2_resumes_to_the_same_model(inputs: dict, tmp_path: Path) -> None:
     whole = tmp_path / "whole"
     out = finished(cli(args(inputs, whole)))

@@ -20,6 +20,7 @@ the same models as one that never stopped.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ def check_settings(config: BootstrapConfig) -> None:
     from cyclealign.whitebox.loading import resolve_model
 
     b = config.bootstrap
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("aligner bootstrap runs in one process; start it without a launcher (deepspeed, torchrun)")
     if not b.questions:
         raise ConfigError("bootstrap.questions: name the questions file (--questions)")
     if not b.corrector:
@@ -232,8 +235,9 @@ def _loop(config: BootstrapConfig, store: BootstrapDir, console: Console) -> Boo
                 break
             upstream = str(store.round_dir(k) / "model")
     except BaseException as e:
-        store.update_process(ended="failed")
-        store.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        store.update_process(ended=status)
+        store.set_status(status)
         raise
     rows = table_rows(store)
     write_summary(store, rows, config.bootstrap.rounds)
