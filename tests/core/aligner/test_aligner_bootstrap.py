@@ -135,8 +135,12 @@ def test_two_rounds_then_a_kill_inside_round_2_resumes_to_the_same_model(inputs:
     (killed / "round-2" / "notes.txt").write_text("mine")  # files the project did not write survive the redo
     (killed / "round-2" / "train" / "notes.txt").write_text("mine too")
 
-    again = CliRunner().invoke(app, ["aligner", "bootstrap", "--resume", str(whole)])
-    assert again.exit_code == 0 and "done before, skipped" in again.output  # a finished run: nothing redone
+    again = CliRunner().invoke(app, ["aligner", "bootstrap", "--resume", str(whole), "--rounds", "3"])
+    assert again.exit_code == 0, again.output  # a finished run goes on: rounds 1 and 2 skipped, round 3 added
+    assert again.output.count("done before, skipped") == 8 and "round 3/3 · model: model in" in again.output
+    extended = json.loads((whole / "summary.json").read_text())
+    assert extended["rounds_finished"] == 3 and extended["table"][2]["upstream"] == "round-2/model"
+    assert extended["table"][:2] == table
     resumed = finished(cli(["aligner", "bootstrap", "--resume", str(killed)]))
     assert "round 2/2 · correct: done before, skipped" in resumed and "round 2/2 · train: 2 steps" in resumed
     assert (killed / "round-2" / "notes.txt").read_text() == "mine"
