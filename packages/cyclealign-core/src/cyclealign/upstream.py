@@ -68,7 +68,10 @@ class LocalModelUpstream:
         batch_size: int = 8,
         device: str | None = None,
         dtype: str | None = None,
+        gguf_file: str | None = None,
+        prompt_format: str | None = None,
     ) -> None:
+        """``gguf_file``/``prompt_format``: as ``whitebox.*`` (``aligner bootstrap`` answers as it trains)."""
         from cyclealign.whitebox.greedy import load_system
 
         embedded = str(path).startswith("embedded:")  # the bundled SmolLM2, as `whitebox.model` names it
@@ -77,7 +80,12 @@ class LocalModelUpstream:
         self.name = str(path).split(":", 1)[1] if embedded else path.name
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.whitebox = load_system(
-            run_dir=path if is_run else None, model=None if is_run else str(path), device=device, dtype=dtype
+            run_dir=path if is_run else None,
+            model=None if is_run else str(path),
+            gguf_file=None if is_run else gguf_file,
+            device=device,
+            dtype=dtype,
+            prompt_format=prompt_format,
         )
 
     def answer_many(self, questions: Sequence[Question]) -> list[str]:

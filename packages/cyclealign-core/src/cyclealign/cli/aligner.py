@@ -152,3 +152,65 @@ def correct_command(
         lenient=lenient,
         console=console,
     )
+
+
+@aligner_app.command("bootstrap")
+def bootstrap_command(
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="YAML with sections whitebox (the first upstream), loss, train, offline, run, bootstrap."),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", "-k", help="Rounds (bootstrap.rounds).", min=1)] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option("--upstream", help="The model of round 1 (whitebox.model): a model dir or embedded:smollm2."),
+    ] = None,
+    questions: Annotated[
+        Path | None, typer.Option("--questions", help="Questions JSONL (bootstrap.questions).")
+    ] = None,
+    corrector: Annotated[
+        Path | None, typer.Option("--corrector", help="Corrector directory (bootstrap.corrector).")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option("--dir", help="The run directory (run.dir).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="Override one key: section.key=value (repeatable), e.g. offline.max_steps=50."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue this bootstrap run (--rounds may raise its rounds).")
+    ] = None,
+) -> None:
+    """Aligner's bootstrap, K rounds in one run: the model answers, the corrector rewrites, the model trains on it.
+
+    Each round: `aligner correct` (the current model's answers, the fixed corrector's rewrites) → `aligner
+    export` (chosen = rewrite, rejected = original) → `cyclealign train` (loss.name, dpo by default) → the
+    model, merged, in round-K/model: the next upstream. A table of the answers the corrector changed and
+    kept per round ends the run (and summary.md). --resume skips finished steps, redoes a cut-off one.
+
+    Examples:
+
+      cyclealign aligner bootstrap --rounds 3 --upstream embedded:smollm2 --questions q.jsonl \\
+          --corrector runs/aligner-example/corrector --dir runs/bootstrap --set offline.max_steps=20
+
+      cyclealign aligner bootstrap bootstrap.yaml --set whitebox.max_new_tokens=64
+
+      cyclealign aligner bootstrap --resume runs/bootstrap --rounds 4     # continue, one round more
+    """
+    from cyclealign.aligner.bootstrap import BootstrapConfig, resume_bootstrap, run_bootstrap
+
+    options = {"bootstrap.rounds": rounds, "whitebox.model": upstream, "bootstrap.questions": questions}
+    options |= {"bootstrap.corrector": corrector, "run.dir": run_dir}
+    overrides = [*(set_ or []), *(f"{key}={value}" for key, value in options.items() if value is not None)]
+    result = start_or_resume(
+        "aligner bootstrap",
+        config=config,
+        set_=overrides,
+        resume=resume,
+        start=run_bootstrap,
+        resume_fn=resume_bootstrap,
+        schema=BootstrapConfig,
+    )
+    if result.stopped:
+        raise typer.Exit(130)
