@@ -1,7 +1,8 @@
 """MLflow: one MLflow run per CycleAlign run, through ``MlflowClient`` (no global active run).
 
-The tracking URI is MLflow's own ``MLFLOW_TRACKING_URI``, or ``<run dir>/mlruns`` when
-unset; the experiment is ``MLFLOW_EXPERIMENT_NAME``, or ``cyclealign``.
+The tracking URI is MLflow's own ``MLFLOW_TRACKING_URI``, or the file store
+``<run dir>/mlruns`` when unset (allowed through ``MLFLOW_ALLOW_FILE_STORE``, which
+MLflow 3 asks for); the experiment is ``MLFLOW_EXPERIMENT_NAME``, or ``cyclealign``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class MLflowTracker(Tracker):
     def _open(self, info: RunInfo, run_id: str | None) -> str:
         mlflow = require("mlflow", "mlflow", self.name)
         self.entities = require("mlflow.entities", "mlflow", self.name)
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path(info.run_dir) / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # our default is MLflow's plain file store, which MLflow 3 serves only when asked to
+            uri = (Path(info.run_dir) / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")

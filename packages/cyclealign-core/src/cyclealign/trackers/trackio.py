@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cyclealign.callbacks import RunInfo
-from cyclealign.trackers.base import Tracker, require
+from cyclealign.trackers.base import Tracker, public_params, require
 
 
 class TrackioTracker(Tracker):
@@ -26,6 +26,7 @@ class TrackioTracker(Tracker):
             project=self.project,
             name=name,
             resume="must" if run_id else "never",
+            config=None if run_id else public_params(info.config),  # trackio keeps the config given at the start
             embed=False,
             auto_log_cpu=False,
             auto_log_gpu=False,
@@ -38,7 +39,7 @@ class TrackioTracker(Tracker):
         return -1 if last is None else int(last)
 
     def _params(self, params: dict[str, Any]) -> None:
-        self.run.config.update(params)
+        """Already given to ``trackio.init``."""
 
     def _log(self, series: str, step: int, scalars: dict[str, float]) -> None:
         self.run.log({f"{series}/{k}": v for k, v in scalars.items()}, step=step)

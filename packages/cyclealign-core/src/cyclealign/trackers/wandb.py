@@ -8,6 +8,7 @@ W&B's own settings apply (``WANDB_PROJECT``, default ``cyclealign``; ``WANDB_MOD
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ class WandbTracker(Tracker):
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or "cyclealign",
             name=Path(info.run_dir).name,
-            id=run_id or wandb.util.generate_id(),
+            id=run_id or uuid.uuid4().hex[:12],
             resume="allow",
             dir=os.environ.get("WANDB_DIR") or str(info.run_dir),
             reinit="create_new",
