@@ -7,6 +7,7 @@ plus the parameters the run logged, so a test can compare them with ``interactio
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import struct
 from collections import defaultdict
@@ -31,6 +32,7 @@ def mlflow_points(tracking_uri: str, run_id: str) -> tuple[Points, dict[str, str
     """Metric histories and parameters from MLflow's store, through ``MlflowClient``."""
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked to
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(run_id)
     points = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics}

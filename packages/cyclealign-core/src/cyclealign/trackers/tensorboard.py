@@ -20,7 +20,11 @@ class TensorBoardTracker(Tracker):
     def _open(self, info: RunInfo, run_id: str | None) -> str:
         module = require("torch.utils.tensorboard", "tensorboard", self.name)
         logdir = Path(run_id or os.environ.get("CYCLEALIGN_TENSORBOARD_DIR") or Path(info.run_dir) / "tensorboard")
-        self.writer = module.SummaryWriter(log_dir=str(logdir))  # a resumed start adds an event file beside
+        used = [step for step in self.logged.values() if step >= 0]
+        # A resumed start adds an event file beside the others; with one series in use, TensorBoard also
+        # hides any point after the last one trackers.json records (a kill between writing and recording).
+        purge = used[0] + 1 if run_id is not None and len(used) == 1 else None
+        self.writer = module.SummaryWriter(log_dir=str(logdir), purge_step=purge)
         return str(logdir)
 
     def _params(self, params: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ class TrackioTracker(Tracker):
         self.run = self.trackio.init(
             project=self.project,
             name=name,
-            resume="must" if run_id else "never",
+            resume="allow" if run_id else "never",  # a run killed before trackio wrote anything has no row yet
             config=None if run_id else public_params(info.config),  # trackio keeps the config given at the start
             embed=False,
             auto_log_cpu=False,

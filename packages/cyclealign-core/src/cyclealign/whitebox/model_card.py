@@ -67,6 +67,15 @@ def _eval_tables(run_dir: Path) -> list[str]:
     return lines
 
 
+def _data_source(config: dict[str, Any]) -> Any:
+    """Where the training data came from, whichever command trained (cycle, ``train``, ``aligner train``)."""
+    for section, key in (("data", "source"), ("offline", "source")):
+        if found := (config.get(section) or {}).get(key):
+            return found
+    aligner = config.get("aligner") or {}
+    return [*aligner.get("data", []), *aligner.get("runs", [])] or None
+
+
 def _sft_weight(config: dict[str, Any]) -> Any:
     """λ as configured; ``auto`` resolved to (l−1)² when the number of samples l is known."""
     weight = (config.get("loss") or {}).get("sft_weight")
@@ -79,7 +88,7 @@ def card_metadata(config: dict[str, Any], numbers: dict[str, Any], *, base_model
     loss = config.get("loss") or {}
     method = f"cyclealign-{loss['name']}" if loss.get("name") else "cyclealign-sft"
     facts = {
-        "data_source": (config.get("data") or {}).get("source") or config.get("triples") or config.get("source"),
+        "data_source": _data_source(config),
         "oracle": (config.get("oracle") or {}).get("model"),
         "loss": loss.get("name"),
         "sft_weight": _sft_weight(config),
