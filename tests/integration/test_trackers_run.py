@@ -111,10 +111,15 @@ def test_four_trackers_hold_every_interaction_and_the_public_config(tmp_path: Pa
     _no_secret_under(run_dir / "tensorboard", run_dir / "mlruns", run_dir / "wandb", tmp_path / "trackio")
 
 
+def _own_env() -> dict[str, str]:
+    """This process's environment without W&B's service address (set by an in-process run): its own service."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
+
+
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "tests/support/chaos_run.py"), *args],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **env},
+        env={**_own_env(), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **env},
         capture_output=True,
         text=True,
         timeout=600,

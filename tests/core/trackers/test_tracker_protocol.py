@@ -77,6 +77,15 @@ def test_a_resume_sends_each_step_once_and_continues_the_same_tracker_run(tmp_pa
         lossy_more.on_interaction(RECORD)
     assert [s for _, s, _ in lossy_more.sent] == [3, 4, 5, 6]
 
+    # a service that lost everything: the two records the checkpoint kept are sent from interactions.jsonl
+    (tmp_path / "interactions.jsonl").write_text(json.dumps(RECORD) + "\n" + json.dumps(RECORD) + "\n")
+    lost = Recorder(durable=-1)
+    lost.on_run_start(RunInfo(tmp_path, "cycle", {}, resumed=True, records_done=2))
+    for _ in range(4):
+        lost.on_interaction(RECORD)
+    assert [s for _, s, _ in lost.sent] == [1, 2, 3, 4, 5, 6]
+    assert lost.sent[0][2] == interaction_scalars(RECORD)
+
 
 def test_the_scalars_of_an_interaction_and_of_a_step(tmp_path: Path) -> None:
     scalars = interaction_scalars(RECORD)

@@ -20,7 +20,7 @@ from typing import Any
 from cyclealign.callbacks import Callback, RunInfo
 from cyclealign.config import SECRET_OPTION
 from cyclealign.errors import SetupError
-from cyclealign.infra.store import atomic_write_json
+from cyclealign.infra.store import atomic_write_json, read_jsonl
 
 STATE_FILE = "trackers.json"
 SERIES = ("interaction", "step")  # one step axis per kind of record
@@ -144,6 +144,19 @@ class Tracker(Callback):
         self._save()
         if not mine:
             self._params(public_params(info.config))
+        if mine:
+            self._replay(info)
+
+    def _replay(self, info: RunInfo) -> None:
+        """Send again the kept records the service lost (they are restored on resume, not redone)."""
+        interactions, steps = Path(info.run_dir) / "interactions.jsonl", Path(info.run_dir) / "steps.jsonl"
+        if self.logged["interaction"] < info.records_done and interactions.exists():
+            for n, record in enumerate(read_jsonl(interactions)[: info.records_done], 1):
+                self._emit("interaction", n, interaction_scalars(record))
+        if info.kind != "cycle" and steps.exists():
+            for record in read_jsonl(steps):
+                if int(record.get("step", -1)) <= info.units_done:
+                    self._emit("step", int(record["step"]), step_scalars(record))
 
     def on_interaction(self, record: dict[str, Any]) -> None:
         self.interactions += 1
