@@ -97,7 +97,6 @@ class RunSession:
         self.status = "failed"
         self.started = time.monotonic()
         self.process = process_id(self.rank)  # this start's name in the call journal
-        self.callbacks: Any = None  # TEMP wiring for trackers (superseded by the lifecycle)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -150,30 +149,11 @@ class RunSession:
             )
             if state is None:
                 self.checkpoint(force=True)  # a run stopped before its first prompt ends still resumes from here
-            self._start_callbacks()  # TEMP wiring for trackers (superseded by the lifecycle)
         except BaseException:
             self.oracle.close()
             if store.path.joinpath("run.json").exists():
                 store.set_status("failed")
             raise
-
-    def _start_callbacks(self) -> None:
-        """TEMP wiring for trackers (superseded by the lifecycle): rank 0 feeds run.report_to's trackers."""
-        from cyclealign.callbacks import CallbackList, RunInfo
-        from cyclealign.trackers import trackers_for
-
-        self.callbacks = CallbackList(trackers_for(self.config.run.report_to) if self.rank == 0 else [])
-        info = RunInfo(
-            self.store.path, "cycle", self.public, self.resume, self.totals.prompts, len(self.store.interactions)
-        )
-        self.callbacks.on_run_start(info)
-        on_record = self.cycle.on_record
-
-        def record_then_report(record: dict[str, Any]) -> None:
-            on_record(record)
-            self.callbacks.on_interaction(record)
-
-        self.cycle.on_record = record_then_report
 
     def _load(self, state: Any) -> CycleTotals:
         """The totals to start from: the checkpoint's on resume (weights, RNG and records restored too)."""
@@ -213,10 +193,7 @@ class RunSession:
         gathered = self.lockstep.gather((self.oracle.stats.usage.as_dict(), counters(self.oracle.stats)))
         spent = [usage for usage, _ in gathered]
         ahead = self.cycle.lookahead.snapshot() if self.cycle.lookahead is not None else None
-        if self.checkpoints.maybe_save(self.cycle.totals, spent, force=force, ahead=ahead) and self.callbacks:
-            self.callbacks.on_checkpoint(
-                {"dir": str(self.store.path / "checkpoint"), "prompts": self.cycle.totals.prompts}
-            )
+        self.checkpoints.maybe_save(self.cycle.totals, spent, force=force, ahead=ahead)
         self.store.update_process(oracle=sum_counters([c for _, c in gathered]))
         self.store.set_status("running")
 
@@ -281,8 +258,6 @@ class RunSession:
         self.store.write_summary(summary)
         stopped = self.cycle.totals.stopped or ""
         self.store.set_status(self.status, **({"error": stopped} if stopped.startswith(FATAL_STOP) else {}))
-        if self.callbacks:
-            self.callbacks.on_run_end({**summary, "status": self.status})
         return summary
 
     def run(self) -> RunResult:
