@@ -58,13 +58,18 @@ def _install(session: nox.Session, *extra: str) -> None:
 
 
 # What the tests need beyond the workspace: the example plugin, DeepSpeed (data parallelism on CPU processes),
-# selenium (the human-evaluation page clicked through in a real Chromium).
+# the experiment trackers of run.report_to, selenium (the human-evaluation page clicked through in a real Chromium).
 TEST_EXTRAS = (
     "-e",
     "examples/cyclealign-oracle-echo",
     "deepspeed>=0.14",
     "pytest>=8",
     "pytest-timeout>=2.3",
+    # the experiment trackers of run.report_to (tests/integration/test_trackers_run.py reads their stores back)
+    "tensorboard>=2.14",
+    "mlflow-skinny>=2.10",
+    "wandb>=0.17",
+    "trackio>=0.2",
     "selenium>=4.10",
 )
 # Debian's packages for the browser tests (tests/support/browser.py): the binary and the driver selenium talks to.

@@ -277,8 +277,8 @@ LAYERS: list[set[str]] = [
     {"infra"},  # distributed start-up, lockstep across ranks, crash-safe files
     {"oracle", "whitebox"},
     {"data"},  # the HH-RLHF loader formats prompts with the white-box chat template
-    {"trackers"},  # run.report_to -> callbacks (third-party trackers through entry points)
     {"plugins"},  # builds the configured oracle/sampler/loss from entry points
+    {"trackers"},  # run.report_to -> callbacks (third-party trackers through the plugins' entry points)
     {"cycle"},
     {"run"},
     {"cli.common"},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from rich.console import Console
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,6 +113,10 @@ def test_training_on_triples_lowers_the_heldout_loss_and_saves_a_loadable_correc
     assert corrector.prompt == CorrectorPrompt(max_prompt_tokens=768)
     out = corrector.correct([(r["question"], r["answer"]) for r in rows[:3]], max_new_tokens=4, batch_size=2)
     assert len(out) == 3 and all(isinstance(o, str) for o in out)
+    card = ModelCard.load(tmp_path / "run" / "corrector" / "README.md").data.to_dict()  # its model card
+    assert card["library_name"] == "transformers" and card["base_model"] == str(model_dir)
+    assert "cyclealign" in card["tags"] and card["cyclealign"]["training_steps"] == 15
+    assert card["cyclealign"]["data_source"] == [str(data)]
 
 
 def test_after_the_identity_warmup_greedy_output_reproduces_a_training_answer(model_dir: Path, tmp_path: Path) -> None:

@@ -22,8 +22,10 @@ class RunInfo:
     """What a callback learns at the start: where the run lives and how it is configured.
 
     ``config`` is the public (secret-free) resolved configuration, ``resumed`` says
-    whether this start continues an earlier one, and ``units_done`` how many units
-    (prompts for the cycle, steps for training) the earlier starts finished.
+    whether this start continues an earlier one, ``units_done`` how many units
+    (prompts for the cycle, steps for training) the earlier starts finished, and
+    ``records_done`` how many interaction records they kept (the next one is number
+    ``records_done + 1``: trackers number their points with it across a resume).
     """
 
     run_dir: Path
@@ -31,6 +33,7 @@ class RunInfo:
     config: dict[str, Any]
     resumed: bool = False
     units_done: int = 0
+    records_done: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

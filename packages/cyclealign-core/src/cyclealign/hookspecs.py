@@ -34,4 +34,12 @@ def register_losses(register: Register) -> None:
     """
 
 
-__all__ = ["Register", "hookimpl", "hookspec", "register_losses", "register_oracles"]
+@hookspec
+def register_trackers(register: Register) -> None:
+    """Call ``register(name, factory, description="")``; ``run.report_to: [name]`` then reports to it.
+
+    ``factory() -> cyclealign.callbacks.Callback``, made once per run start (first process only).
+    """
+
+
+__all__ = ["Register", "hookimpl", "hookspec", "register_losses", "register_oracles", "register_trackers"]

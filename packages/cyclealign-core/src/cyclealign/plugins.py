@@ -1,4 +1,4 @@
-"""Plugin loading and the registries of oracles and losses.
+"""Plugin loading and the registries of oracles, losses and trackers.
 
 First-party oracles and losses live in their own distributions and register
 through the ``cyclealign`` entry-point group exactly as a third party would.
@@ -156,7 +156,12 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 def _collect(pm: pluggy.PluginManager) -> Registry:
     registry = Registry()
-    for kind, hook in (("oracle", pm.hook.register_oracles), ("loss", pm.hook.register_losses)):
+    hooks = (
+        ("oracle", pm.hook.register_oracles),
+        ("loss", pm.hook.register_losses),
+        ("tracker", pm.hook.register_trackers),
+    )
+    for kind, hook in hooks:
         for impl in hook.get_hookimpls():
             dist = _dist_name(impl.plugin)
 

@@ -78,14 +78,16 @@ class Corrector:
             whitebox.model = model
         return cls(model, whitebox.tokenizer, prompt)
 
-    def save(self, directory: str | Path) -> None:
-        """Weights, tokenizer and prompt, swapped in atomically."""
+    def save(self, directory: str | Path, run_dir: str | Path | None = None) -> None:
+        """Weights, tokenizer, prompt and model card (from ``run_dir``'s records), swapped in atomically."""
         from cyclealign.infra.store import atomic_replace_dir
+        from cyclealign.whitebox.model_card import write_model_card
 
         def fill(tmp: Path) -> None:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             self.prompt.save(tmp)
+            write_model_card(tmp, Path(run_dir) if run_dir is not None else Path(directory).parent, kind="corrector")
 
         atomic_replace_dir(Path(directory), fill)
 

@@ -109,7 +109,7 @@ def build_recipe(
     def save(whitebox: Any, trainer: Any, store: Any) -> None:
         with trainer.backend.full_weights():
             if trainer.lockstep.rank == 0:
-                Corrector.from_whitebox(whitebox, prompt).save(output)
+                Corrector.from_whitebox(whitebox, prompt).save(output, store.path)
 
     work = OfflineWork(
         config,

@@ -9,6 +9,8 @@ Layout::
     steps.jsonl         one record per optimizer step (``cyclealign train``, ``aligner train``)
     summary.json        the final numbers
     adapter/            the trained weights (peft ``save_pretrained`` format)
+    trackers.json       each experiment tracker's run id and last step (``run.report_to``)
+    tensorboard/ mlruns/ wandb/   what those trackers write locally, unless told elsewhere
 
 Every file is replaced by write-to-temp + fsync + rename, so a crash at any
 moment leaves either the old or the new version, never half of one.  Temporary
@@ -52,6 +54,10 @@ OWNED = frozenset(
         "corrector",
         "eval",
         "report",
+        "trackers.json",
+        "tensorboard",
+        "mlruns",
+        "wandb",
     }
 )  # what a run writes into its directory (the oracle cache, ``oracle_cache.sqlite*``, besides)
 

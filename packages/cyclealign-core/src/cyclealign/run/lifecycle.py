@@ -198,7 +198,9 @@ class RunLifecycle:
                 interval_s=cfg.run.checkpoint_interval_s,
                 config=self.public,
             )
-            info = RunInfo(store.path, work.kind, self.public, self.resume, work.units(self.totals))
+            info = RunInfo(
+                store.path, work.kind, self.public, self.resume, work.units(self.totals), len(store.interactions)
+            )
             self.callbacks.on_run_start(info)
             if state is None:
                 self.checkpoint(force=True)  # a run stopped before its first unit ends still resumes from here

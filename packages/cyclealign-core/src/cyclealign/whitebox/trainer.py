@@ -304,16 +304,19 @@ def build_trainer(whitebox: WhiteBox, loss: RankLoss, train: Any, lockstep: Lock
 
 
 def save_trainable(whitebox: WhiteBox, directory: Path, trainer: PolicyTrainer | None = None) -> None:
-    """The trained weights, atomically: the LoRA adapter (``save_pretrained``) or the full model.
+    """The trained weights, atomically: the LoRA adapter (``save_pretrained``) or the full model, with its card.
 
     With a data-parallel ``trainer`` every process must call this (ZeRO-3 gathers the weights); the first writes.
+    The model card (README.md) is built from the run directory around ``directory``.
     """
     from cyclealign.infra.store import atomic_replace_dir
+    from cyclealign.whitebox.model_card import write_model_card
 
     def fill(tmp: Path) -> None:
         whitebox.model.save_pretrained(tmp)
         if not whitebox.uses_lora:
             whitebox.tokenizer.save_pretrained(tmp)
+        write_model_card(tmp, Path(directory).parent, kind="adapter" if whitebox.uses_lora else "model")
 
     with trainer.backend.full_weights() if trainer is not None else contextlib.nullcontext():
         if trainer is None or trainer.lockstep.rank == 0:
