@@ -40,7 +40,7 @@ from cyclealign.protocols import Demonstration
 TEMP_PREFIX = ".cyclealign-tmp-"  # every temporary name the project makes; cleanup touches no other
 MARKER = "cyclealign"  # run.json's ``written_by``: a directory with it holds a run this project made
 OWNED = frozenset(
-    {
+    [
         "run.json",
         "config.yaml",
         "interactions.jsonl",
@@ -58,7 +58,7 @@ OWNED = frozenset(
         "tensorboard",
         "mlruns",
         "wandb",
-    }
+    ]
 )  # what a run writes into its directory (the oracle cache, ``oracle_cache.sqlite*``, besides)
 
 
