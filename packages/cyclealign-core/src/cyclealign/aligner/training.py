@@ -23,11 +23,13 @@ from cyclealign.aligner.corrector import Corrector
 from cyclealign.aligner.prompt import CorrectorPrompt
 from cyclealign.aligner.settings import AlignerTrainConfig
 from cyclealign.aligner.triples import Triple, read_triples, triples_from_run
+from cyclealign.callbacks import Callback
 from cyclealign.errors import ConfigError
 from cyclealign.offline.recipe import OfflineRecipe, OfflineResult
 from cyclealign.offline.records import RankedExample
 from cyclealign.offline.schedule import Stage
 from cyclealign.offline.sft import SftLoss
+from cyclealign.run.assembly import NO_PARTS, Parts
 
 
 def corrector_prompt(config: AlignerTrainConfig) -> CorrectorPrompt:
@@ -77,10 +79,18 @@ def load_triples(config: AlignerTrainConfig) -> list[Triple]:
     return triples + [t for run in a.runs for t in triples_from_run(run)]
 
 
-def build_recipe(config: AlignerTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineRecipe:
+def build_recipe(
+    config: AlignerTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] | None = None,
+    triples: list[Triple] | None = None,
+    parts: Parts = NO_PARTS,
+) -> OfflineRecipe:
     a = config.aligner
     prompt = corrector_prompt(config)
-    triples = load_triples(config)
+    triples = load_triples(config) if triples is None else triples
     seed = config.run.seed if a.seed is None else a.seed
     order = list(range(len(triples)))
     random.Random(f"{seed}:heldout").shuffle(order)
@@ -115,14 +125,23 @@ def build_recipe(config: AlignerTrainConfig, *, console: Console | None = None, 
         console=console,
         resume=resume,
         command="cyclealign aligner train",
+        parts=parts,
+        callbacks=callbacks,
     )
 
 
 def train_corrector(
-    config: AlignerTrainConfig, *, console: Console | None = None, resume: bool = False
+    config: AlignerTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] | None = None,
+    **given: Any,
 ) -> OfflineResult:
-    """Train and save a corrector as configured; ``Corrector.load(config.output)`` then uses it."""
-    result = build_recipe(config, console=console, resume=resume).run()
+    """Train and save a corrector as configured; ``Corrector.load(config.output)`` then uses it.
+
+    ``given``: ``triples`` and ``parts`` handed in from Python (``cyclealign.api.AlignerTrainer``)."""
+    result = build_recipe(config, console=console, resume=resume, callbacks=callbacks, **given).run()
     result.summary["corrector"] = str(config.output)
     return result
 

@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cyclealign.callbacks import Callback
 from cyclealign.infra import process_group
 from cyclealign.infra.lockstep import lockstep_for
 from cyclealign.infra.store import RunDir, atomic_write_jsonl, read_jsonl
@@ -95,8 +96,12 @@ class OfflineRecipe:
         console: Console | None = None,
         resume: bool = False,
         command: str = "cyclealign train",
+        parts: assembly.Parts = assembly.NO_PARTS,
+        callbacks: Sequence[Callback] | None = None,
     ) -> None:
         self.config = config
+        self.parts = parts  # a model handed in from Python (the object API)
+        self.callbacks = list(callbacks or ())
         self.schedule = Schedule(stages, batch_size, seed=seed, shuffle=shuffle)
         self.heldout = list(heldout)
         self.loss = loss
@@ -122,7 +127,8 @@ class OfflineRecipe:
         from cyclealign.whitebox.loading import resolve_model
 
         cfg, store = self.config, self.store
-        resolve_model(cfg.whitebox.model, cfg.whitebox.gguf_file)  # cheap checks before the directory is touched
+        if self.parts.model is None:  # cheap checks before the directory is touched
+            resolve_model(cfg.whitebox.model, cfg.whitebox.gguf_file)
         if self.resume:
             store.require_existing()
         else:
@@ -137,7 +143,7 @@ class OfflineRecipe:
         self.lockstep.barrier()
         try:
             with self.console.status("loading the white-box model…"):
-                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep)
+                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep, self.parts)
             self.checkpoints = Checkpointer(
                 store,
                 self.trainer,

@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from cyclealign import plugins
+from cyclealign.callbacks import Callback
 from cyclealign.errors import ConfigError
 from cyclealign.offline.recipe import OfflineRecipe, OfflineResult
-from cyclealign.offline.records import read_examples, split_heldout
+from cyclealign.offline.records import RankedExample, read_examples, split_heldout
 from cyclealign.offline.schedule import Stage
 from cyclealign.offline.settings import OfflineTrainConfig
+from cyclealign.run.assembly import NO_PARTS, Parts
 
 
-def build_recipe(config: OfflineTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineRecipe:
-    """Read the data, split off the held-out set, build the loss: the recipe, ready to ``run``."""
+def build_recipe(
+    config: OfflineTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] | None = None,
+    examples: list[RankedExample] | None = None,
+    parts: Parts = NO_PARTS,
+) -> OfflineRecipe:
+    """Read the data (or take ``examples`` from Python), split off the held-out set, build the loss: the recipe."""
     o = config.offline
-    if not o.source:
+    if examples is None and not o.source:
         raise ConfigError("offline.source: name the preference data (a .jsonl file or hh-rlhf:<dir>)")
-    examples = read_examples(o.source, fmt=o.format, lenient=o.lenient)
+    if examples is None:
+        examples = read_examples(o.source, fmt=o.format, lenient=o.lenient)
     seed = config.data_seed
     if o.max_examples is not None and o.max_examples < len(examples):
         examples = random.Random(f"{seed}:sample").sample(examples, o.max_examples)
     train, heldout = split_heldout(examples, o.heldout_fraction, seed)
     if o.max_heldout is not None:
         heldout = heldout[: o.max_heldout]
-    loss = plugins.create_loss(config.loss, num_samples=max(len(e.responses) for e in examples))
+    loss = parts.loss or plugins.create_loss(config.loss, num_samples=max(len(e.responses) for e in examples))
     return OfflineRecipe(
         config,
         [Stage("train", train, o.epochs, o.max_steps)],
@@ -39,12 +52,23 @@ def build_recipe(config: OfflineTrainConfig, *, console: Console | None = None, 
         eval_every=o.eval_every,
         console=console,
         resume=resume,
+        parts=parts,
+        callbacks=callbacks,
     )
 
 
-def train(config: OfflineTrainConfig, *, console: Console | None = None, resume: bool = False) -> OfflineResult:
-    """Train the white-box model on preference data as configured (``resume``: continue ``run.dir``)."""
-    return build_recipe(config, console=console, resume=resume).run()
+def train(
+    config: OfflineTrainConfig,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] | None = None,
+    **given: Any,
+) -> OfflineResult:
+    """Train the white-box model on preference data as configured (``resume``: continue ``run.dir``).
+
+    ``given``: ``examples`` and ``parts`` handed in from Python (``cyclealign.api.OfflineTrainer``)."""
+    return build_recipe(config, console=console, resume=resume, callbacks=callbacks, **given).run()
 
 
 def resume(run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None) -> OfflineResult:

@@ -6,23 +6,35 @@ checkpoints, resume, graceful stop, summary) is :class:`cyclealign.run.session.R
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
+from cyclealign.callbacks import Callback
 from cyclealign.config import Config
+from cyclealign.run.assembly import NO_PARTS, Parts
 from cyclealign.run.session import RunResult, RunSession
 
 __all__ = ["RunResult", "resume", "run"]
 
 
-def run(config: Config, *, console: Console | None = None, resume: bool = False) -> RunResult:
+def run(
+    config: Config,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] | None = None,
+    parts: Parts = NO_PARTS,
+) -> RunResult:
     """Run CycleAlign as configured; always saves what it has, and always stops the oracle.
 
     With ``resume=True`` the run directory must hold this run; it continues from
     its last checkpoint (prompt boundary) and ends exactly as an uninterrupted run.
+    ``parts``: objects handed in from Python that replace what the config names
+    (``cyclealign.api.CycleAlignTrainer`` fills it); ``callbacks`` watch the run.
     """
-    return RunSession(config, console=console, resume=resume).run()
+    return RunSession(config, console=console, resume=resume, parts=parts, callbacks=callbacks).run()
 
 
 def resume(run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None) -> RunResult:

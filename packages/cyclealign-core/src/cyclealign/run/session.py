@@ -14,7 +14,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cyclealign.callbacks import Callback
 from cyclealign.config import Config
 from cyclealign.cycle.engine import FATAL_STOP
 from cyclealign.cycle.state import CycleTotals
@@ -81,8 +82,18 @@ class StopFlag:
 class RunSession:
     """One run of ``cyclealign run`` (``resume=True``: continue the run in ``config.run.dir``)."""
 
-    def __init__(self, config: Config, *, console: Console | None = None, resume: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        console: Console | None = None,
+        resume: bool = False,
+        parts: assembly.Parts = assembly.NO_PARTS,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> None:
         self.config = config
+        self.parts = parts  # objects handed in from Python (the object API)
+        self.callbacks = list(callbacks or ())
         # who else runs with us (data parallelism)
         self.lockstep = lockstep_for(config.train.backend, config.train.collective_timeout_s)
         self.rank, self.world_size = self.lockstep.rank, self.lockstep.world_size
@@ -101,7 +112,7 @@ class RunSession:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg, store = self.config, self.store
-        self.prompts, self.loss = assembly.check_cheaply(cfg)  # before the run directory is touched
+        self.prompts, self.loss = assembly.check_cheaply(cfg, self.parts)  # before the run directory is touched
         if self.resume:
             store.require_existing()
         else:
@@ -109,7 +120,9 @@ class RunSession:
         state = read_checkpoint(store, self.fingerprint, config=self.public) if self.resume else None
         note_fallback(store, state, self.console)
         with self.console.status(f"starting the oracle {cfg.oracle.name!r}…"):
-            self.oracle = assembly.build_oracle(cfg, store, self._spent(state), share=1 / self.world_size)
+            self.oracle = assembly.build_oracle(
+                cfg, store, self._spent(state), share=1 / self.world_size, parts=self.parts
+            )
         try:
             self.oracle.preflight()
             store.start_process()
@@ -121,7 +134,7 @@ class RunSession:
             self.lockstep.barrier()  # the run directory exists for every process from here on
             self.ledger = self._attach_ledger()
             with self.console.status("loading the white-box model…"):
-                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep)
+                self.whitebox, self.trainer = assembly.build_whitebox(cfg, self.loss, self.lockstep, self.parts)
             self.prompts = assembly.fit_prompts(self.prompts, self.whitebox.tokenizer, cfg, self.console)
             self.totals = self._load(state)
             self.cycle = assembly.build_cycle(
