@@ -246,8 +246,23 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0, *, zero3: dict[str, Any] |
         if cfg.finetune == "lora":
             model = _with_lora(model, cfg)
     _to_device(model, device, zero3 is not None)
+    if zero3 is None:
+        _own_memory(model)
     model.train()
     return WhiteBox(model=model, tokenizer=tokenizer, device=device, config=cfg)
+
+
+def _own_memory(model: Any) -> None:
+    """Weights still mapped from the model file (on the CPU) get memory of their own, aligned as torch allocates.
+
+    A mapped file that changes under a running job changes (or crashes) the run, and the CPU's
+    matrix kernels round differently on a misaligned buffer: with its own memory a model loaded
+    from disk trains exactly as the same model handed in from Python (the object API).
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
 
 
 def _check_tokenizer(tokenizer: Any, name: str) -> None:
@@ -276,5 +291,6 @@ def wrap_whitebox(model: Any, tokenizer: Any, cfg: WhiteboxConfig, seed: int = 0
     if cfg.finetune == "lora" and not is_peft:
         model = _with_lora(model, cfg)
     _to_device(model, device, False)
+    _own_memory(model)
     model.train()
     return WhiteBox(model=model, tokenizer=tokenizer, device=device, config=cfg)
