@@ -24,6 +24,7 @@ from cyclealign import CycleAlignTrainer, plugins
 from cyclealign.cli.main import app
 from cyclealign.errors import ConfigError, WhiteboxError
 from cyclealign.oracle.callable import CallableOracle
+from tests.support.compare import assert_close
 from tests.support.tiny_models import tiny_llama_pair
 
 PROMPTS = ["How do I bake bread at home?", "Why is the sky blue?", "How can I keep basil alive?"]
@@ -76,22 +77,6 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
         if r["loss"]:
             r["loss"].pop("step_s")
     return rows
-
-
-def assert_close(a: Any, b: Any, where: str = "") -> None:
-    """Equal structures, floats within 1e-6."""
-    if isinstance(a, float) or isinstance(b, float):
-        assert a == pytest.approx(b, abs=1e-6), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_close(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_close(x, y, f"{where}[{k}]")
-    else:
-        assert a == b, where
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -170,3 +155,22 @@ def test_a_resume_from_python_ends_as_the_uninterrupted_run(tmp_path: Path) -> N
     )
     whole.train()
     assert_same_run(tmp_path / "run", tmp_path / "whole")
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's notebook example, with a tiny local model standing in for the hub id (no network in tests)."""
+    pytest.importorskip("datasets")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### From Python: trainer objects", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    model, tokenizer = tiny_llama_pair()
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    assert code.count('"HuggingFaceTB/SmolLM2-135M-Instruct"') == 2
+    code = code.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(str(tmp_path / "tiny")))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["summary"]["interactions"] == 4
+    assert (tmp_path / "my-adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "runs" / "notebook" / "interactions.jsonl").is_file()
