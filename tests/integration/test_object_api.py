@@ -81,7 +81,8 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
 
 def assert_same_run(a: Path, b: Path) -> None:
     assert_close(records(a), records(b), "interactions")
-    wa, wb = load_file(a / "adapter" / "adapter_model.safetensors"), load_file(b / "adapter" / "adapter_model.safetensors")
+    wa = load_file(a / "adapter" / "adapter_model.safetensors")
+    wb = load_file(b / "adapter" / "adapter_model.safetensors")
     assert wa.keys() == wb.keys() and wa
     for name in wa:
         torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=0, msg=name)
@@ -135,7 +136,7 @@ def test_a_resume_from_python_ends_as_the_uninterrupted_run(tmp_path: Path) -> N
     with pytest.raises(WhiteboxError, match="not the one this run was started with"):
         other, _ = tiny_llama_pair(seed=1)  # a different model: refused before anything runs
         CycleAlignTrainer(model=other, tokenizer=tokenizer, oracle=stop_after_first, resume_from=tmp_path / "run")
-    with pytest.raises(ConfigError, match="model=: this run was started with whitebox.model=in-memory:"):
+    with pytest.raises(ConfigError, match=r"model=: this run was started with whitebox\.model=in-memory:"):
         CycleAlignTrainer(oracle=stop_after_first, train_dataset=PROMPTS, resume_from=tmp_path / "run")
     with pytest.raises(ConfigError, match="train_dataset=: not the one"):
         CycleAlignTrainer(
