@@ -287,13 +287,17 @@ LAYERS: list[set[str]] = [
     {"evaluate"},
     {"export"},
     {"aligner"},
+    {"api"},  # the trainer objects (CycleAlignTrainer, …) over run, offline and aligner
     {"report"},
     {"cli"},
     {"__main__"},
 ]
 
-# Upward imports that stay for now, each with its reason (keep this list short; empty today).
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
+# Upward imports that stay for now, each with its reason (keep this list short).
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {
+    # ``from cyclealign import CycleAlignTrainer``: the package's lazy public names (PEP 562), loaded on first use.
+    ("cyclealign", "cyclealign.api.trainers"): "the trainers exported lazily from the package root",
+}
 
 
 def layer_key(module: str) -> str:

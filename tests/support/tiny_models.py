@@ -59,13 +59,19 @@ def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def tiny_llama_dir(path: Path, padding_side: str = "left", seed: int = 0) -> Path:
-    """Save a tiny llama and its tokenizer (with a chat template) where `from_pretrained` finds them."""
-    path = Path(path)
+def tiny_llama_pair(padding_side: str = "left", seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A tiny llama and its tokenizer (with a chat template) in memory, as `tiny_llama_dir` saves them."""
     tokenizer = tiny_tokenizer(padding_side)
     model = tiny_llama(len(tokenizer), seed=seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def tiny_llama_dir(path: Path, padding_side: str = "left", seed: int = 0) -> Path:
+    """Save a tiny llama and its tokenizer (with a chat template) where `from_pretrained` finds them."""
+    path = Path(path)
+    model, tokenizer = tiny_llama_pair(padding_side, seed)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

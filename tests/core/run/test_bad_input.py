@@ -346,7 +346,7 @@ def test_a_nan_score_is_named_at_load_and_lenient_mode_skips_it(tmp_path: Path) 
 def test_ctrl_c_before_the_run_directory_exists_offers_no_resume(world: dict, tmp_path: Path, monkeypatch) -> None:
     from cyclealign.run import assembly
 
-    def interrupted(config):  # what a Ctrl+C during the first checks does
+    def interrupted(config, *given):  # what a Ctrl+C during the first checks does
         raise KeyboardInterrupt
 
     monkeypatch.setattr(assembly, "check_cheaply", interrupted)

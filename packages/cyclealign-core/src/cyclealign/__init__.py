@@ -1,4 +1,10 @@
-"""CycleAlign: align a white-box language model with a black-box LLM, in a cycle."""
+"""CycleAlign: align a white-box language model with a black-box LLM, in a cycle.
+
+The trainers (``CycleAlignTrainer``, ``OfflineTrainer``, ``AlignerTrainer``) load on first
+use, so ``import cyclealign`` stays light (they bring torch and transformers).
+"""
+
+from typing import Any
 
 from cyclealign.protocols import (
     AgreementStrategy,
@@ -19,13 +25,18 @@ from cyclealign.protocols import (
 
 __version__ = "0.1.0"
 
+TRAINERS = ("AlignerTrainer", "CycleAlignTrainer", "OfflineTrainer")
+
 __all__ = [
     "AgreementStrategy",
+    "AlignerTrainer",
     "Candidate",
+    "CycleAlignTrainer",
     "Demonstration",
     "LossBatch",
     "LossOutput",
     "Message",
+    "OfflineTrainer",
     "Oracle",
     "OracleRequest",
     "OracleVerdict",
@@ -35,3 +46,12 @@ __all__ = [
     "Sampler",
     "SelfRanker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The trainers, imported on first use (PEP 562)."""
+    if name in TRAINERS:
+        from cyclealign.api import trainers
+
+        return getattr(trainers, name)
+    raise AttributeError(f"module 'cyclealign' has no attribute {name!r}")

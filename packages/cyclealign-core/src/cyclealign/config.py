@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cyclealign.errors import ConfigError
 
+# How the config names a part handed in as a Python object (the object API): ``in-memory:<digest>``.
+# A resume needs the same object again, and the digest tells whether it is the same.
+IN_MEMORY = "in-memory:"
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -305,6 +309,15 @@ def refuse_moved_and_secrets(data: dict[str, Any], origin: str) -> None:
                 f"{origin}: oracle.options.{key}: a key never goes into a config (it is saved with the run); "
                 "put it in an environment variable or a file and name that (api_key_env / api_key_file)"
             )
+
+
+def config_from_dict(data: dict[str, Any], schema: type[Schema] = Config, origin: str = "args") -> Schema:
+    """A config from a mapping of sections (the object API's ``args={...}``), checked as a YAML file is."""
+    refuse_moved_and_secrets(data, origin)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin)) from None
 
 
 def load_config(

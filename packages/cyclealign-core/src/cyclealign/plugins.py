@@ -30,6 +30,7 @@ __all__ = [
     "INSTALL_HINTS",
     "PluginError",
     "Registry",
+    "as_oracle",
     "check_options",
     "create_loss",
     "create_oracle",
@@ -216,14 +217,24 @@ def create_oracle(config: OracleConfig, *, spent: Usage | None = None) -> Oracle
     """
     entry = get_registry().get("oracle", config.name, field="oracle.name")
     made = entry.build(config, config.options)
-    if isinstance(made, ChatBackend):
-        return ChatOracle(made, config, spent=spent)
-    if not isinstance(made, Oracle):
+    if not isinstance(made, (ChatBackend, Oracle)):
         raise PluginError(
             f"oracle.name: the factory of {config.name!r} returned a {type(made).__name__}, "
             "neither a ChatBackend nor an Oracle"
         )
-    return made
+    return as_oracle(made, config, spent=spent)
+
+
+def as_oracle(given: Any, config: OracleConfig, *, spent: Usage | None = None) -> Oracle:
+    """An oracle handed in as an object (the object API): a ``ChatBackend`` gets the ranking protocol
+    around it, an ``Oracle`` stays as it is, a plain function ``(prompt, answers) -> ranking`` ranks alone."""
+    if isinstance(given, ChatBackend):
+        return ChatOracle(given, config, spent=spent)
+    if isinstance(given, Oracle):
+        return given
+    from cyclealign.oracle.callable import CallableOracle
+
+    return CallableOracle(given)
 
 
 def create_loss(config: LossConfig, *, num_samples: int | None = None) -> RankLoss:
@@ -243,9 +254,11 @@ def create_loss(config: LossConfig, *, num_samples: int | None = None) -> RankLo
         raise ConfigError(message if "loss." in message else f"loss.options ({config.name}): {message}") from e
 
 
-def check_options(config: Any) -> None:
-    """Check the ``oracle`` and ``loss`` sections' options against their plugins, building nothing."""
+def check_options(config: Any, *, skip: tuple[str, ...] = ()) -> None:
+    """Check the ``oracle`` and ``loss`` sections' options against their plugins, building nothing.
+
+    ``skip``: the kinds handed in as objects (the object API), which no plugin builds."""
     for kind in ("oracle", "loss"):
-        section = getattr(config, kind, None)
+        section = getattr(config, kind, None) if kind not in skip else None
         if section is not None:
             get_registry().get(kind, section.name, field=f"{kind}.name").options_for(section.options)

@@ -29,6 +29,7 @@ from cyclealign.offline.recipe import OfflineWork, offline_lifecycle
 from cyclealign.offline.records import RankedExample
 from cyclealign.offline.schedule import Stage
 from cyclealign.offline.sft import SftLoss
+from cyclealign.run.assembly import NO_PARTS, Parts
 from cyclealign.run.lifecycle import RunLifecycle, RunResult
 
 
@@ -85,11 +86,13 @@ def build_recipe(
     console: Console | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    triples: list[Triple] | None = None,
+    parts: Parts = NO_PARTS,
 ) -> RunLifecycle:
     """The corrector's training as a run lifecycle: the warm-up and correction stages, saved as a corrector."""
     a = config.aligner
     prompt = corrector_prompt(config)
-    triples = load_triples(config)
+    triples = load_triples(config) if triples is None else triples
     seed = config.run.seed if a.seed is None else a.seed
     order = list(range(len(triples)))
     random.Random(f"{seed}:heldout").shuffle(order)
@@ -123,6 +126,7 @@ def build_recipe(
         save=save,
         kind="aligner",
         command="cyclealign aligner train",
+        parts=parts,
     )
     return offline_lifecycle(work, console=console, resume=resume, callbacks=callbacks)
 
@@ -133,12 +137,14 @@ def train_corrector(
     console: Console | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    **given: Any,
 ) -> RunResult:
     """Train and save a corrector as configured; ``Corrector.load(config.output)`` then uses it.
 
     ``callbacks`` watch the run (with the trackers of ``run.report_to``): start, steps, checkpoints, end.
+    ``given``: ``triples`` and ``parts`` handed in from Python (``cyclealign.api.AlignerTrainer``).
     """
-    result = build_recipe(config, console=console, resume=resume, callbacks=callbacks).run()
+    result = build_recipe(config, console=console, resume=resume, callbacks=callbacks, **given).run()
     result.summary["corrector"] = str(config.output)
     return result
 

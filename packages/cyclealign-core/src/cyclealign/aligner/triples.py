@@ -41,6 +41,19 @@ def _triple(row: Any, source: str) -> Triple:
     return Triple(row["question"], row["answer"], row["correction"], source)
 
 
+def triples_from_rows(rows: Any, where: str = "train_dataset") -> list[Triple]:
+    """Triples handed in from Python: dicts with ``question``, ``answer`` and ``correction``."""
+    out: list[Triple] = []
+    for k, row in enumerate(rows):
+        try:
+            out.append(_triple(row, f"{where}[{k}]"))
+        except ValueError as e:
+            raise DataError(f"{where}[{k}]: {e}") from None
+    if not out:
+        raise DataError(f"{where}: holds no triples")
+    return out
+
+
 def read_triples(path: str | Path, *, lenient: bool = False) -> list[Triple]:
     """Every triple in a ``.json`` file (a list of objects) or a ``.jsonl``/``.jsonl.gz`` file."""
     path = require_file(path, "aligner.data")

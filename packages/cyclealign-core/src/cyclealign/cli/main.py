@@ -50,10 +50,9 @@ def run_command(
 
       cyclealign run --resume runs/default            # continue after a crash or Ctrl+C
     """
-    from cyclealign.run.entry import resume as resume_run
-    from cyclealign.run.entry import run
+    from cyclealign.api.trainers import resume_run, run_config  # the command is a user of CycleAlignTrainer
 
-    result = start_or_resume("run", config=config, set_=set_, resume=resume, start=run, resume_fn=resume_run)
+    result = start_or_resume("run", config=config, set_=set_, resume=resume, start=run_config, resume_fn=resume_run)
     if result.totals.stopped and not result.totals.stopped.startswith("budget"):
         raise typer.Exit(130)  # interrupted: the message printed by run() says how to resume
 

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import random
 
-from cyclealign.config import DataConfig
+from cyclealign.config import IN_MEMORY, DataConfig
 from cyclealign.data.prompt_file import load_jsonl_prompts
 from cyclealign.errors import DataError
 from cyclealign.protocols import Prompt
 
 
-def load_prompts(cfg: DataConfig, seed: int = 0) -> list[Prompt]:
-    """The prompts ``data.source`` names, shuffled (seeded) and cut to ``data.max_prompts``.
+def load_prompts(cfg: DataConfig, seed: int = 0, given: list[Prompt] | None = None) -> list[Prompt]:
+    """The prompts ``data.source`` names (or ``given`` from Python), shuffled (seeded) and cut to ``data.max_prompts``.
 
     ``hh-rlhf:<dir>`` (or ``hh-rlhf:hub``) samples ``max_prompts`` contexts stratified over
     the subsets present, from the train split; ``hh-rlhf:<dir>:test`` uses the test split.
     """
     source = cfg.source
-    if source == "builtin":
+    if given is not None:
+        prompts = list(given)
+    elif source.startswith(IN_MEMORY):
+        raise DataError(
+            f"data.source: {source!r}: this run's prompts were handed in from Python; resume it from Python "
+            "with the same prompts: CycleAlignTrainer(train_dataset=..., resume_from=RUN_DIR)"
+        )
+    elif source == "builtin":
         from cyclealign.data.builtin import builtin_prompts
 
         prompts = builtin_prompts()

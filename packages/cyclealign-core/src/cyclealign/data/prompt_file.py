@@ -45,3 +45,24 @@ def load_jsonl_prompts(path: str | Path, *, lenient: bool = False) -> list[Promp
     path = require_file(path, "data.source")
     rows = JsonlReader(path, lenient=lenient)
     return rows.parse(lambda n, row: parse_prompt_row(row, f"{path.stem}-{n}"), "data", "prompts")
+
+
+def prompts_from_rows(rows: Any, where: str = "train_dataset") -> list[Prompt]:
+    """Prompts handed in from Python: strings, lists of messages, or rows as a JSONL file holds them.
+
+    A row without an ``id`` gets ``prompt-<n>`` (``n`` from 1), as line ``n`` of a file
+    named ``prompt.jsonl`` would; a bad row is a ``DataError`` naming ``where[index]``.
+    """
+    prompts: list[Prompt] = []
+    for k, row in enumerate(rows):
+        if isinstance(row, str):
+            row = {"prompt": row}
+        elif isinstance(row, (list, tuple)):
+            row = {"messages": list(row)}
+        try:
+            prompts.append(parse_prompt_row(row, f"prompt-{k + 1}"))
+        except ValueError as e:
+            raise DataError(f"{where}[{k}]: {e}") from None
+    if not prompts:
+        raise DataError(f"{where}: holds no prompts")
+    return prompts

@@ -76,8 +76,10 @@ class OfflineWork(Work):
         save: Callable[[Any, Any, Any], None] | None = None,
         kind: str = "train",
         command: str = "cyclealign train",
+        parts: assembly.Parts = assembly.NO_PARTS,
     ) -> None:
         self.config = config
+        self.parts = parts  # a model handed in from Python (the object API)
         self.schedule = Schedule(stages, batch_size, seed=seed, shuffle=shuffle)
         self.heldout = list(heldout)
         self.loss = loss
@@ -90,12 +92,13 @@ class OfflineWork(Work):
     def check(self, lc: RunLifecycle) -> int:
         from cyclealign.whitebox.loading import resolve_model
 
-        resolve_model(self.config.whitebox.model, self.config.whitebox.gguf_file)
+        if self.parts.model is None:  # cheap checks before the directory is touched
+            resolve_model(self.config.whitebox.model, self.config.whitebox.gguf_file)
         return self.schedule.total
 
     def build(self, lc: RunLifecycle) -> tuple[Any, Any]:
         with lc.console.status("loading the white-box model…"):
-            return assembly.build_whitebox(self.config, self.loss, lc.lockstep)
+            return assembly.build_whitebox(self.config, self.loss, lc.lockstep, self.parts)
 
     def ready(self, lc: RunLifecycle, state: Any) -> None:
         """A fresh start measures the held-out set first (a resume has the numbers in its checkpoint)."""

@@ -188,6 +188,22 @@ def read_examples(source: str | Path, *, fmt: str = "auto", lenient: bool = Fals
     return out
 
 
+def examples_from_rows(rows: Any, *, fmt: str = "auto", where: str = "train_dataset") -> list[RankedExample]:
+    """Examples handed in from Python (dicts as a JSONL file holds them); ids ``example-<n>`` unless given."""
+    out: list[RankedExample] = []
+    for k, row in enumerate(rows):
+        try:
+            out.append(parse_row(row, f"example-{k + 1}", f"{where}[{k}]", fmt))
+        except ValueError as e:
+            raise DataError(f"{where}[{k}]: {e}") from None
+    if not out:
+        raise DataError(f"{where}: holds no examples")
+    ids = [e.id for e in out]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{where}: example id {next(i for i in ids if ids.count(i) > 1)!r} appears more than once")
+    return out
+
+
 def split_heldout(
     examples: Sequence[RankedExample], fraction: float, seed: int
 ) -> tuple[list[RankedExample], list[RankedExample]]:

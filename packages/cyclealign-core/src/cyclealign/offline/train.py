@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -12,9 +13,10 @@ from cyclealign import plugins
 from cyclealign.callbacks import Callback
 from cyclealign.errors import ConfigError
 from cyclealign.offline.recipe import OfflineWork, offline_lifecycle
-from cyclealign.offline.records import read_examples, split_heldout
+from cyclealign.offline.records import RankedExample, read_examples, split_heldout
 from cyclealign.offline.schedule import Stage
 from cyclealign.offline.settings import OfflineTrainConfig
+from cyclealign.run.assembly import NO_PARTS, Parts
 from cyclealign.run.lifecycle import RunLifecycle, RunResult
 
 
@@ -24,19 +26,22 @@ def build_recipe(
     console: Console | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    examples: list[RankedExample] | None = None,
+    parts: Parts = NO_PARTS,
 ) -> RunLifecycle:
-    """Read the data, split off the held-out set, build the loss: the run's lifecycle, ready to ``run``."""
+    """Read the data (or take ``examples`` from Python), split off the held-out set, build the loss: the lifecycle."""
     o = config.offline
     if not o.source:
         raise ConfigError("offline.source: name the preference data (a .jsonl file or hh-rlhf:<dir>)")
-    examples = read_examples(o.source, fmt=o.format, lenient=o.lenient)
+    if examples is None:
+        examples = read_examples(o.source, fmt=o.format, lenient=o.lenient)
     seed = config.data_seed
     if o.max_examples is not None and o.max_examples < len(examples):
         examples = random.Random(f"{seed}:sample").sample(examples, o.max_examples)
     train, heldout = split_heldout(examples, o.heldout_fraction, seed)
     if o.max_heldout is not None:
         heldout = heldout[: o.max_heldout]
-    loss = plugins.create_loss(config.loss, num_samples=max(len(e.responses) for e in examples))
+    loss = parts.loss or plugins.create_loss(config.loss, num_samples=max(len(e.responses) for e in examples))
     work = OfflineWork(
         config,
         [Stage("train", train, o.epochs, o.max_steps)],
@@ -46,6 +51,7 @@ def build_recipe(
         seed=seed,
         shuffle=o.shuffle,
         eval_every=o.eval_every,
+        parts=parts,
     )
     return offline_lifecycle(work, console=console, resume=resume, callbacks=callbacks)
 
@@ -56,12 +62,14 @@ def train(
     console: Console | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    **given: Any,
 ) -> RunResult:
     """Train the white-box model on preference data as configured (``resume``: continue ``run.dir``).
 
     ``callbacks`` watch the run (with the trackers of ``run.report_to``): start, steps, checkpoints, end.
+    ``given``: ``examples`` and ``parts`` handed in from Python (``cyclealign.api.OfflineTrainer``).
     """
-    return build_recipe(config, console=console, resume=resume, callbacks=callbacks).run()
+    return build_recipe(config, console=console, resume=resume, callbacks=callbacks, **given).run()
 
 
 def resume(

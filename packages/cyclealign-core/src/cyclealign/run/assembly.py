@@ -7,6 +7,7 @@ them (status, checkpoints, resume, stop) is :mod:`cyclealign.run.lifecycle`'s.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -32,25 +33,50 @@ _AHEAD_ALONE = (
 )
 
 
-def load_training_prompts(config: Config) -> list[Prompt]:
+@dataclass(frozen=True)
+class Parts:
+    """Parts handed in as Python objects (the object API, :mod:`cyclealign.api`) instead of built from names.
+
+    Each one given replaces what its config section would build; the config then names it
+    ``in-memory:<digest>`` (``config.IN_MEMORY``). Nothing given: everything comes from the config.
+    """
+
+    model: Any = None  # a PreTrainedModel or PeftModel, used in place
+    tokenizer: Any = None
+    oracle: Any = None  # an Oracle, a ChatBackend, or a function (prompt, answers) -> ranking
+    loss: RankLoss | None = None
+    prompts: list[Prompt] | None = None
+
+    def given(self) -> tuple[str, ...]:
+        """The plugin kinds handed in (no plugin is looked up for them)."""
+        return tuple(k for k in ("oracle", "loss") if getattr(self, k) is not None)
+
+
+NO_PARTS = Parts()
+
+
+def load_training_prompts(config: Config, parts: Parts = NO_PARTS) -> list[Prompt]:
     from cyclealign.data import load_prompts
 
-    return load_prompts(config.data, seed=config.run.seed)
+    return load_prompts(config.data, seed=config.run.seed, given=parts.prompts)
 
 
-def build_loss(config: Config) -> RankLoss:
+def build_loss(config: Config, parts: Parts = NO_PARTS) -> RankLoss:
+    if parts.loss is not None:
+        return parts.loss
     return plugins.create_loss(config.loss, num_samples=config.cycle.num_samples)
 
 
-def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
+def check_cheaply(config: Config, parts: Parts = NO_PARTS) -> tuple[list[Prompt], RankLoss]:
     """What can be checked in a second, before the run directory is touched: prompts, loss, model, oracle name."""
     from cyclealign.oracle.prompts import load_instruction
     from cyclealign.whitebox.loading import resolve_model
 
-    prompts = load_training_prompts(config)
-    loss = build_loss(config)
-    resolve_model(config.whitebox.model, config.whitebox.gguf_file)
-    plugins.check_options(config)  # the oracle's name and options (the loss's were checked building it)
+    prompts = load_training_prompts(config, parts)
+    loss = build_loss(config, parts)
+    if parts.model is None:
+        resolve_model(config.whitebox.model, config.whitebox.gguf_file)
+    plugins.check_options(config, skip=parts.given())  # the oracle's name and options (the loss's: built above)
     load_instruction(config.oracle.instruction_file)  # a missing or empty file fails before the run starts
     load_static_demo(config.oracle.static_demo_file)  # so does a malformed static demonstration
     if config.cycle.sample_ahead and config.train.backend == "deepspeed":
@@ -58,8 +84,10 @@ def check_cheaply(config: Config) -> tuple[list[Prompt], RankLoss]:
     return prompts, loss
 
 
-def build_oracle(config: Config, store: RunDir, spent: Usage | None = None, *, share: float = 1.0) -> Oracle:
-    """The configured oracle, caching into the run directory unless told otherwise.
+def build_oracle(
+    config: Config, store: RunDir, spent: Usage | None = None, *, share: float = 1.0, parts: Parts = NO_PARTS
+) -> Oracle:
+    """The configured oracle (or the one handed in), caching into the run directory unless told otherwise.
 
     ``share`` of ``oracle.budget_usd`` is this process's (each of K data-parallel
     processes may spend 1/K of it, so together they never exceed it).
@@ -69,6 +97,8 @@ def build_oracle(config: Config, store: RunDir, spent: Usage | None = None, *, s
         oracle_cfg = oracle_cfg.model_copy(update={"cache_path": store.cache_path})
     if oracle_cfg.budget_usd is not None and share != 1.0:
         oracle_cfg = oracle_cfg.model_copy(update={"budget_usd": oracle_cfg.budget_usd * share})
+    if parts.oracle is not None:
+        return plugins.as_oracle(parts.oracle, oracle_cfg, spent=spent)
     return plugins.create_oracle(oracle_cfg, spent=spent)
 
 
@@ -89,14 +119,22 @@ def fit_prompts(prompts: list[Prompt], tokenizer: Any, config: Config, console: 
     return prompts
 
 
-def build_whitebox(config: Config, loss: RankLoss, lockstep: Lockstep | None = None) -> tuple[Any, Any]:
-    """The white-box model (seeded: the same initial weights in every process) and its trainer."""
+def build_whitebox(
+    config: Any, loss: RankLoss, lockstep: Lockstep | None = None, parts: Parts = NO_PARTS
+) -> tuple[Any, Any]:
+    """The white-box model (seeded: the same initial weights in every process), or the one handed in; its trainer."""
     from cyclealign.whitebox import build_trainer, load_whitebox
     from cyclealign.whitebox.deepspeed_backend import zero3_load_config
+    from cyclealign.whitebox.loading import wrap_whitebox
 
     reseed_all(f"{config.run.seed}:init")
     zero3 = zero3_load_config(config.train, config.whitebox)  # ZeRO-3: each process loads its shard only
-    whitebox = load_whitebox(config.whitebox, seed=config.run.seed, zero3=zero3)
+    if parts.model is None:
+        whitebox = load_whitebox(config.whitebox, seed=config.run.seed, zero3=zero3)
+    elif zero3 is not None:
+        raise ConfigError("train.zero_stage=3 loads each shard from disk; give the model by name, not in memory")
+    else:
+        whitebox = wrap_whitebox(parts.model, parts.tokenizer, config.whitebox, seed=config.run.seed)
     return whitebox, build_trainer(whitebox, loss, config.train, lockstep)
 
 

@@ -36,20 +36,23 @@ class CycleWork(Work):
     journals = ("interactions", "demos")
     totals_type = CycleTotals
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, parts: assembly.Parts = assembly.NO_PARTS) -> None:
         self.config = config
+        self.parts = parts  # objects handed in from Python (the object API)
         self.oracle: Any = None
         self.ledger: CallLedger | None = None
 
     def check(self, lc: RunLifecycle) -> int:
-        self.prompts, self.loss = assembly.check_cheaply(self.config)
+        self.prompts, self.loss = assembly.check_cheaply(self.config, self.parts)
         self.process = process_id(lc.rank)  # this start's name in the call journal
         return len(self.prompts)
 
     def open(self, lc: RunLifecycle, state: Any) -> None:
         """The oracle, with what this process had paid at the checkpoint."""
         with lc.console.status(f"starting the oracle {self.config.oracle.name!r}…"):
-            self.oracle = assembly.build_oracle(self.config, lc.store, self._spent(lc, state), share=1 / lc.world_size)
+            self.oracle = assembly.build_oracle(
+                self.config, lc.store, self._spent(lc, state), share=1 / lc.world_size, parts=self.parts
+            )
 
     def preflight(self, lc: RunLifecycle) -> None:
         self.oracle.preflight()
@@ -75,7 +78,7 @@ class CycleWork(Work):
         if transport is not None and hasattr(transport, "ledger"):
             transport.ledger = self.ledger = CallLedger(lc.store.path / LEDGER, self.process)
         with lc.console.status("loading the white-box model…"):
-            whitebox, trainer = assembly.build_whitebox(self.config, self.loss, lc.lockstep)
+            whitebox, trainer = assembly.build_whitebox(self.config, self.loss, lc.lockstep, self.parts)
         self.prompts = assembly.fit_prompts(self.prompts, whitebox.tokenizer, self.config, lc.console)
         return whitebox, trainer
 
@@ -161,6 +164,6 @@ class CycleWork(Work):
         )
 
 
-def cycle_lifecycle(config: Config, **kw: Any) -> RunLifecycle:
-    """The lifecycle of ``cyclealign run`` (``kw``: console, resume, callbacks)."""
-    return RunLifecycle(config, CycleWork(config), **kw)
+def cycle_lifecycle(config: Config, parts: assembly.Parts = assembly.NO_PARTS, **kw: Any) -> RunLifecycle:
+    """The lifecycle of ``cyclealign run`` (``parts``: objects from Python; ``kw``: console, resume, callbacks)."""
+    return RunLifecycle(config, CycleWork(config, parts), **kw)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from cyclealign.callbacks import Callback
 from cyclealign.config import Config
+from cyclealign.run.assembly import NO_PARTS, Parts
 from cyclealign.run.cycle_run import cycle_lifecycle
 from cyclealign.run.lifecycle import RunResult
 
@@ -22,15 +23,21 @@ __all__ = ["RunResult", "resume", "run"]
 
 
 def run(
-    config: Config, *, console: Console | None = None, resume: bool = False, callbacks: Sequence[Callback] = ()
+    config: Config,
+    *,
+    console: Console | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    parts: Parts = NO_PARTS,
 ) -> RunResult:
     """Run CycleAlign as configured; always saves what it has, and always stops the oracle.
 
     With ``resume=True`` the run directory must hold this run; it continues from
     its last checkpoint (prompt boundary) and ends exactly as an uninterrupted run.
-    ``callbacks`` watch it (with the trackers of ``run.report_to``), in the first process.
+    ``callbacks`` watch it (with the trackers of ``run.report_to``), in the first process; ``parts``:
+    objects handed in from Python that replace what the config names (``cyclealign.api.CycleAlignTrainer``).
     """
-    return cycle_lifecycle(config, console=console, resume=resume, callbacks=callbacks).run()
+    return cycle_lifecycle(config, parts, console=console, resume=resume, callbacks=callbacks).run()
 
 
 def resume(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from cyclealign import embedded
-from cyclealign.config import WhiteboxConfig
+from cyclealign.config import IN_MEMORY, WhiteboxConfig
 from cyclealign.errors import WhiteboxError
 from cyclealign.infra.process_group import bind_local_gpu, device_name
 from cyclealign.whitebox.known_warnings import quiet_known_warnings
@@ -23,6 +23,11 @@ DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
     """(directory or hub id, GGUF file name or None) for a configured model."""
+    if model.startswith(IN_MEMORY):
+        raise WhiteboxError(
+            f"whitebox.model: {model!r} names a model that was handed in from Python; resume this run from Python "
+            "with the same model: CycleAlignTrainer(model=..., resume_from=RUN_DIR)"
+        )
     path = Path(model)
     if model == embedded.EMBEDDED or path.suffix == ".gguf":
         path = embedded.resolve_gguf(model, key="whitebox.model", error=WhiteboxError, needs_gguf=True)
@@ -231,15 +236,58 @@ def load_whitebox(cfg: WhiteboxConfig, seed: int = 0, *, zero3: dict[str, Any] |
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if cfg.attn_implementation is not None:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    if tokenizer.eos_token is None:
-        raise WhiteboxError(f"whitebox.model: the tokenizer of {cfg.model!r} has no EOS token, so responses cannot end")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # only ever used under attention_mask=0 or after EOS
+    _check_tokenizer(tokenizer, cfg.model)
     with _partitioned_loading(zero3):
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
         torch.manual_seed(seed)
         if cfg.finetune == "lora":
             model = _with_lora(model, cfg)
     _to_device(model, device, zero3 is not None)
+    if zero3 is None:
+        _own_memory(model)
+    model.train()
+    return WhiteBox(model=model, tokenizer=tokenizer, device=device, config=cfg)
+
+
+def _own_memory(model: Any) -> None:
+    """Weights still mapped from the model file (on the CPU) get memory of their own, aligned as torch allocates.
+
+    A mapped file that changes under a running job changes (or crashes) the run, and the CPU's
+    matrix kernels round differently on a misaligned buffer: with its own memory a model loaded
+    from disk trains exactly as the same model handed in from Python (the object API).
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                tensor.data = tensor.data.clone()
+
+
+def _check_tokenizer(tokenizer: Any, name: str) -> None:
+    if tokenizer.eos_token is None:
+        raise WhiteboxError(f"whitebox.model: the tokenizer of {name!r} has no EOS token, so responses cannot end")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # only ever used under attention_mask=0 or after EOS
+
+
+def wrap_whitebox(model: Any, tokenizer: Any, cfg: WhiteboxConfig, seed: int = 0) -> WhiteBox:
+    """A model and tokenizer handed in as objects, made ready as :func:`load_whitebox` makes a loaded one.
+
+    The model is used in place (trained in place, as transformers' ``Trainer`` does). It keeps
+    its dtype unless ``whitebox.dtype`` names one; a ``PeftModel`` keeps its adapter, any other
+    model gets LoRA with the same seeded initialisation as a loaded one (``finetune: lora``).
+    """
+    bind_local_gpu()
+    device = pick_device(cfg.device)
+    _check_tokenizer(tokenizer, cfg.model)
+    if cfg.dtype != "auto":
+        model.to(resolve_dtype(cfg.dtype, device))
+    is_peft = hasattr(model, "get_base_model") and hasattr(model, "peft_config")
+    if is_peft and cfg.finetune != "lora":
+        raise WhiteboxError("whitebox.finetune=full: the model given is a PeftModel; give its base model instead")
+    torch.manual_seed(seed)
+    if cfg.finetune == "lora" and not is_peft:
+        model = _with_lora(model, cfg)
+    _to_device(model, device, False)
+    _own_memory(model)
     model.train()
     return WhiteBox(model=model, tokenizer=tokenizer, device=device, config=cfg)
