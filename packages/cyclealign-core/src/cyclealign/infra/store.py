@@ -39,27 +39,10 @@ from cyclealign.protocols import Demonstration
 
 TEMP_PREFIX = ".cyclealign-tmp-"  # every temporary name the project makes; cleanup touches no other
 MARKER = "cyclealign"  # run.json's ``written_by``: a directory with it holds a run this project made
-OWNED = frozenset(
-    [
-        "run.json",
-        "config.yaml",
-        "interactions.jsonl",
-        "demos.jsonl",
-        "steps.jsonl",
-        "summary.json",
-        "adapter",
-        "checkpoint",
-        "checkpoint.prev",
-        "oracle_calls.jsonl",
-        "corrector",
-        "eval",
-        "report",
-        "trackers.json",
-        "tensorboard",
-        "mlruns",
-        "wandb",
-    ]
-)  # what a run writes into its directory (the oracle cache, ``oracle_cache.sqlite*``, besides)
+_FILES = ("run.json", "config.yaml", "interactions.jsonl", "demos.jsonl", "steps.jsonl", "summary.json")
+_MORE = ("oracle_calls.jsonl", "adapter", "checkpoint", "checkpoint.prev", "corrector", "eval", "report")
+_TRACKERS = ("trackers.json", "tensorboard", "mlruns", "wandb")  # what run.report_to's trackers keep here
+OWNED = frozenset(_FILES + _MORE + _TRACKERS)  # what a run writes into its directory (the oracle cache, ``oracle_cache.sqlite*``, besides)
 
 
 def _fsync_dir(path: Path) -> None:
