@@ -42,7 +42,8 @@ MARKER = "cyclealign"  # run.json's ``written_by``: a directory with it holds a 
 _FILES = ("run.json", "config.yaml", "interactions.jsonl", "demos.jsonl", "steps.jsonl", "summary.json")
 _MORE = ("oracle_calls.jsonl", "adapter", "checkpoint", "checkpoint.prev", "corrector", "eval", "report")
 _TRACKERS = ("trackers.json", "tensorboard", "mlruns", "wandb")  # what run.report_to's trackers keep here
-OWNED = frozenset(_FILES + _MORE + _TRACKERS)  # what a run writes into its directory (the oracle cache, ``oracle_cache.sqlite*``, besides)
+# what a run writes into its directory (the oracle cache, ``oracle_cache.sqlite*``, besides)
+OWNED = frozenset(_FILES + _MORE + _TRACKERS)
 
 
 def _fsync_dir(path: Path) -> None:
