@@ -51,6 +51,12 @@ LLAMA_CPP_BUILD = {
 }
 
 
+def _env_of(session: nox.Session) -> dict[str, str]:
+    """ENV, with torch's extension builds (DeepSpeed's CPU op) in this session's own folder: a build killed in
+    an earlier run on the machine leaves a lock in ~/.cache that torch would wait on for ever."""
+    return {**ENV, "TORCH_EXTENSIONS_DIR": str(Path(session.virtualenv.location) / "torch_extensions")}
+
+
 def _install(session: nox.Session, *extra: str) -> None:
     session.install(TORCH)
     session.install(*WORKSPACE, *extra, env=LLAMA_CPP_BUILD)
@@ -108,7 +114,7 @@ def tests(session: nox.Session) -> None:
     the human-evaluation page in a headless Chromium)."""
     _browser_for_tests(session)
     _install(session, *TEST_EXTRAS)
-    session.run("pytest", *(session.posargs or ["-q"]), env=ENV)
+    session.run("pytest", *(session.posargs or ["-q"]), env=_env_of(session))
 
 
 STRESS_ROUNDS = 3
@@ -129,7 +135,7 @@ def stress(session: nox.Session) -> None:
             burners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
         for n in range(1, STRESS_ROUNDS + 1):
             t0 = time.monotonic()
-            session.run("pytest", "-q", "-m", "timing", *session.posargs, env=ENV)
+            session.run("pytest", "-q", "-m", "timing", *session.posargs, env=_env_of(session))
             session.log(f"stress round {n}/{STRESS_ROUNDS} passed in {time.monotonic() - t0:.0f} s")
     finally:
         for burner in burners:

@@ -27,6 +27,19 @@ ROOT = REPO
 NCCL_WARNING = "destroy_process_group() was not called"
 
 
+def test_a_stale_build_lock_of_deepspeeds_cpu_op_is_named(tmp_path: Path) -> None:
+    """torch waits on a build lock without end; a lock a killed build left behind is named, a fresh one is not."""
+    build = tmp_path / "py311_cpu" / "deepspeed_shm_comm"
+    build.mkdir(parents=True)
+    lock = build / "lock"
+    lock.touch()
+    env = {"TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    made = lock.stat().st_mtime
+    assert process_group.stale_extension_locks(env, now=made + 5) == []  # a build in progress
+    assert process_group.stale_extension_locks(env, now=made + process_group.STALE_LOCK_S + 1) == [lock]
+    assert process_group.stale_extension_locks({"TORCH_EXTENSIONS_DIR": str(build.parent)}, now=made + 10_000) == [lock]
+
+
 def test_auto_is_the_launchers_local_gpu() -> None:
     launched = {"LOCAL_RANK": "3", "WORLD_SIZE": "4", "RANK": "3"}
     assert device_name("auto", True, launched) == "cuda:3"

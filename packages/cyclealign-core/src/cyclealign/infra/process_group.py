@@ -13,15 +13,20 @@ destroyed when the run ends (:func:`leave`), error or not, so NCCL's
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 
 from cyclealign.errors import SetupError
 
+logger = logging.getLogger(__name__)
+STALE_LOCK_S = 600  # DeepSpeed's CPU collectives op builds in about a minute; a lock this old was left by a killed build
 _created = False  # this process initialised the group it is in (a user's own group is left alone)
 
 
@@ -78,6 +83,13 @@ def init_distributed(timeout_s: float | None = None) -> None:
     if torch.distributed.is_initialized():
         return
     wait = {"timeout": timedelta(seconds=timeout_s)} if timeout_s is not None else {}
+    for lock in stale_extension_locks(os.environ):
+        logger.warning(
+            "%s is %d minutes old: a killed build of DeepSpeed's CPU collectives op left it, and DeepSpeed "
+            "waits for it without end. Delete it if no other process is building.",
+            lock,
+            (time.time() - lock.stat().st_mtime) // 60,
+        )
     if "WORLD_SIZE" in os.environ:  # started by a launcher (deepspeed, torchrun): join its group
         deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False, **wait)
     else:
@@ -97,6 +109,16 @@ def init_distributed(timeout_s: float | None = None) -> None:
     atexit.unregister(leave)
     atexit.register(leave)  # a process that never reaches the run's end still leaves cleanly
     _created = True
+
+
+def stale_extension_locks(environ: Mapping[str, str], now: float | None = None) -> list[Path]:
+    """Build locks of DeepSpeed's CPU op older than :data:`STALE_LOCK_S` (torch waits on such a lock forever)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    found = [*root.glob("deepspeed_shm_comm/lock"), *root.glob("*/deepspeed_shm_comm/lock")]
+    now = time.time() if now is None else now
+    return [lock for lock in found if now - lock.stat().st_mtime > STALE_LOCK_S]
 
 
 def leave() -> None:
