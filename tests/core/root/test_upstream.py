@@ -79,7 +79,8 @@ def test_eval_generate_with_a_litellm_model_and_its_cache(tmp_path: Path) -> Non
         rows = _rows(out / "answers.jsonl")
         again = CliRunner().invoke(app, args, terminal_width=200)
         assert again.exit_code == 0, again.output
-        assert len(server.chat_calls) == 4 and "4 from the cache" in " ".join(again.output.split())  # nothing sent twice
+        # nothing is sent twice
+        assert len(server.chat_calls) == 4 and "4 from the cache" in " ".join(again.output.split())
         paid = [*args, "--set", "oracle.name=litellm", "--set", "oracle.budget_usd=1", "--out", str(tmp_path / "paid")]
         refused = CliRunner().invoke(app, paid, terminal_width=200)
         assert refused.exit_code == 2 and "no price for model 'openai/zero-shot'" in refused.output  # the oracle's

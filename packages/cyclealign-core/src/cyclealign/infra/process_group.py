@@ -26,7 +26,7 @@ import torch
 from cyclealign.errors import SetupError
 
 logger = logging.getLogger(__name__)
-STALE_LOCK_S = 600  # DeepSpeed's CPU collectives op builds in about a minute; a lock this old was left by a killed build
+STALE_LOCK_S = 600  # DeepSpeed's CPU op builds in about a minute: a lock this old was left by a killed build
 _created = False  # this process initialised the group it is in (a user's own group is left alone)
 
 
