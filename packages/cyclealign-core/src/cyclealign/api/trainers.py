@@ -6,8 +6,8 @@ args object) and run exactly what the command line runs: the parts handed in
 travel as :class:`cyclealign.run.assembly.Parts` into the same run functions
 (``cyclealign.run.entry.run``, ``offline.train.train``,
 ``aligner.training.train_corrector``), so the run directory, checkpoints, resume
-and the records are the command line's.  ``cyclealign run`` is built on
-:class:`CycleAlignTrainer`.
+and the records are the command line's.  The three commands ``cyclealign run``, ``train`` and ``aligner train``
+are built on these trainers.
 """
 
 from __future__ import annotations
@@ -230,18 +230,24 @@ class AlignerTrainer(_Trainer):
         return Path(self.config.output)
 
 
-def run_config(config: Config, *, console: Console | None = None) -> Any:
-    """``cyclealign run CONFIG``: the trainer built from a config; returns the ``RunResult``."""
-    trainer = CycleAlignTrainer(args=config, console=console)
-    trainer.train()
-    return trainer.result
+def run_config(config: Any, *, console: Console | None = None, trainer: type[_Trainer] = CycleAlignTrainer) -> Any:
+    """``cyclealign run|train|aligner train CONFIG``: the trainer built from a config; returns the ``RunResult``."""
+    built = trainer(args=config, console=console)
+    built.train()
+    return built.result
 
 
-def resume_run(run_dir: Path, *, console: Console | None = None, changes: list[str] | None = None) -> Any:
-    """``cyclealign run --resume RUN_DIR``: the trainer continuing the run; returns the ``RunResult``."""
-    trainer = CycleAlignTrainer(resume_from=run_dir, resume_changes=changes, console=console)
-    trainer.train()
-    return trainer.result
+def resume_run(
+    run_dir: Path,
+    *,
+    console: Console | None = None,
+    changes: list[str] | None = None,
+    trainer: type[_Trainer] = CycleAlignTrainer,
+) -> Any:
+    """``cyclealign run|train|aligner train --resume RUN_DIR``: the trainer continuing the run; the ``RunResult``."""
+    built = trainer(resume_from=run_dir, resume_changes=changes, console=console)
+    built.train()
+    return built.result
 
 
 __all__ = ["AlignerTrainer", "CycleAlignTrainer", "OfflineTrainer", "resume_run", "run_config"]

@@ -5,6 +5,7 @@ Each command is one function on ``aligner_app`` over one function of ``cyclealig
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -47,15 +48,15 @@ def train_command(
       cyclealign aligner train --resume runs/corrector
     """
     from cyclealign.aligner.settings import AlignerTrainConfig
-    from cyclealign.aligner.training import resume_corrector, train_corrector
+    from cyclealign.api.trainers import AlignerTrainer, resume_run, run_config  # the command uses the object API
 
     result = start_or_resume(
         "aligner train",
         config=config,
         set_=set_,
         resume=resume,
-        start=train_corrector,
-        resume_fn=resume_corrector,
+        start=partial(run_config, trainer=AlignerTrainer),
+        resume_fn=partial(resume_run, trainer=AlignerTrainer),
         schema=AlignerTrainConfig,
     )
     if result.totals.stopped:

@@ -1,7 +1,8 @@
-"""``cyclealign train``: a thin typer wrapper over :func:`cyclealign.offline.train.train`."""
+"""``cyclealign train``: a thin typer wrapper over :class:`cyclealign.api.trainers.OfflineTrainer`."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -35,17 +36,16 @@ def train_command(
 
       cyclealign train --resume runs/dpo              # continue after a crash or Ctrl+C
     """
+    from cyclealign.api.trainers import OfflineTrainer, resume_run, run_config  # the command uses the object API
     from cyclealign.offline.settings import OfflineTrainConfig
-    from cyclealign.offline.train import resume as resume_training
-    from cyclealign.offline.train import train
 
     result = start_or_resume(
         "train",
         config=config,
         set_=set_,
         resume=resume,
-        start=train,
-        resume_fn=resume_training,
+        start=partial(run_config, trainer=OfflineTrainer),
+        resume_fn=partial(resume_run, trainer=OfflineTrainer),
         schema=OfflineTrainConfig,
     )
     if result.totals.stopped:
