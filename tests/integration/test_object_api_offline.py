@@ -1,4 +1,8 @@
-"""OfflineTrainer and AlignerTrainer: objects in memory train exactly as the same data and model from files."""
+"""OfflineTrainer and AlignerTrainer: objects in memory train exactly as the same data and model from files.
+
+The file side runs through the command line (``cyclealign train`` / ``aligner train``), which is built on
+the same trainers.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import pytest
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from cyclealign import AlignerTrainer, OfflineTrainer, plugins
 from cyclealign.aligner.corrector import Corrector
+from cyclealign.cli.main import app
 from cyclealign.config import LossConfig
 from cyclealign.errors import DataError
 from tests.support.compare import assert_close
@@ -28,6 +34,14 @@ TRIPLES = [
     for i in range(6)
 ]
 RUN = {"progress": False, "checkpoint_interval_s": 0}
+
+
+def cli_run(tmp_path: Path, command: list[str], model: Path, args: dict[str, Any], run_dir: Path) -> None:
+    """The same arguments as a config file, the model from disk, run by the command line."""
+    config = tmp_path / f"{run_dir.name}.yaml"
+    config.write_text(json.dumps({**args, "whitebox": {**args.get("whitebox", {}), "model": str(model)}}))
+    result = CliRunner().invoke(app, [*command, str(config), "--set", f"run.dir={run_dir}"])
+    assert result.exit_code == 0, result.output
 
 
 def saved_model(path: Path) -> Path:
@@ -64,9 +78,8 @@ def test_offline_trainer_with_objects_equals_the_run_from_files(tmp_path: Path) 
 
     data = tmp_path / "pairs.jsonl"  # the ids rows in memory get: example-<n>
     data.write_text("".join(json.dumps({"id": f"example-{n}", **r}) + "\n" for n, r in enumerate(PAIRS, 1)))
-    files = {**args, "run": {**RUN, "dir": str(tmp_path / "files")}}
-    files["offline"] = {**args["offline"], "source": str(data)}
-    OfflineTrainer(str(saved_model(tmp_path / "model")), args=files, console=QUIET).train()
+    files = {**args, "offline": {**args["offline"], "source": str(data)}}
+    cli_run(tmp_path, ["train"], saved_model(tmp_path / "model"), files, tmp_path / "files")
 
     assert_close(steps(tmp_path / "api"), steps(tmp_path / "files"), "steps")
     weights = load_file(tmp_path / "api" / "adapter" / "adapter_model.safetensors")
