@@ -68,7 +68,7 @@ def main(model_dir: str, out_dir: str) -> None:
         "finite": bool(torch.isfinite(torch.tensor(parts["total"]))),
     }
     Path(out_dir, f"rank{lockstep.rank}.json").write_text(json.dumps(result))
-    process_group.leave()
+    process_group.leave(together=True)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,13 @@ def stale_extension_locks(environ: Mapping[str, str], now: float | None = None) 
     return [lock for lock in found if now - lock.stat().st_mtime > STALE_LOCK_S]
 
 
-def leave() -> None:
-    """Destroy the process group this process created (a group someone else made stays as it was)."""
+def leave(together: bool = False) -> None:
+    """Destroy the process group this process created (a group someone else made stays as it was).
+
+    ``together``: wait for every process first (a run that ended normally). The first process hosts the
+    group's store and its shared memory; torn down while another process is still in its last steps, that
+    process can abort at exit. After an error the peers may be gone, so nobody waits.
+    """
     global _created
     if not _created:
         return
@@ -130,5 +135,8 @@ def leave() -> None:
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     import deepspeed.comm  # DeepSpeed's way also drops the groups it cached (a later run makes a new world)
+
+    if together and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
 
     deepspeed.comm.destroy_process_group()

@@ -289,14 +289,16 @@ class RunLifecycle:
 
     def run(self) -> RunResult:
         """setup, train, cleanup (always), the report; a stopped run says how to continue it."""
+        ended = False
         try:
             self.setup()
             try:
                 self.train()
             finally:
                 summary = self.cleanup()
+            ended = True
         finally:
-            process_group.leave()  # the group this run made (DeepSpeed), error or not: NCCL warns otherwise
+            process_group.leave(together=ended)  # the group this run made (DeepSpeed), error or not
         self.work.report(self, summary)
         error = self.work.failure(self)
         if error is not None:
