@@ -85,10 +85,10 @@ def init_distributed(timeout_s: float | None = None) -> None:
     wait = {"timeout": timedelta(seconds=timeout_s)} if timeout_s is not None else {}
     for lock in stale_extension_locks(os.environ):
         logger.warning(
-            "%s is %d minutes old: a killed build of DeepSpeed's CPU collectives op left it, and DeepSpeed "
+            "%s is over %d minutes old: a killed build of DeepSpeed's CPU collectives op left it, and DeepSpeed "
             "waits for it without end. Delete it if no other process is building.",
             lock,
-            (time.time() - lock.stat().st_mtime) // 60,
+            STALE_LOCK_S // 60,
         )
     if "WORLD_SIZE" in os.environ:  # started by a launcher (deepspeed, torchrun): join its group
         deepspeed.init_distributed(dist_backend=None, auto_mpi_discovery=False, verbose=False, **wait)
@@ -118,7 +118,15 @@ def stale_extension_locks(environ: Mapping[str, str], now: float | None = None) 
     root = Path(environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     found = [*root.glob("deepspeed_shm_comm/lock"), *root.glob("*/deepspeed_shm_comm/lock")]
     now = time.time() if now is None else now
-    return [lock for lock in found if now - lock.stat().st_mtime > STALE_LOCK_S]
+    return [lock for lock in found if now - _mtime(lock, now) > STALE_LOCK_S]
+
+
+def _mtime(path: Path, default: float) -> float:
+    """The file's modification time; ``default`` when the build finished and removed it meanwhile."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return default
 
 
 def leave(together: bool = False) -> None:
