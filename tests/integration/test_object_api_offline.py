@@ -1,7 +1,7 @@
 """OfflineTrainer and AlignerTrainer: objects in memory train exactly as the same data and model from files.
 
-The file side runs through the command line (``cyclealign train`` / ``aligner train``), which is built on
-the same trainers.
+The offline file side runs through ``cyclealign train`` itself, which is built on ``OfflineTrainer``; the aligner's
+file side uses ``AlignerTrainer`` with a path.
 """
 
 from __future__ import annotations
