@@ -40,6 +40,7 @@ class Call:
     headers: dict[str, str]
     done_at: float | None = None  # when the server answered it, or saw its client hang up
     abandoned: bool = False  # the client hung up before the answer
+    index: int = -1  # its place among the server's requests
 
     @property
     def last_user(self) -> str:
@@ -102,7 +103,10 @@ class OpenAIServer:
         self.max_in_flight = 0
         self.abandoned = 0  # calls whose client disconnected before the answer
         self.last_done = 0.0
+        self.held = 0  # requests that arrived while held and were dropped unseen (their client was gone)
         self._lock = threading.Lock()
+        self._holding = False
+        self._released = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -173,6 +177,35 @@ class OpenAIServer:
                 else:
                     self._send(404, json.dumps({"error": {"message": "not found"}}))
 
+            def _gone(self) -> bool:
+                """The client closed the connection (a killed process's sockets are closed by the kernel)."""
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                try:
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
+            def _recorded(self, call: Call) -> bool:
+                """Count the call unless the server holds: the check and the count are one step for hold()."""
+                with outer._lock:
+                    if outer._holding:
+                        return False
+                    call.index = len(outer.requests)
+                    outer.requests.append(call)
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                    return True
+
+            def _dropped_after_hold(self) -> bool:
+                """A request that came while the server held waits, unrecorded; dropped if its client died meanwhile."""
+                outer._released.wait()
+                if not self._gone():
+                    return False
+                with outer._lock:
+                    outer.held += 1
+                self.close_connection = True
+                return True
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
@@ -181,15 +214,13 @@ class OpenAIServer:
                 except json.JSONDecodeError:
                     body = {}
                 call = Call(time.monotonic(), self.path, body, dict(self.headers.items()))
-                with outer._lock:
-                    index = len(outer.requests)
-                    outer.requests.append(call)
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                while not self._recorded(call):  # held: it waits, unrecorded, until released
+                    if self._dropped_after_hold():
+                        return
                 try:
                     if self._refused():
                         return
-                    reply = outer._reply(call, index)
+                    reply = outer._reply(call, call.index)
                     if not self._wait(outer.latency_s + reply.delay_s):
                         with outer._lock:
                             outer.abandoned += 1  # the client hung up before the answer: it gave up on the call
@@ -233,6 +264,18 @@ class OpenAIServer:
     @property
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def hold(self) -> None:
+        """From now on new requests wait unrecorded and unanswered (sent, but not yet received by the API)."""
+        with self._lock:
+            self._holding = True
+            self._released.clear()
+
+    def release(self) -> None:
+        """Let held requests through; those whose client is gone are dropped without a trace."""
+        with self._lock:
+            self._holding = False
+        self._released.set()
 
     def quiet_for(self, seconds: float) -> bool:
         """No call in flight and none answered within ``seconds``: the client holds no unanswered request."""
