@@ -103,7 +103,6 @@ class OpenAIServer:
         self.max_in_flight = 0
         self.abandoned = 0  # calls whose client disconnected before the answer
         self.last_done = 0.0
-        self.held = 0  # requests that arrived while held and were dropped unseen (their client was gone)
         self._lock = threading.Lock()
         self._holding = False
         self._released = threading.Event()
@@ -146,10 +145,7 @@ class OpenAIServer:
                 while (left := deadline - time.monotonic()) > 0:
                     readable, _, _ = select.select([self.connection], [], [], min(0.05, left))
                     if readable:
-                        try:
-                            if self.connection.recv(1, socket.MSG_PEEK) == b"":
-                                return False
-                        except OSError:
+                        if self._gone():
                             return False
                         time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))  # pipelined bytes: keep waiting
                 return True
@@ -201,8 +197,6 @@ class OpenAIServer:
                 outer._released.wait()
                 if not self._gone():
                     return False
-                with outer._lock:
-                    outer.held += 1
                 self.close_connection = True
                 return True
 
